@@ -73,7 +73,7 @@ EXPORT_INFO_FILENAME = "export.json"
 SIGNATURES = ("serving_default", "pixels", "pixels_float", "features")
 
 # 40 megapixels: 12-36 MP camera and phone photos pass; 10000x10000 does not. Decoding
-# and the antialiased resize hold about 16 bytes per pixel (uint8 RGB, then float32),
+# and the resize hold about 16 bytes per pixel (uint8 RGB, then float32),
 # so one image in flight needs at most ~640 MB.
 DEFAULT_MAX_PIXELS = 40_000_000
 # The shorter side is resized to data.resize_size, so a 1x40,000,000 strip would become

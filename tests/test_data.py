@@ -199,3 +199,56 @@ def test_eval_pipeline_keeps_every_example_in_order(small_demo_dir):
                                training=False)
     labels = np.concatenate([y for _, y in _batches(ds)])
     np.testing.assert_array_equal(labels, split.labels)
+
+
+def _expected_resize(image, size, antialias):
+    h, w = image.shape[:2]
+    scale = np.float32(size) / np.float32(min(h, w))
+    shape = [max(size, int(np.round(np.float32(h) * scale))),
+             max(size, int(np.round(np.float32(w) * scale)))]
+    out = tf.image.resize(image, shape, antialias=antialias)
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8).numpy()
+
+
+@pytest.mark.parametrize("height,width,size,antialias", [
+    (120, 90, 60, False),   # shrinks 1.5x: plain bilinear reads every pixel
+    (100, 150, 50, False),  # exactly 2x: still plain
+    (200, 130, 60, True),   # shrinks 2.17x: widened (antialiased) kernel
+    (40, 60, 64, False),    # enlarges: plain bilinear
+])
+def test_resize_shorter_side_antialiases_only_beyond_2x(height, width, size, antialias):
+    image = _image(height, width, seed=height)
+    out = preprocess.resize_shorter_side(tf.constant(image), size).numpy()
+    np.testing.assert_array_equal(out, _expected_resize(image, size, antialias))
+    if size < min(height, width):
+        # Shrinking, the other kernel gives other pixels: the check above tells them apart.
+        assert not np.array_equal(out, _expected_resize(image, size, not antialias))
+    np.testing.assert_array_equal(
+        _in_dataset(lambda x: preprocess.resize_shorter_side(x, size), image), out)
+
+
+def test_flip_image_single_and_batched_agree_with_numpy():
+    images = np.random.default_rng(5).integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)
+    flips = np.array([True, False, True, False])
+    batched = preprocess.flip_image(tf.constant(images), tf.constant(flips)).numpy()
+    for image, flip, out in zip(images, flips, batched):
+        expected = image[:, ::-1] if flip else image
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(
+            preprocess.flip_image(tf.constant(image), tf.constant(flip)), expected)
+
+
+@pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
+def test_finish_paper_image_is_flip_lighting_and_normalisation(channel_order):
+    image = _image(8, 9, seed=3)
+    norm = preprocess.Normalization(mean_rgb=(1.0, 2.0, 3.0), std_rgb=(4.0, 5.0, 6.0),
+                                    channel_order=channel_order)
+    light = preprocess.Lighting(0.1)
+    alpha = np.array([0.3, -1.2, 0.7], np.float32)
+    out = preprocess.finish_paper_image(tf.constant(image), tf.constant(True),
+                                        tf.constant(alpha), norm, light).numpy()
+    shift = np.array(preprocess.IMAGENET_PCA_EIGVEC) @ (
+        alpha * np.array(preprocess.IMAGENET_PCA_EIGVAL)) * 255
+    expected = (image[:, ::-1].astype(np.float64) + shift - [1, 2, 3]) / [4, 5, 6]
+    expected = expected[..., ::-1] if channel_order == "BGR" else expected
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-5)

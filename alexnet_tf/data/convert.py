@@ -49,10 +49,11 @@ Every image is decoded with Pillow before it is stored:
   side was of length 256" (Sec. 2) for every image. The aspect ratio is kept (the
   central 256x256 crop is left to the input pipeline, which takes it directly from the
   stored JPEG). The filter is Pillow's BILINEAR, which widens its triangle kernel by the
-  down-scaling factor, i.e. it is antialiased: the same kernel and output size as
-  `preprocess.resize_shorter_side` (``tf.image.resize(antialias=True)``), so records
-  stored at 256 give the pipeline the same pixels (up to JPEG rounding) as resizing
-  the original files on the fly. ``S=0`` keeps the original sizes.
+  down-scaling factor, i.e. it is antialiased (made once, so quality comes first). The
+  output size is `preprocess.resize_shorter_side`'s; its on-the-fly kernel is the same
+  when an image shrinks by more than 2x and plain bilinear otherwise (its docstring
+  says why), so records stored at 256 are a little smoother than an on-the-fly resize
+  of a typical 500x375 photo. ``S=0`` keeps the original sizes.
 * EXIF orientation is not applied (neither does ``tf.io.decode_jpeg``; ImageNet is
   used as stored); metadata (EXIF, ICC profiles) is not copied into re-encoded images.
 """
@@ -72,6 +73,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from absl import logging
 from PIL import Image
+from tqdm import tqdm
 
 from alexnet_tf.data import imagenet
 
@@ -411,19 +413,6 @@ def summary_line(metadata: dict, output_dir: str = "") -> str:
     return "; ".join(parts) + f" ({metadata['num_classes']} classes){where}"
 
 
-class _NoBar:
-    def update(self, n):
-        del n
-
-    def close(self):
-        pass
-
-
 def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is optional: without it, no bar
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True,
+                disable=not enabled)

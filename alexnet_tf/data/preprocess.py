@@ -112,8 +112,13 @@ def decode_rgb(encoded):
 def resize_shorter_side(image, size: int):
     """Scales so the shorter side is ``size`` (Sec. 2); a no-op when it already is.
 
-    Bilinear with antialiasing, so that down-sampling large photos does not alias;
-    the result is rounded back to uint8.
+    Bilinear, rounded back to uint8. The paper does not name its filter. Plain
+    bilinear interpolation (OpenCV's INTER_LINEAR, as Caffe's ImageNet tools used; TF
+    Model Garden's default) reads every input pixel while the image shrinks by at most
+    2x, which covers ImageNet's typical 500x375 photos; shrinking further, it would skip
+    pixels and alias, so there the kernel is widened by the scale factor
+    (``antialias=True``, Pillow's BILINEAR). Antialiasing every image would cost 2.4 ms
+    of the 4.2 ms it takes to prepare a 500x375 JPEG (docs/BENCHMARKS.md).
     """
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
@@ -123,7 +128,11 @@ def resize_shorter_side(image, size: int):
         scale = tf.cast(size, tf.float32) / tf.cast(shorter, tf.float32)
         new_h = tf.maximum(size, tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32))
         new_w = tf.maximum(size, tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32))
-        resized = tf.image.resize(image, tf.stack([new_h, new_w]), antialias=True)
+        new_size = tf.stack([new_h, new_w])
+        resized = tf.cond(
+            scale < 0.5,
+            lambda: tf.image.resize(image, new_size, antialias=True),
+            lambda: tf.image.resize(image, new_size, antialias=False))
         return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
     return tf.cond(tf.equal(shorter, size), lambda: image, resize)
@@ -157,9 +166,18 @@ def flip_draw(seed):
     return tf.random.stateless_uniform([], op_seed(seed, _FLIP)) < 0.5
 
 
+def flip_image(image, flip):
+    """Reflects [H, W, C] (``flip`` a bool scalar) or [B, H, W, C] images (``flip`` a
+    bool [B]) horizontally. ``tf.reverse``: a strided ``[:, ::-1]`` slice costs 8x more
+    on CPU."""
+    if image.shape.rank == 4:
+        return tf.where(flip[:, None, None, None], tf.reverse(image, [2]), image)
+    return tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+
+
 def random_flip(image, seed):
     """A horizontal reflection with probability 1/2 (Sec. 4.1)."""
-    return tf.cond(flip_draw(seed), lambda: image[:, ::-1, :], lambda: image)
+    return flip_image(image, flip_draw(seed))
 
 
 def lighting_draw(std: float, seed):
@@ -200,7 +218,34 @@ def normalize(image, norm: Normalization, mean_window=None):
     else:
         mean = tf.constant(norm.mean_rgb, tf.float32)
     image = (image - mean) / tf.constant(norm.std_rgb, tf.float32)
-    return image[..., ::-1] if norm.channel_order == "BGR" else image
+    return to_channel_order(image, norm)
+
+
+def to_channel_order(image, norm: Normalization):
+    """RGB as it is, or reversed to BGR (weights trained in Caffe)."""
+    return tf.reverse(image, [-1]) if norm.channel_order == "BGR" else image
+
+
+def finish_paper_image(image, flip, alpha, norm: Normalization,
+                       light: "Lighting"):
+    """Sec. 4.1's tail after the crop: flip, PCA lighting, mean subtraction, scaling.
+
+    One image (uint8 [H, W, 3], bool ``flip``, float [3] ``alpha``) or a batch
+    ([B, H, W, 3], [B], [B, 3]). The lighting shift and the mean are one per-channel
+    offset, so the float image is made in one pass (``cast + offset``), then scaled
+    only when some std is not 1. Per-channel mean only (the mean image is subtracted
+    at the crop's window, `paper_train_image`).
+    """
+    image = flip_image(image, flip)
+    offset = -tf.constant(norm.mean_rgb, tf.float32)
+    if light.std:
+        offset = lighting_shift(alpha, light.eigval, light.eigvec) + offset
+    if image.shape.rank == 4 and offset.shape.rank == 2:
+        offset = offset[:, None, None, :]
+    image = tf.cast(image, tf.float32) + offset
+    if any(s != 1 for s in norm.std_rgb):
+        image = image * tf.constant([1.0 / s for s in norm.std_rgb], tf.float32)
+    return to_channel_order(image, norm)
 
 
 def _stored_at(encoded, size: int):
@@ -253,11 +298,9 @@ def paper_train_image(encoded, seed, *, image_size: int, resize_size: int,
         image = random_flip(image, seed)
         image = pca_lighting(image, lighting.std, seed, lighting.eigval, lighting.eigvec)
         image = image / tf.constant(norm.std_rgb, tf.float32)
-        return image[..., ::-1] if norm.channel_order == "BGR" else image
-    image = random_flip(image, seed)
-    image = pca_lighting(tf.cast(image, tf.float32), lighting.std, seed, lighting.eigval,
-                         lighting.eigvec)
-    return normalize(image, norm)
+        return to_channel_order(image, norm)
+    alpha = lighting_draw(lighting.std, seed) if lighting.std else tf.zeros([3])
+    return finish_paper_image(image, flip_draw(seed), alpha, norm, lighting)
 
 
 def modern_crop(encoded, seed, *, image_size: int, area_range=(0.08, 1.0),
@@ -330,7 +373,7 @@ def ten_crop_images(encoded, *, image_size: int, resize_size: int, norm: Normali
     square = central_crop(resize_shorter_side(decode_rgb(encoded), resize_size), resize_size)
     crops = [normalize(square[t:t + image_size, l:l + image_size, :], norm, (t, l))
              for t, l in ten_crop_windows(image_size, resize_size)]
-    crops += [crop[:, ::-1, :] for crop in crops]
+    crops += [tf.reverse(crop, [1]) for crop in crops]
     images = tf.stack(crops)
     images.set_shape([10, image_size, image_size, 3])
     return images

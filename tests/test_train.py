@@ -91,12 +91,15 @@ def test_batch_larger_than_the_data_is_refused(small_demo_dir, tmp_path):
 
 # --- the paper's optimizer (Sec. 5) ------------------------------------------------------
 
-def test_coupled_decay_sgd_follows_the_papers_update_by_hand():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_coupled_decay_sgd_follows_the_papers_update_by_hand(fused):
     """v <- 0.9 v - 0.0005 lr w - lr g;  w <- w + v, with the bias not decayed."""
     config = config_lib.base_config().train
     layer = keras.layers.Dense(2, kernel_initializer="ones", bias_initializer="ones")
     layer.build((None, 3))
-    optimizer = optim.create_optimizer(config, steps_per_epoch=10, global_batch_size=128)
+    optimizer = optim.create_optimizer(config, steps_per_epoch=10, global_batch_size=128,
+                                       fused=fused)
+    assert isinstance(optimizer, optim.CoupledSGD)  # the decay is the optimizer's own
     x = np.array([[1.0, -2.0, 0.5]], np.float32)
     w, b = np.ones((3, 2)), np.ones(2)
     v_w, v_b = np.zeros_like(w), np.zeros_like(b)
@@ -108,7 +111,6 @@ def test_coupled_decay_sgd_follows_the_papers_update_by_hand():
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(layer(x) ** 2)
         grads = tape.gradient(loss, layer.trainable_variables)
-        grads = optim.coupled_decay(grads, layer.trainable_variables, config)
         optimizer.apply_gradients(zip(grads, layer.trainable_variables))
         # By hand: dL/dy = 2y, dL/dW = x^T 2y, dL/db = 2y.
         y = x @ w + b
@@ -179,7 +181,60 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_demo_dir, tmp_p
     assert json.load(open(os.path.join(workdir, "config.1.json")))["train"]["learning_rate"] == 0.02
 
 
-def test_coupled_decay_under_loss_scaling_is_the_same_update():
+def test_metric_window_sums_on_device_and_names_where_the_loss_went_bad(tmp_path):
+    window = loop.MetricWindow(first_step=10)
+    step_sums = {"loss": tf.constant(2.5), "top1": tf.constant(3.0), "top5": tf.constant(8.0),
+                 "count": tf.constant(8.0)}
+    for _ in range(3):
+        window.add(step_sums)
+    assert all(v.dtype == tf.float64 for v in window.sums.values())
+    assert window.read_checked(13, str(tmp_path)) == {"loss": 7.5, "top1": 9.0, "top5": 24.0,
+                                                      "count": 24.0}
+    window.add(dict(step_sums, loss=tf.constant(float("nan"))))
+    with pytest.raises(loop.NonFiniteLossError, match=r"Training loss is nan at step 14: "
+                       r"stopping without saving; the last good checkpoint is None"):
+        window.read_checked(14, str(tmp_path))
+    window.reset()
+    window.checked_through = 14
+    window.add(step_sums)
+    window.add(dict(step_sums, loss=tf.constant(float("inf"))))
+    window.add(step_sums)
+    with pytest.raises(loop.NonFiniteLossError, match=r"loss is inf between step 15 and step 17"):
+        window.read_checked(17, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_nan_between_reads_is_caught_before_the_next_checkpoint(small_demo_dir, tmp_path,
+                                                               monkeypatch):
+    """The loss is read every 4 steps here (checkpoints; log lines only at the epoch's end):
+    a NaN at step 6 stops the run at step 8 before ckpt-8 is written."""
+    real_make_train_step = loop.make_train_step
+
+    def make_train_step(*args, **kwargs):
+        train_step = real_make_train_step(*args, **kwargs)
+        calls = []
+
+        def poisoned(batch):
+            sums = train_step(batch)
+            calls.append(1)
+            return dict(sums, loss=sums["loss"] * float("nan")) if len(calls) == 6 else sums
+
+        return poisoned
+
+    monkeypatch.setattr(loop, "make_train_step", make_train_step)
+    workdir = tmp_path / "run"
+    config = _demo_config(small_demo_dir, total_epochs=1, log_every_steps=100,
+                          checkpoint_every_steps=4, schedule="constant", warmup_epochs=0.0)
+    with pytest.raises(loop.NonFiniteLossError,
+                       match=r"loss is nan between step 5 and step 8: .*ckpt-4\.$"):
+        loop.train_and_evaluate(config, str(workdir))
+    assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-4")
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_coupled_decay_under_loss_scaling_is_the_same_update(mode):
+    """LossScaleOptimizer unscales the gradients before CoupledSGD adds wd * w, so float16
+    loss scaling leaves the update as it is in float32."""
     config = config_lib.base_config().train
     x = np.array([[1.0, -2.0, 0.5]], np.float32)
     results = []
@@ -192,14 +247,17 @@ def test_coupled_decay_under_loss_scaling_is_the_same_update():
         optimizer.build(layer.trainable_variables)
         scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         assert scaled == (precision == "float16")
-        for _ in range(2):
+
+        def step():
             with tf.GradientTape() as tape:
                 loss = tf.reduce_sum(layer(x) ** 2)
                 loss = optimizer.scale_loss(loss) if scaled else loss
             grads = tape.gradient(loss, layer.trainable_variables)
-            grads = optim.coupled_decay(grads, layer.trainable_variables, config,
-                                        optimizer.dynamic_scale if scaled else None)
             optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+
+        step = tf.function(step) if mode == "function" else step
+        for _ in range(2):
+            step()
         results.append(layer.kernel.numpy())
     assert float(optimizer.dynamic_scale.numpy()) > 1  # the loss really was scaled
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
@@ -208,7 +266,10 @@ def test_coupled_decay_under_loss_scaling_is_the_same_update():
 @pytest.mark.slow
 @pytest.mark.parametrize("precision,xla", [("bfloat16", False), ("none", True)])
 def test_mixed_precision_and_xla_runs_train(small_demo_dir, tmp_path, precision, xla):
-    config = _demo_config(small_demo_dir, total_epochs=2, mixed_precision=precision,
+    # 3 epochs: after 2, the top-1 error sat within rounding noise of the bound (0.83 to
+    # 0.89 across changes that only reorder float rounding: XLA, the fused optimizer
+    # update, oneDNN's grouped convolution); after 3 it is 0.73 to 0.79.
+    config = _demo_config(small_demo_dir, total_epochs=3, mixed_precision=precision,
                           jit_compile=xla, schedule="constant", warmup_epochs=0.0)
     metrics = loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert np.isfinite(metrics["loss"]) and metrics["top1_error"] < 0.85, metrics

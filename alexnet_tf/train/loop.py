@@ -9,7 +9,8 @@ update the learning rate, checkpoint (and keep the best by validation error).
 A run killed at any point (even SIGKILL) restarts from its last checkpoint: model,
 optimizer (momentum, loss scale), step, epoch, plateau state, best error, and the
 position in the epoch's data. A NaN or Inf loss stops the run before anything is
-saved, so the last checkpoint stays good.
+saved, so the last checkpoint stays good: the step's metrics stay on the device and
+are read, and checked, at every log line, epoch end and checkpoint save.
 """
 
 from __future__ import annotations
@@ -40,6 +41,50 @@ METRICS_FILENAME = "metrics.json"
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf."""
+
+
+METRIC_KEYS = ("loss", "top1", "top5", "count")
+
+
+@tf.function
+def _add_sums(window, sums):
+    """``window + sums`` per metric, on the device and in float64 (a window of steps
+    adds up many float32 sums)."""
+    return {k: window[k] + tf.cast(sums[k], tf.float64) for k in METRIC_KEYS}
+
+
+class MetricWindow:
+    """The train step's summed metrics over the steps since the last log line, kept on
+    the device: adding a step is one op and no read, so the host does not wait for the
+    device every step. The sums are read (`read_checked`) at log intervals, at epoch
+    ends and before every checkpoint save, and those reads run the NaN/Inf guard.
+    """
+
+    def __init__(self, first_step: int):
+        self.checked_through = first_step  # every step up to this one had a finite loss
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = {k: tf.zeros([], tf.float64) for k in METRIC_KEYS}
+
+    def add(self, sums) -> None:
+        self.sums = _add_sums(self.sums, sums)
+
+    def read_checked(self, step: int, checkpoint_dir: str) -> dict:
+        """The sums on the host; raises NonFiniteLossError if a step's loss since the
+        last read (after ``checked_through``, up to ``step``) was NaN or Inf."""
+        # One stacked read: the host waits for the device once.
+        values = dict(zip(METRIC_KEYS, tf.stack([self.sums[k] for k in METRIC_KEYS])
+                          .numpy().tolist()))
+        if not math.isfinite(values["loss"]):
+            first = self.checked_through + 1
+            where = (f"at step {step}" if first >= step
+                     else f"between step {first} and step {step}")
+            raise NonFiniteLossError(
+                f"Training loss is {values['loss']} {where}: stopping without saving; the "
+                f"last good checkpoint is {tf.train.latest_checkpoint(checkpoint_dir)}.")
+        self.checked_through = step
+        return values
 
 
 def build_model(config) -> keras.Model:
@@ -149,8 +194,8 @@ def make_train_step(model, optimizer, strategy, config):
             scaled = optimizer.scale_loss(loss) if loss_scaled else loss
         variables = model.trainable_variables
         gradients = tape.gradient(scaled, variables)
-        gradients = optim.coupled_decay(
-            gradients, variables, t, optimizer.dynamic_scale if loss_scaled else None)
+        # The paper's coupled weight decay is the optimizer's (optim.CoupledSGD); under
+        # loss scaling it sees the unscaled gradients.
         optimizer.apply_gradients(zip(gradients, variables))
         return evaluate.summed_metrics(labels, logits, per_example)
 
@@ -251,6 +296,9 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                              f"built from the config: {error}") from None
         logging.info("Resumed from %s at step %d (epoch %d).", latest, int(step.numpy()),
                      int(epoch_var.numpy()))
+    # The step count lives in Python during training, so that counting a step reads
+    # nothing from the device; `step` is assigned from it (for checkpoints).
+    current = int(step.numpy())
     lr_keys = {"train.learning_rate", "train.lr_base_batch_size", "train.global_batch_size"}
     if latest and lr_keys & set(changed):
         # An asked-for change of the learning rate wins over the one the run had reached.
@@ -291,10 +339,11 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                  keras.mixed_precision.global_policy().name,
                  ", XLA" if t.jit_compile else "")
     for epoch in range(int(epoch_var.numpy()), t.total_epochs):
-        done_in_epoch = int(step.numpy()) - epoch * steps_per_epoch
+        epoch_end = (epoch + 1) * steps_per_epoch
+        done_in_epoch = current - epoch * steps_per_epoch
         iterator = iter(strategy.distribute_datasets_from_function(
             train_dataset_fn(epoch, done_in_epoch)))
-        window = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
+        window = MetricWindow(first_step=current)
         window_start = epoch_start = time.perf_counter()
         bad_records.assign(0)
         for _ in range(steps_per_epoch - done_in_epoch):
@@ -303,34 +352,35 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                 # Bad records were skipped, so the epoch has fewer full batches; the step
                 # counter still moves to the epoch's end, which keeps resuming exact.
                 logging.warning("Epoch %d ended %d steps early: bad records were skipped.",
-                                epoch + 1, (epoch + 1) * steps_per_epoch - int(step.numpy()))
-                step.assign((epoch + 1) * steps_per_epoch)
+                                epoch + 1, epoch_end - current)
+                window.read_checked(current, checkpoint_dir)  # the steps it did run
+                current = epoch_end
+                step.assign(current, read_value=False)
                 break
-            sums = {k: float(v) for k, v in train_step(batch.get_value()).items()}
-            current = int(step.assign_add(1).numpy())
-            if not math.isfinite(sums["loss"]):
-                raise NonFiniteLossError(
-                    f"Training loss is {sums['loss']} at step {current}: stopping without "
-                    f"saving; the last good checkpoint is {tf.train.latest_checkpoint(checkpoint_dir)}.")
-            for key in window:
-                window[key] += sums[key]
-            if current % t.log_every_steps == 0 or current == (epoch + 1) * steps_per_epoch:
+            window.add(train_step(batch.get_value()))
+            current += 1
+            step.assign(current, read_value=False)
+            if current % t.log_every_steps == 0 or current == epoch_end:
+                sums = window.read_checked(current, checkpoint_dir)
                 elapsed = time.perf_counter() - window_start
-                values = {"loss": window["loss"] / window["count"],
-                          "top1_error": 1 - window["top1"] / window["count"],
-                          "top5_error": 1 - window["top5"] / window["count"],
+                values = {"loss": sums["loss"] / sums["count"],
+                          "top1_error": 1 - sums["top1"] / sums["count"],
+                          "top5_error": 1 - sums["top5"] / sums["count"],
                           # convert_to_tensor: a mirrored variable under tf.distribute
                           "learning_rate": float(tf.convert_to_tensor(optimizer.learning_rate)),
-                          "images_per_second": window["count"] / max(elapsed, 1e-9)}
+                          "images_per_second": sums["count"] / max(elapsed, 1e-9)}
                 logging.info("epoch %d/%d step %d: loss %.4f, top-1 error %.3f, top-5 error "
                              "%.3f, lr %.5g, %.1f images/s", epoch + 1, t.total_epochs, current,
                              *values.values())
                 with writers["train"].as_default(step=current):
                     for key, value in values.items():
                         tf.summary.scalar(key, value)
-                window = {key: 0.0 for key in window}
+                window.reset()
                 window_start = time.perf_counter()
             if current % t.checkpoint_every_steps == 0:
+                # The guard runs before every save, so no NaN/Inf loss reaches a checkpoint.
+                if window.checked_through < current:
+                    window.read_checked(current, checkpoint_dir)
                 manager.save(checkpoint_number=current)
         skipped = int(bad_records.numpy())
         epoch_var.assign(epoch + 1)
@@ -342,7 +392,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                          epoch + 1, t.total_epochs, time.perf_counter() - epoch_start,
                          skipped, metrics["loss"], metrics["top1_error"],
                          metrics["top5_error"], metrics["examples"])
-            with writers["eval"].as_default(step=int(step.numpy())):
+            with writers["eval"].as_default(step=current):
                 for key in ("loss", "top1_error", "top5_error"):
                     tf.summary.scalar(key, metrics[key])
                 tf.summary.scalar("bad_training_records", skipped)
@@ -355,9 +405,9 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                                  int(plateau.drops), t.plateau_max_drops)
             if metrics["top1_error"] < float(best_error.numpy()):
                 best_error.assign(metrics["top1_error"])
-                best_manager.save(checkpoint_number=int(step.numpy()))
-        manager.save(checkpoint_number=int(step.numpy()))
-        with writers["train"].as_default(step=int(step.numpy())):
+                best_manager.save(checkpoint_number=current)
+        manager.save(checkpoint_number=current)
+        with writers["train"].as_default(step=current):
             # Sec. 6.1, Fig. 3: the conv1 kernels of each tower and their colour specificity.
             kernel_analysis.write_summaries(model, config.data)
         if event == "stop":
@@ -367,7 +417,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
     if not metrics:
         metrics = run_eval()
     checksum = weights_checksum(model)
-    metrics = dict(metrics, step=int(step.numpy()), epoch=int(epoch_var.numpy()),
+    metrics = dict(metrics, step=current, epoch=int(epoch_var.numpy()),
                    best_top1_error=float(best_error.numpy()), weights_checksum=checksum)
     if chief:
         with open(os.path.join(workdir, METRICS_FILENAME), "w") as f:

@@ -2,13 +2,16 @@
 
 * `LocalResponseNormalization`: the paper's Sec. 3.3 brightness normalization.
 * `GroupedConv2D`: the two-tower convolutions of Sec. 3.2 (conv2, conv4, conv5),
-  with one kernel layout and a compute path chosen per device.
+  with one kernel layout and a compute path chosen per device (on CPU, also by
+  oneDNN and the compute dtype).
 
 Both are registered Keras serializables (package ``alexnet_tf``), so a model that
 uses them round-trips through ``get_config`` and ``.keras`` files.
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import tensorflow as tf
@@ -29,6 +32,12 @@ class LocalResponseNormalization(keras.layers.Layer):
     ``alpha`` multiplies the plain sum of squares, as in the paper and in
     ``tf.nn.local_response_normalization``. Caffe divides its ``alpha`` by ``n``;
     weights imported from Caffe must pass ``alpha=alpha_caffe / n`` and ``k=1``.
+
+    Training (``training=True``) runs `fused_local_response_normalization`, which is
+    4x faster forward+backward on CPU; inference runs TF's own op, so that exported
+    SavedModels hold no XLA-compiled function (TF Serving runs those only
+    experimentally on CPU and not in its GPU builds). Both give the same values
+    (tests/test_layers.py).
     """
 
     def __init__(self, depth_size: int = 5, bias: float = 2.0, alpha: float = 1e-4,
@@ -43,13 +52,16 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.alpha = float(alpha)
         self.beta = float(beta)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         # LRN has no float16 kernel on every device; compute in float32 and cast
         # back so the layer also works under a mixed-precision policy.
         x = tf.cast(inputs, tf.float32)
-        y = tf.nn.local_response_normalization(
-            x, depth_radius=self.depth_size // 2, bias=self.bias, alpha=self.alpha,
-            beta=self.beta)
+        radius = self.depth_size // 2
+        if training is True:
+            y = fused_local_response_normalization(x, radius, self.bias, self.alpha, self.beta)
+        else:
+            y = tf.nn.local_response_normalization(
+                x, depth_radius=radius, bias=self.bias, alpha=self.alpha, beta=self.beta)
         return tf.cast(y, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
@@ -62,6 +74,52 @@ class LocalResponseNormalization(keras.layers.Layer):
         return config
 
 
+def _window_sum(x, radius: int):
+    """``s_i = sum_{j=i-radius}^{i+radius} x_j`` over the last axis, zero outside:
+    ``2 * radius + 1`` shifted slices of a padded copy, which XLA fuses into one pass."""
+    channels = x.shape[-1]
+    padded = tf.pad(x, [[0, 0]] * (x.shape.rank - 1) + [[radius, radius]])
+    return tf.add_n([padded[..., i:i + channels] for i in range(2 * radius + 1)])
+
+
+def _lrn_power(t, beta: float):
+    """``t ** -beta``; the paper's 0.75 as rsqrt(t) * sqrt(rsqrt(t)), no exp/log."""
+    if beta == 0.75:
+        r = tf.math.rsqrt(t)
+        return r * tf.sqrt(r)
+    return tf.pow(t, -beta)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_lrn(radius: int, bias: float, alpha: float, beta: float):
+    @tf.custom_gradient
+    def lrn(x):
+        t = bias + alpha * _window_sum(tf.square(x), radius)
+        p = _lrn_power(t, beta)
+
+        def grad(dy):
+            # d/dx_j of sum_i dy_i x_i t_i^-beta, the window being symmetric:
+            # dy_j t_j^-beta - 2 alpha beta x_j sum_{i near j} dy_i x_i t_i^(-beta-1).
+            return dy * p - (2.0 * alpha * beta) * x * _window_sum(dy * x * p / t, radius)
+
+        return x * p, grad
+
+    return tf.function(lrn, jit_compile=True, autograph=False)
+
+
+def fused_local_response_normalization(x, depth_radius: int, bias: float, alpha: float,
+                                       beta: float):
+    """``tf.nn.local_response_normalization`` (Sec. 3.3) for training: float32 NHWC in,
+    the same values out, compiled by XLA with its gradient written out.
+
+    TF's CPU kernel for LRN runs on one thread when beta is not 0.5 or 1 (the paper's
+    is 0.75), and its gradient is another slow kernel; this version is a few fused
+    element-wise passes and 5 shifted adds each way: measured 155 -> 39 ms
+    forward+backward at conv1's output (batch 32), 89 -> 20 ms at conv2's.
+    """
+    return _compiled_lrn(int(depth_radius), float(bias), float(alpha), float(beta))(x)
+
+
 def _check_implementation(implementation) -> None:
     if implementation not in GROUPED_CONV_IMPLEMENTATIONS:
         raise ValueError(
@@ -69,18 +127,51 @@ def _check_implementation(implementation) -> None:
             f"one of {GROUPED_CONV_IMPLEMENTATIONS}.")
 
 
-def resolve_grouped_conv_implementation(implementation: str, tensor=None) -> str:
+def onednn_enabled() -> bool:
+    """Whether TF's oneDNN CPU kernels are on in this process.
+
+    TF decides once, when it loads: on by default on x86 Linux, off with
+    ``TF_ENABLE_ONEDNN_OPTS=0`` (or ``false``) in the environment. ``IsMklEnabled`` reports
+    that decision; the variable itself is not read here, because (measured, TF 2.21)
+    changing it after ``import tensorflow`` changes neither the kernels nor this answer.
+    """
+    from tensorflow.python.util import _pywrap_util_port  # TF has no public query
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _in_xla_context() -> bool:
+    """Whether ops built now are XLA-compiled (inside ``jit_compile=True`` or nested in it)."""
+    from tensorflow.python.ops import control_flow_util  # TF has no public query
+
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+# The compute dtypes for which oneDNN's CPU grouped convolution has a gradient kernel
+# (measured, TF 2.21: float16 fails with "Gradients for grouped convolutions are not
+# supported on CPU" even with oneDNN on).
+_ONEDNN_GROUPED_DTYPES = ("float32", "bfloat16")
+
+
+def resolve_grouped_conv_implementation(implementation: str, tensor=None, dtype=None) -> str:
     """Returns the compute path ("split" or "native") a grouped convolution uses.
 
     "auto" picks per device: the device the tensor is placed on when that is known
     (an eager tensor, or an op built under ``tf.device``, as ``tf.distribute``
     replicas are), otherwise whether a GPU is visible, since TF places ops there by
     default. GPUs and TPUs run one grouped convolution (cuDNN and XLA implement
-    ``feature_group_count`` natively). CPUs run one convolution per group on split
-    halves: TF's own CPU kernels refuse the gradient of a grouped convolution unless
-    oneDNN is on ("Gradients for grouped convolutions are not supported on CPU"), and
-    Keras' ``Conv2D(groups=...)`` works around that through XLA, measured 7x (AVX2) to
-    7.5x (AVX-512) slower forward+backward than the split (docs/BENCHMARKS.md).
+    ``feature_group_count`` natively).
+
+    On CPU "auto" is "native" when TF's oneDNN kernels are on (`onednn_enabled`) and
+    the compute dtype (``dtype``, else the tensor's, else Keras' global policy's) is
+    float32 or bfloat16: oneDNN's grouped kernel trains faster than two convolutions
+    and fuses with the bias and ReLU (docs/BENCHMARKS.md). Otherwise it is "split", one
+    convolution per group on split halves: without oneDNN, or under float16, TF's CPU
+    kernels refuse the gradient of a grouped convolution ("Gradients for grouped
+    convolutions are not supported on CPU"). Inside an XLA-compiled function it is
+    "split" too: XLA compiles its own convolutions without oneDNN, and its CPU grouped
+    convolution (what Keras' ``Conv2D(groups=2)`` uses on CPU) measured 7x slower
+    forward+backward than the split.
     """
     _check_implementation(implementation)
     if implementation != "auto":
@@ -91,7 +182,15 @@ def resolve_grouped_conv_implementation(implementation: str, tensor=None) -> str
         device_type = tf.DeviceSpec.from_string(device).device_type
     if device_type is None:
         device_type = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-    return "split" if device_type.upper() == "CPU" else "native"
+    if device_type.upper() != "CPU":
+        return "native"
+    if dtype is None:
+        dtype = getattr(tensor, "dtype", None)
+    if dtype is None:
+        dtype = keras.mixed_precision.global_policy().compute_dtype
+    native_on_cpu = (onednn_enabled() and tf.as_dtype(dtype).name in _ONEDNN_GROUPED_DTYPES
+                     and not _in_xla_context())
+    return "native" if native_on_cpu else "split"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -108,11 +207,11 @@ class GroupedConv2D(keras.layers.Conv2D):
     do not depend on the device. ``implementation`` chooses how it is computed:
 
     * ``"split"``: one convolution per group on the split input halves, then a concat.
-      Works with every CPU build of TF, as fast as TF's oneDNN grouped kernel and 7x
-      faster than Keras' ``Conv2D(groups=2)`` on CPU (docs/BENCHMARKS.md).
-    * ``"native"``: one grouped ``tf.nn.convolution``: cuDNN on GPU. On CPU it needs
-      oneDNN (on by default on x86); without it, or under float16, TF has no CPU
-      kernel for it.
+      Works with every CPU build of TF and every dtype, and 7x faster than Keras'
+      ``Conv2D(groups=2)`` on CPU (docs/BENCHMARKS.md).
+    * ``"native"``: one grouped ``tf.nn.convolution``: cuDNN on GPU; on CPU oneDNN's
+      grouped kernel (on by default on x86), fused with the bias and ReLU. Without
+      oneDNN, or under float16, TF has no CPU gradient kernel for it.
     * ``"auto"`` (default): picked per device by `resolve_grouped_conv_implementation`.
 
     All paths give the same outputs and gradients (tests/test_layers.py).

@@ -248,9 +248,25 @@ class ConvolutionSpy:
         monkeypatch.setattr(tf.nn, "convolution", spy)
 
 
-def expected_calls(path, groups):
+def cpu_auto_path(dtype="float32", xla=False):
+    """The design "auto" follows on CPU: oneDNN's grouped kernel where it has gradients
+    (float32, bfloat16) and XLA is not compiling the step; otherwise the split."""
+    native = layers_module.onednn_enabled() and dtype in ("float32", "bfloat16") and not xla
+    return "native" if native else "split"
+
+
+def expected_calls(path, groups, xla=False):
     resolved = resolve_grouped_conv_implementation(path)  # no tensor: GPU visible?
+    if path == "auto" and not tf.config.list_logical_devices("GPU"):
+        assert resolved == cpu_auto_path()
+        resolved = cpu_auto_path(xla=xla)
     return groups if resolved == "split" else 1
+
+
+@pytest.fixture
+def onednn_off(monkeypatch):
+    """CPU "auto" then means "split", which tells it apart from a GPU's "native"."""
+    monkeypatch.setattr(layers_module, "onednn_enabled", lambda: False)
 
 
 GEOMETRIES = [
@@ -291,7 +307,8 @@ def _check_against_reference(path, mode, strides, padding, groups, monkeypatch,
         step = tf.function(step, jit_compile=True)
     y, grads = step(x)
 
-    assert spy.calls == expected_calls(path, groups), "the layer took the wrong path"
+    assert spy.calls == expected_calls(path, groups, xla=mode == "jit"), \
+        "the layer took the wrong path"
     assert tuple(y.shape) == tuple(out_shape) == tuple(y_ref.shape)
     assert_close(y, y_ref, what="output")
     for name, g, g_ref in zip(("d/dx", "d/dkernel", "d/dbias"), grads, grads_ref):
@@ -358,7 +375,7 @@ def test_reference_agrees_with_dense_and_keras_grouped_conv(groups):
     assert np.max(np.abs(y[..., FILTERS // groups:] - y_other[..., FILTERS // groups:])) > 0.1
 
 
-def test_auto_follows_a_visible_gpu_inside_tf_function(monkeypatch):
+def test_auto_follows_a_visible_gpu_inside_tf_function(monkeypatch, onednn_off):
     """In a traced function the input has no device; "auto" then asks for GPUs. With one
     (faked) visible, the layer builds one grouped convolution (and it still runs here,
     on the CPU, giving the reference's output); an eager CPU tensor still selects split."""
@@ -388,7 +405,8 @@ def test_auto_follows_a_visible_gpu_inside_tf_function(monkeypatch):
 
 
 @pytest.mark.parametrize("device, expected_calls_", [("/GPU:0", 1), ("/CPU:0", 2)])
-def test_auto_follows_device_scope_inside_tf_function(device, expected_calls_, monkeypatch):
+def test_auto_follows_device_scope_inside_tf_function(device, expected_calls_, monkeypatch,
+                                                     onednn_off):
     """Ops built under tf.device (as tf.distribute replicas are) carry their device,
     and "auto" follows it. Only traced: no GPU exists here."""
     layer = GroupedConv2D(FILTERS, KERNEL, groups=2, implementation="auto")
@@ -470,11 +488,13 @@ def test_resolve_explicit_names_pass_through(name, tensor):
     assert resolve_grouped_conv_implementation(name, tensor) == name
 
 
-def test_resolve_auto_eager_cpu_tensor():
+@pytest.mark.parametrize("onednn, expected", [(True, "native"), (False, "split")])
+def test_resolve_auto_eager_cpu_tensor(onednn, expected, monkeypatch):
+    monkeypatch.setattr(layers_module, "onednn_enabled", lambda: onednn)
     with tf.device("/CPU:0"):
         t = tf.zeros([1, 2, 2, 2])
     assert "CPU" in t.device
-    assert resolve_grouped_conv_implementation("auto", t) == "split"
+    assert resolve_grouped_conv_implementation("auto", t) == expected
 
 
 @pytest.mark.parametrize("device", [
@@ -485,13 +505,13 @@ def test_resolve_auto_accelerator_device_strings(device, monkeypatch):
     assert resolve_grouped_conv_implementation("auto", _FakeTensor(device)) == "native"
 
 
-def test_resolve_auto_cpu_device_string_beats_visible_gpu(monkeypatch):
+def test_resolve_auto_cpu_device_string_beats_visible_gpu(monkeypatch, onednn_off):
     monkeypatch.setattr(tf.config, "list_logical_devices",
                         lambda *a, **k: [tf.config.LogicalDevice("/device:GPU:0", "GPU")])
     assert resolve_grouped_conv_implementation("auto", _FakeTensor(CPU_DEVICE)) == "split"
 
 
-def test_resolve_auto_graph_tensor_under_device_scope():
+def test_resolve_auto_graph_tensor_under_device_scope(onednn_off):
     graph = tf.Graph()
     with graph.as_default():
         with tf.device("/GPU:0"):
@@ -507,7 +527,8 @@ def test_resolve_auto_graph_tensor_under_device_scope():
 @pytest.mark.parametrize("tensor", [None, _FakeTensor(""), _FakeTensor(None),
                                     _FakeTensor("/job:worker/task:0"), object()],
                          ids=["none", "empty", "None", "no-type", "no-attr"])
-def test_resolve_auto_without_device_asks_for_gpus(visible, expected, tensor, monkeypatch):
+def test_resolve_auto_without_device_asks_for_gpus(visible, expected, tensor, monkeypatch,
+                                                   onednn_off):
     asked = []
 
     def fake_list(device_type=None):
@@ -521,7 +542,134 @@ def test_resolve_auto_without_device_asks_for_gpus(visible, expected, tensor, mo
 
 def test_resolve_auto_real_machine_has_no_gpu():
     assert tf.config.list_logical_devices("GPU") == []
-    assert resolve_grouped_conv_implementation("auto") == "split"
+    assert resolve_grouped_conv_implementation("auto") == cpu_auto_path()
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false"):
+        assert layers_module.onednn_enabled()  # TF's default on x86 Linux, as here
+
+
+class _FakeCpuTensor:
+    def __init__(self, dtype):
+        self.device, self.dtype = CPU_DEVICE, tf.as_dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no-onednn"])
+def test_resolve_auto_on_cpu_follows_onednn_and_dtype(onednn, dtype, monkeypatch):
+    monkeypatch.setattr(layers_module, "onednn_enabled", lambda: onednn)
+    expected = "native" if onednn and dtype != "float16" else "split"
+    assert resolve_grouped_conv_implementation("auto", _FakeCpuTensor(dtype)) == expected
+    assert resolve_grouped_conv_implementation("auto", _FakeTensor(CPU_DEVICE), dtype) == expected
+    # Without a tensor dtype: Keras' global policy's compute dtype.
+    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy[dtype])
+    try:
+        assert resolve_grouped_conv_implementation("auto", _FakeTensor(CPU_DEVICE)) == expected
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no-onednn"])
+def test_resolve_auto_on_cpu_under_xla_is_split(onednn, monkeypatch):
+    """XLA compiles its own convolutions (no oneDNN); its grouped one is the slow path."""
+    monkeypatch.setattr(layers_module, "onednn_enabled", lambda: onednn)
+    seen = {}
+
+    def probe(name):
+        def fn(x):
+            seen[name] = resolve_grouped_conv_implementation("auto", x)
+            return x
+        return fn
+
+    x = tf.zeros([1, 2, 2, 2])
+    tf.function(probe("function"))(x)
+    tf.function(probe("jit"), jit_compile=True)(x)
+    inner = tf.function(probe("nested"))
+    tf.function(lambda x: inner(x), jit_compile=True)(x)
+    assert seen == {"function": "native" if onednn else "split", "jit": "split",
+                    "nested": "split"}
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_auto_under_mixed_precision_trains_like_split(policy, monkeypatch):
+    """bfloat16 takes oneDNN's grouped kernel (its gradient exists), float16 the split;
+    either way outputs and gradients agree with the split path at the dtype's precision."""
+    expected_path = cpu_auto_path(policy.split("_")[1])
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=INPUT_SHAPE).astype(np.float32))
+    results = {}
+    for path in ("split", "auto"):
+        layer = GroupedConv2D(FILTERS, KERNEL, groups=2, implementation=path, padding="same",
+                              activation="tanh", dtype=policy)
+        layer.build(INPUT_SHAPE)
+        random_weights(layer, seed=4)
+        spy = ConvolutionSpy(monkeypatch)
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+        grads = tape.gradient(loss, layer.trainable_variables)
+        monkeypatch.undo()
+        assert spy.calls == (1 if path == "auto" and expected_path == "native" else 2)
+        results[path] = [y] + grads
+    for name, a, b in zip(("y", "d/dkernel", "d/dbias"), results["auto"], results["split"]):
+        assert a is not None and np.all(np.isfinite(np.asarray(a, np.float32))), name
+        # bfloat16 keeps 8 bits of mantissa (float16 11): relative 2^-8 per rounding.
+        assert_close(np.asarray(a, np.float32), np.asarray(b, np.float32), tol=0.05, what=name)
+
+
+ONEDNN_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    if sys.argv[1] == "set_after_import":
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # too late: TF decided when it loaded
+    import keras
+    from alexnet_tf import layers
+
+    x = np.random.default_rng(0).normal(size=(4, 9, 7, 8)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(4, 9, 7, 6)).astype("float32")
+    result = {"onednn": layers.onednn_enabled(),
+              "auto": layers.resolve_grouped_conv_implementation("auto", tf.constant(x))}
+    model = keras.Sequential([keras.Input((9, 7, 8)),
+                              layers.GroupedConv2D(6, 3, groups=2, padding="same")])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    history = model.fit(x, y, epochs=3, batch_size=4, verbose=0).history["loss"]
+    result["auto_trains"] = bool(np.isfinite(history).all() and history[-1] < history[0])
+    native = layers.GroupedConv2D(6, 3, groups=2, padding="same", implementation="native")
+    native.build(x.shape)
+    try:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(native(x))
+        tape.gradient(loss, native.trainable_variables)
+        result["native_gradient"] = "ok"
+    except tf.errors.InvalidArgumentError as error:
+        result["native_gradient"] = error.message.splitlines()[0]
+    print(json.dumps(result))
+""")
+
+
+@pytest.mark.parametrize("case", ["off", "set_after_import"])
+def test_auto_without_onednn_takes_split_and_trains(case, tmp_path):
+    """A process started with TF_ENABLE_ONEDNN_OPTS=0 has no grouped-gradient kernel on
+    CPU: "auto" resolves to "split" there and trains. The variable counts only when TF
+    loads: set afterwards it changes neither the kernels nor `onednn_enabled`."""
+    script = tmp_path / "onednn.py"
+    script.write_text(ONEDNN_SCRIPT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if case == "off":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    proc = subprocess.run([sys.executable, str(script), case], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=layers_module.__file__.rsplit("/", 2)[0])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["auto_trains"], result
+    if case == "off":
+        assert result["onednn"] is False and result["auto"] == "split", result
+        assert "grouped convolutions are not supported" in result["native_gradient"], result
+    else:
+        assert result["onednn"] is True and result["auto"] == "native", result
+        assert result["native_gradient"] == "ok", result
 
 
 @pytest.mark.parametrize("name", ["cudnn", "Split", "", None])
@@ -607,8 +755,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     """Two logical CPUs must be configured before TF initialises its devices, so this
     runs in a fresh interpreter. Each replica's input is placed on its own CPU and
-    resolves "auto" to "split"; outputs and all-reduced gradients equal a
-    single-device run over the whole batch."""
+    resolves "auto" as one CPU does ("native" with oneDNN); outputs and all-reduced
+    gradients equal a single-device run over the whole batch."""
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED_SCRIPT)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
@@ -621,10 +769,13 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert len(result["seen"]) == 2
     seen_devices = sorted(device for device, _ in result["seen"])
     assert seen_devices[0].endswith("CPU:0") and seen_devices[1].endswith("CPU:1")
-    assert [path for _, path in result["seen"]] == ["split", "split"]
+    path = cpu_auto_path()  # the child process has this one's oneDNN setting
+    assert [p for _, p in result["seen"]] == [path, path]
     assert result["local_rows"] == [2, 2]
-    # The traced step really runs the split path on each replica: two Conv2D ops each.
-    assert sorted(d[-5:] for d in result["conv_devices"]) == ["CPU:0"] * 2 + ["CPU:1"] * 2
+    # The traced step really runs that path on each replica: one or two Conv2D ops each.
+    per_replica = 2 if path == "split" else 1
+    assert sorted(d[-5:] for d in result["conv_devices"]) == (
+        ["CPU:0"] * per_replica + ["CPU:1"] * per_replica)
     assert result["max_err"] <= TOL * max(1.0, result["max_out"])
     for err, scale in zip(result["grad_err"], result["grad_max"]):
         assert err <= TOL * max(1.0, scale)
@@ -779,3 +930,69 @@ def test_construction_does_not_query_devices(monkeypatch):
     monkeypatch.setattr(tf.config, "list_logical_devices", forbidden)
     GroupedConv2D(8, 3, groups=2, implementation="auto")
     assert layers_module.resolve_grouped_conv_implementation("split") == "split"
+
+
+# The fused LRN used in training
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("channels", [7, 96])
+@pytest.mark.parametrize("constants", list(LRN_CONSTANTS), ids=list(LRN_CONSTANTS))
+def test_fused_lrn_equals_tf_op_in_values_and_gradients(constants, channels):
+    from alexnet_tf.layers import fused_local_response_normalization
+
+    kw = _paper_kwargs(LRN_CONSTANTS[constants])
+    args = dict(depth_radius=kw["n"] // 2, bias=kw["k"], alpha=kw["alpha"], beta=kw["beta"])
+    x = tf.constant(lrn_input(channels, seed=channels + 1))
+    upstream = tf.constant(np.random.default_rng(0).normal(size=x.shape).astype(np.float32))
+
+    def value_and_grad(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x, **args)
+            loss = tf.reduce_sum(y * upstream)
+        return y.numpy(), tape.gradient(loss, x).numpy()
+
+    y_ref, g_ref = value_and_grad(tf.nn.local_response_normalization)
+    y, g = value_and_grad(fused_local_response_normalization)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, lrn_paper(x.numpy(), **kw), rtol=2e-5, atol=0)
+    # The gradient mixes neighbouring channels (that is the part the formula can get
+    # wrong); it must match TF's own LRN gradient to float32 rounding.
+    np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-5 * np.abs(g_ref).max())
+    assert np.abs(g - upstream.numpy() / kw["k"] ** kw["beta"]).max() > 1e-3  # not trivial
+
+
+def test_lrn_layer_trains_through_the_fused_op_and_infers_through_tfs():
+    layer = LocalResponseNormalization()
+    x = tf.constant(lrn_input(96, seed=4))
+
+    def op_types(training):
+        graph = tf.function(lambda t: layer(t, training=training)).get_concrete_function(x).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "LRN" in op_types(False) and "LRN" in op_types(None)
+    training_ops = op_types(True)
+    assert "LRN" not in training_ops and training_ops & {"StatefulPartitionedCall",
+                                                          "PartitionedCall"}
+    np.testing.assert_allclose(layer(x, training=True), layer(x, training=False),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_fused_lrn_inside_an_xla_step_and_under_mixed_precision():
+    layer = LocalResponseNormalization(dtype="mixed_bfloat16")
+    x = tf.cast(lrn_input(16, seed=5), tf.bfloat16)
+
+    @tf.function(jit_compile=True)
+    def step(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = layer(t, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.range(16, dtype=tf.float32))
+        return y, tape.gradient(loss, t)
+
+    y, g = step(x)
+    assert y.dtype == tf.bfloat16 and g.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y, tf.float32),
+                               lrn_paper(tf.cast(x, tf.float32).numpy()), rtol=2.0 ** -7)
+    g = tf.cast(g, tf.float32).numpy()
+    assert np.isfinite(g).all() and np.abs(g).max() > 0

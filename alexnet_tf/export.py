@@ -51,6 +51,7 @@ converted to RGB by the decoder and served.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -95,7 +96,17 @@ def restore_model(config, checkpoint_path: str) -> keras.Model:
     Raises ExportError unless every model variable was restored: every variable the
     checkpoint tracks was matched (``assert_existing_objects_matched``), and the only
     untracked ones are Keras' dropout seed-generator states, which inference never reads.
+
+    The grouped convolutions (``model.grouped_conv_implementation``) are traced into
+    the SavedModel as they resolve now. "auto" is exported as "split", two
+    convolutions on the channel halves, which every server runs: the "native" grouped
+    convolution needs cuDNN or TF's oneDNN CPU kernels, which a CPU build of TF
+    Serving may lack. A run configured with "native" exports native.
     """
+    if config.model.grouped_conv_implementation == "auto":
+        config = copy.deepcopy(config)
+        with config.unlocked():
+            config.model.grouped_conv_implementation = "split"
     model = loop.build_model(config)
     try:
         checkpoints.restore_model(model, checkpoint_path)

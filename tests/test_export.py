@@ -457,3 +457,25 @@ def test_size_limit_is_a_parameter_of_the_export(run):
     export.check_encoded_image(data, tf.constant("x"))
     with pytest.raises(tf.errors.InvalidArgumentError, match="more than the 4000000"):
         export.check_encoded_image(data, tf.constant("x"), max_pixels=4_000_000)
+
+
+def test_export_holds_ops_every_server_runs(run):
+    """No XLA-compiled function (the training LRN) and no grouped convolution (the
+    training path of "auto" on oneDNN CPUs and GPUs): split convolutions and TF's LRN."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((run.path / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    functions = list(graph.library.function)
+    assert not [f.signature.name for f in functions
+                if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b]
+    nodes = list(graph.node) + [n for f in functions for n in f.node_def]
+    assert any(n.op == "LRN" for n in nodes)
+    convs = {n.name for n in nodes if n.op == "Conv2D"}
+    # Two convolutions (one per channel half) for each grouped layer, one for the rest.
+    assert run.config.model.grouped_conv_implementation == "auto"
+    for layer, count in (("conv1", 1), ("conv2", 2), ("conv3", 1), ("conv4", 2), ("conv5", 2)):
+        prefixes = {name.rsplit(f"/{layer}_1/", 1)[0] for name in convs if f"/{layer}_1/" in name}
+        assert prefixes, layer
+        for prefix in prefixes:
+            assert len([n for n in convs if n.startswith(f"{prefix}/{layer}_1/")]) == count, layer

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 import io
 import json
 import math
@@ -405,53 +404,13 @@ def _base_config(variant, num_classes, image_size, width, batch_size, xla, mixed
     return config
 
 
-def _create_optimizer(train_config, batch_size):
-    from alexnet_tf.train import optim
-
-    parameters = inspect.signature(optim.create_optimizer).parameters
-    kwargs = {"global_batch_size": batch_size} if "global_batch_size" in parameters else {}
-    return optim.create_optimizer(train_config, 1000, **kwargs)
-
-
-def _fallback_train_step(model, optimizer, config):
-    """The training loop's step (forward, loss, backward, coupled decay, SGD), for a
-    package version whose loop does not export `make_train_step`."""
-    from alexnet_tf.train import optim
-
-    t = config.train
-    loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-    def replica_step(images, labels):
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(
-                labels, tf.cast(logits, tf.float32), from_logits=True)
-            loss = tf.reduce_sum(per_example) / t.global_batch_size
-            scaled = optimizer.scale_loss(loss) if loss_scaled else loss
-        variables = model.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        extra = ([optimizer.dynamic_scale] if loss_scaled and "loss_scale" in
-                 inspect.signature(optim.coupled_decay).parameters else [])
-        gradients = optim.coupled_decay(gradients, variables, t, *extra)
-        optimizer.apply_gradients(zip(gradients, variables))
-        return {"loss": loss}
-
-    replica = tf.function(replica_step, jit_compile=True) if t.jit_compile else replica_step
-
-    @tf.function
-    def train_step(batch):
-        return replica(*batch)
-
-    return train_step
-
-
 class KerasContender:
     """The package's model and training step, on fixed random inputs.
 
     The training step is `alexnet_tf.train.loop.make_train_step` (what
-    `alexnet-train` runs: forward, loss, backward, the paper's coupled weight decay and
-    Keras SGD with momentum 0.9) under the default `tf.distribute` strategy; XLA is
-    the loop's own ``train.jit_compile``.
+    `alexnet-train` runs: forward, loss, backward, and `optim.CoupledSGD`, momentum 0.9
+    with the paper's coupled weight decay in one fused update) under the default
+    `tf.distribute` strategy; XLA is the loop's own ``train.jit_compile``.
     """
 
     def __init__(self, variant="paper", batch_size=32, image_size=None, width=1.0,
@@ -459,6 +418,7 @@ class KerasContender:
                  seed=0):
         import alexnet_tf
         from alexnet_tf import models
+        from alexnet_tf.train import loop, optim
 
         image_size = image_size or models.get_variant(variant).default_image_size
         self.image_size = image_size
@@ -471,20 +431,14 @@ class KerasContender:
             self.model = alexnet_tf.create_model(variant, num_classes, image_size, width, seed=seed)
             config = _base_config(variant, num_classes, image_size, width, batch_size, xla,
                                   mixed_precision)
-            self.optimizer = _create_optimizer(config.train, batch_size)
-            if (mixed_precision == "float16"
-                    and not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)):
-                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            # The loop's own optimizer (CoupledSGD, wrapped for loss scaling under
+            # float16) and step, as `alexnet-train` builds them.
+            self.optimizer = optim.create_optimizer(config.train, steps_per_epoch=1000,
+                                                    global_batch_size=batch_size)
             self.optimizer.build(self.model.trainable_variables)
-            try:
-                from alexnet_tf.train import loop
-
-                self.train_fn = loop.make_train_step(self.model, self.optimizer,
-                                                     tf.distribute.get_strategy(), config)
-                self.train_step_source = "alexnet_tf.train.loop.make_train_step"
-            except (ImportError, AttributeError, TypeError):
-                self.train_fn = _fallback_train_step(self.model, self.optimizer, config)
-                self.train_step_source = "benchmark copy of the loop's train step"
+            self.train_fn = loop.make_train_step(self.model, self.optimizer,
+                                                 tf.distribute.get_strategy(), config)
+            self.train_step_source = "alexnet_tf.train.loop.make_train_step"
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
         self.params = int(sum(math.prod(v.shape) for v in self.model.trainable_variables))
@@ -912,6 +866,8 @@ def _model_figures(rounds, batch_size, infer_batch_size, train_gflops) -> dict:
 _OPTIMIZER_TYPES = {"Mul", "AddV2", "Add", "Sub", "AssignAddVariableOp", "AssignSubVariableOp",
                     "AssignVariableOp", "ReadVariableOp", "Cast", "ResourceApplyKerasMomentum",
                     "ResourceApplyMomentum", "_MklMul", "_MklAdd", "_MklAddV2", "_MklSub"}
+# Name scopes of the optimizers' ops (Keras names them after the optimizer's class).
+_OPTIMIZER_SCOPES = {"sgd", "coupled_sgd", "adamw", "loss_scale_optimizer"}
 _LAYER_SUFFIXES = ("_relu", "_pad", "_bn")
 
 
@@ -960,15 +916,31 @@ def summarize_trace(logdir: str, model: keras.Model, steps: int, step_seconds: f
     device_planes = [p for p in space.planes if p.name.startswith("/device:GPU")]
     for plane in device_planes or [p for p in space.planes if p.name.startswith("/host:CPU")]:
         stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
+
+        def stat(event, wanted):
+            return next((st.str_value or stat_names.get(st.ref_value, "") for st in event.stats
+                         if stat_names.get(st.metadata_id) == wanted), "")
+
         for line in plane.lines:
-            for event in line.events:
+            # An XLA cluster runs inside the TF op that launched it (ProcessAsync::Start,
+            # whose "name" stat is the op, e.g. .../norm1/PartitionedCall or
+            # coupled_sgd/StatefulPartitionedCall_3): its HLO ops are named after it.
+            launches = []
+            for event in sorted(line.events, key=lambda e: e.offset_ps):
                 name = plane.event_metadata[event.metadata_id].name
+                if name.startswith("ExecutorState::ProcessAsync::Start"):
+                    launches.append((event.offset_ps, event.offset_ps + event.duration_ps,
+                                     stat(event, "name")))
+                    continue
                 if device_planes:  # GPU kernels name their TF op in the "tf_op" stat
-                    name = next((st.str_value or stat_names.get(st.ref_value, "")
-                                 for st in event.stats
-                                 if stat_names.get(st.metadata_id) == "tf_op"), name)
+                    name = stat(event, "tf_op") or name
+                launcher = next((op for start, end, op in reversed(launches)
+                                 if start <= event.offset_ps < end), "")
+                scope = f"{launcher}/" if launcher else ""
                 if name.endswith("Executable::ExecuteAsyncOnStream"):
-                    name = "xla_cluster:XLA"  # one run of a jit_compile function
+                    name = f"{scope}xla_cluster:XLA"  # one run of a jit_compile function
+                elif launcher:
+                    continue  # inside a launched cluster, counted as its whole run above
                 elif "Eigen" in line.name and hlo_pattern.match(name):
                     # An HLO op (thunk) of an XLA cluster, run on TF's Eigen threads.
                     kind = re.sub(r"[.]\d+$", "", name)
@@ -987,7 +959,9 @@ def summarize_trace(logdir: str, model: keras.Model, steps: int, step_seconds: f
         layer = _op_layer(name, groups)
         backward = name.startswith("gradient_tape/") or "/gradient_tape/" in name
         if layer is None:
-            layer = ("optimizer update + weight decay" if op_type in _OPTIMIZER_TYPES
+            optimizer_op = (op_type in _OPTIMIZER_TYPES
+                            or name.split("/", 1)[0] in _OPTIMIZER_SCOPES)
+            layer = ("optimizer update + weight decay" if optimizer_op
                      else "XLA-compiled clusters" if op_type.startswith("XLA")
                      else "loss, metrics, other")
         row = layers.setdefault(layer, {"forward_ms": 0.0, "backward_ms": 0.0})

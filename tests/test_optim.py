@@ -307,3 +307,34 @@ def test_mirrored_strategy_on_two_logical_cpus_equals_one_device(tmp_path):
         assert set(out[fused]["replicas"]) == {2}, out
         assert out[fused]["vs_single"] < 1e-5, out
         assert out[fused]["between_replicas"] == 0.0, out
+
+
+def test_one_device_strategy_takes_the_single_cluster_path_and_agrees():
+    """A one-replica strategy wraps the variables; the all-variables XLA update must get
+    the plain ones and give the same weights as the unfused update."""
+    def under_strategy(fused):
+        strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+        with strategy.scope():
+            model = _small_model()
+            sgd = optim.CoupledSGD(learning_rate=0.1, momentum=0.9,
+                                   coupled_weight_decay=WD, fused=fused)
+            sgd.build(model.trainable_variables)
+        x, y = _data()
+
+        @tf.function
+        def step():
+            def replica():
+                with tf.GradientTape() as tape:
+                    logits = model(x, training=True)
+                    loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                        y, logits, from_logits=True))
+                variables = model.trainable_variables
+                sgd.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            strategy.run(replica)
+
+        for _ in range(3):
+            step()
+        return [v.numpy() for v in model.trainable_variables]
+
+    _assert_all_close(under_strategy(True), under_strategy(False))
+    _assert_all_close(under_strategy(False), _train(lambda: _coupled(False), "function")[0])

@@ -147,10 +147,13 @@ def _in_xla_context() -> bool:
     return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
-# The compute dtypes for which oneDNN's CPU grouped convolution has a gradient kernel
-# (measured, TF 2.21: float16 fails with "Gradients for grouped convolutions are not
-# supported on CPU" even with oneDNN on).
-_ONEDNN_GROUPED_DTYPES = ("float32", "bfloat16")
+# The compute dtypes for which "auto" takes oneDNN's CPU grouped convolution. float16
+# has no gradient kernel even with oneDNN on (measured, TF 2.21: "Gradients for grouped
+# convolutions are not supported on CPU"). bfloat16 has one on this project's AVX-512 BF16
+# machines, but oneDNN runs bfloat16 only on CPUs with AVX-512, and on others TF falls
+# back to kernels without it; the split path costs bfloat16 nothing measurable
+# (docs/BENCHMARKS.md), so only float32, which oneDNN runs on every x86 CPU, goes native.
+_ONEDNN_GROUPED_DTYPES = ("float32",)
 
 
 def resolve_grouped_conv_implementation(implementation: str, tensor=None, dtype=None) -> str:
@@ -164,11 +167,12 @@ def resolve_grouped_conv_implementation(implementation: str, tensor=None, dtype=
 
     On CPU "auto" is "native" when TF's oneDNN kernels are on (`onednn_enabled`) and
     the compute dtype (``dtype``, else the tensor's, else Keras' global policy's) is
-    float32 or bfloat16: oneDNN's grouped kernel trains faster than two convolutions
+    float32: oneDNN's grouped kernel trains faster than two convolutions
     and fuses with the bias and ReLU (docs/BENCHMARKS.md). Otherwise it is "split", one
-    convolution per group on split halves: without oneDNN, or under float16, TF's CPU
-    kernels refuse the gradient of a grouped convolution ("Gradients for grouped
-    convolutions are not supported on CPU"). Inside an XLA-compiled function it is
+    convolution per group on split halves: without oneDNN, or under float16 (and
+    bfloat16 on CPUs without AVX-512), TF's CPU kernels refuse the gradient of a grouped
+    convolution ("Gradients for grouped convolutions are not supported on CPU"); bfloat16
+    takes the split everywhere (`_ONEDNN_GROUPED_DTYPES` says why). Inside an XLA-compiled function it is
     "split" too: XLA compiles its own convolutions without oneDNN, and its CPU grouped
     convolution (what Keras' ``Conv2D(groups=2)`` uses on CPU) measured 7x slower
     forward+backward than the split.

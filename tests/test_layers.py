@@ -249,9 +249,9 @@ class ConvolutionSpy:
 
 
 def cpu_auto_path(dtype="float32", xla=False):
-    """The design "auto" follows on CPU: oneDNN's grouped kernel where it has gradients
-    (float32, bfloat16) and XLA is not compiling the step; otherwise the split."""
-    native = layers_module.onednn_enabled() and dtype in ("float32", "bfloat16") and not xla
+    """The design "auto" follows on CPU: oneDNN's grouped kernel for float32 when XLA is
+    not compiling the step; otherwise the split."""
+    native = layers_module.onednn_enabled() and dtype == "float32" and not xla
     return "native" if native else "split"
 
 
@@ -556,7 +556,7 @@ class _FakeCpuTensor:
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no-onednn"])
 def test_resolve_auto_on_cpu_follows_onednn_and_dtype(onednn, dtype, monkeypatch):
     monkeypatch.setattr(layers_module, "onednn_enabled", lambda: onednn)
-    expected = "native" if onednn and dtype != "float16" else "split"
+    expected = "native" if onednn and dtype == "float32" else "split"
     assert resolve_grouped_conv_implementation("auto", _FakeCpuTensor(dtype)) == expected
     assert resolve_grouped_conv_implementation("auto", _FakeTensor(CPU_DEVICE), dtype) == expected
     # Without a tensor dtype: Keras' global policy's compute dtype.
@@ -592,8 +592,8 @@ def test_resolve_auto_on_cpu_under_xla_is_split(onednn, monkeypatch):
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_auto_under_mixed_precision_trains_like_split(policy, monkeypatch):
-    """bfloat16 takes oneDNN's grouped kernel (its gradient exists), float16 the split;
-    either way outputs and gradients agree with the split path at the dtype's precision."""
+    """Under mixed precision "auto" takes the split path on CPU; its outputs and gradients
+    agree with an explicit split at the dtype's precision."""
     expected_path = cpu_auto_path(policy.split("_")[1])
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=INPUT_SHAPE).astype(np.float32))

@@ -25,6 +25,7 @@ Benchmarks:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import importlib.util
 import io
@@ -912,45 +913,58 @@ def summarize_trace(logdir: str, model: keras.Model, steps: int, step_seconds: f
     groups = _layer_groups(model)
     ops, types = {}, {}
     op_pattern = re.compile(r"^([^:\s]+):([A-Za-z0-9_\-]+)$")
-    hlo_pattern = re.compile(r"^[A-Za-z][\w\-]*[.]\d+$|^(fusion|convolution|dot|MatMul)$")
     device_planes = [p for p in space.planes if p.name.startswith("/device:GPU")]
     for plane in device_planes or [p for p in space.planes if p.name.startswith("/host:CPU")]:
         stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
 
         def stat(event, wanted):
             return next((st.str_value or stat_names.get(st.ref_value, "") for st in event.stats
-                         if stat_names.get(st.metadata_id) == wanted), "")
+                         if stat_names.get(st.metadata_id) == wanted), None)
 
+        def event_name(event):
+            return plane.event_metadata[event.metadata_id].name
+
+        # XLA clusters: the TF op that launched one (ExecutorState::ProcessAsync::Start,
+        # its "name" stat, e.g. .../norm1/PartitionedCall or coupled_sgd/StatefulPartitionedCall)
+        # spans the cluster's run; its HLO ops (events with a "program_id" stat) run on
+        # the launching thread and on TF's thread pool, within that span.
+        launches = sorted((e.offset_ps, e.offset_ps + e.duration_ps, stat(e, "name") or "")
+                          for line in plane.lines for e in line.events
+                          if event_name(e).startswith("ExecutorState::ProcessAsync::Start"))
+        starts = [start for start, _, _ in launches]
+
+        def launcher(offset):
+            """The latest-started launch whose span holds ``offset`` ("" if none)."""
+            index = bisect.bisect_right(starts, offset) - 1
+            for start, end, op in reversed(launches[max(0, index - 63):index + 1]):
+                if start <= offset < end:
+                    return op
+            return ""
+
+        cluster_runs, with_hlo = {}, set()
         for line in plane.lines:
-            # An XLA cluster runs inside the TF op that launched it (ProcessAsync::Start,
-            # whose "name" stat is the op, e.g. .../norm1/PartitionedCall or
-            # coupled_sgd/StatefulPartitionedCall_3): its HLO ops are named after it.
-            launches = []
-            for event in sorted(line.events, key=lambda e: e.offset_ps):
-                name = plane.event_metadata[event.metadata_id].name
-                if name.startswith("ExecutorState::ProcessAsync::Start"):
-                    launches.append((event.offset_ps, event.offset_ps + event.duration_ps,
-                                     stat(event, "name")))
-                    continue
+            for event in line.events:
+                name = event_name(event)
                 if device_planes:  # GPU kernels name their TF op in the "tf_op" stat
                     name = stat(event, "tf_op") or name
-                launcher = next((op for start, end, op in reversed(launches)
-                                 if start <= event.offset_ps < end), "")
-                scope = f"{launcher}/" if launcher else ""
-                if name.endswith("Executable::ExecuteAsyncOnStream"):
-                    name = f"{scope}xla_cluster:XLA"  # one run of a jit_compile function
-                elif launcher:
-                    continue  # inside a launched cluster, counted as its whole run above
-                elif "Eigen" in line.name and hlo_pattern.match(name):
-                    # An HLO op (thunk) of an XLA cluster, run on TF's Eigen threads.
+                elif name.endswith("Executable::ExecuteAsyncOnStream"):
+                    scope = launcher(event.offset_ps)
+                    cluster_runs[scope] = cluster_runs.get(scope, 0) + event.duration_ps
+                    continue
+                elif stat(event, "program_id") is not None:  # an HLO op of an XLA cluster
+                    scope = launcher(event.offset_ps)
+                    with_hlo.add(scope)
                     kind = re.sub(r"[.]\d+$", "", name)
-                    name = f"xla/{name}:XLA_{kind}"
+                    name = f"{scope + '/' if scope else ''}xla/{name}:XLA_{kind}"
                 match = op_pattern.match(name)
                 if not match:
                     continue
                 ops.setdefault(name, [match.group(1), match.group(2), 0.0])[2] += event.duration_ps
-    if any(op_type.startswith("XLA_") for _, op_type, _ in ops.values()):
-        ops.pop("xla_cluster:XLA", None)  # its HLO ops are counted one by one instead
+        # A cluster whose HLO ops were seen is counted op by op; otherwise as whole runs.
+        for scope, ps in cluster_runs.items():
+            if scope not in with_hlo:
+                name = f"{scope + '/' if scope else ''}xla_cluster:XLA"
+                ops.setdefault(name, [name.split(":")[0], "XLA", 0.0])[2] += ps
     total_ps = sum(v[2] for v in ops.values()) or 1
     per_step = 1e-9 / steps  # ps -> ms per step
     layers = {}

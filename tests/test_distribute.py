@@ -91,8 +91,14 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     assert mirrored_strategy.num_replicas_in_sync == 2
     mirrored, mirrored_sums = one_step(mirrored_strategy)
     diffs = [float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12)) for a, b in zip(single, mirrored)]
+    config.train.jit_compile = True  # XLA over several CPU devices of one process: refused
+    try:
+        one_step(mirrored_strategy)
+        refused = None
+    except ValueError as error:
+        refused = str(error)
     print(json.dumps({"max_relative_diff": max(diffs), "single": single_sums,
-                      "mirrored": mirrored_sums}))
+                      "mirrored": mirrored_sums, "xla_refused": refused}))
 """)
 
 
@@ -109,6 +115,7 @@ def test_mirrored_step_on_two_cpus_equals_one_device_step(tmp_path):
     for key in ("loss", "top1", "count"):
         assert out["single"][key] == pytest.approx(out["mirrored"][key], rel=1e-5)
     assert out["single"]["count"] == 8
+    assert "cannot run data-parallel over the 2 CPU devices" in (out["xla_refused"] or ""), out
 
 
 def _free_ports(n):

@@ -159,6 +159,32 @@ def _set_precision(t) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
+def check_jit_compile(train_config, strategy) -> None:
+    """Refuses ``train.jit_compile`` with replicas on several CPU devices of one process.
+
+    Measured, TF 2.21: an XLA-compiled replica step on one of several (logical) CPU
+    devices fails reading the variables of another ("Trying to access resource"), with
+    Keras' own optimizers too. One CPU device per process (MultiWorkerMirroredStrategy)
+    and GPUs are not affected.
+    """
+    local_devices = _local_devices(strategy)
+    if train_config.jit_compile and len(local_devices) > 1 and all(
+            tf.DeviceSpec.from_string(d).device_type == "CPU" for d in local_devices):
+        raise ValueError(
+            f"train.jit_compile=True cannot run data-parallel over the {len(local_devices)} "
+            f"CPU devices {list(local_devices)} of one process (TF's XLA cannot reach the "
+            f"other devices' variables); set --config.train.jit_compile=False (XLA is slower "
+            f"on CPU anyway, docs/BENCHMARKS.md) or use one device per process.")
+
+
+def _local_devices(strategy) -> tuple:
+    """The devices this process's replicas run on (none listed by the default strategy)."""
+    try:
+        return tuple(strategy.extended.worker_devices)
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return ()
+
+
 def make_train_step(model, optimizer, strategy, config):
     """A tf.function: one distributed batch -> one optimizer step; returns summed metrics.
 
@@ -178,6 +204,7 @@ def make_train_step(model, optimizer, strategy, config):
             raise ValueError(f"train.tower_devices={t.tower_devices!r} places one model on two "
                              f"devices; it cannot be combined with "
                              f"{strategy.num_replicas_in_sync} data-parallel replicas.")
+    check_jit_compile(t, strategy)
 
     def forward(images):
         if tower_devices:
@@ -240,6 +267,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
     changed = check_workdir(config, workdir, allow_config_change)
     t = config.train
     strategy = distribute.create_strategy()
+    check_jit_compile(t, strategy)  # before the first write
     chief = distribute.is_chief(strategy)
     train_split = sources.load_split(config.data, config.data.train_split)
     eval_split = sources.load_split(config.data, config.data.eval_split)

@@ -324,9 +324,14 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                              f"built from the config: {error}") from None
         logging.info("Resumed from %s at step %d (epoch %d).", latest, int(step.numpy()),
                      int(epoch_var.numpy()))
-    # The step count lives in Python during training, so that counting a step reads
-    # nothing from the device; `step` is assigned from it (for checkpoints).
+    # The step count lives in Python during training, so that counting a step touches
+    # no device variable; `step` is set from it just before each save.
     current = int(step.numpy())
+
+    def save(checkpoint_manager, number):
+        step.assign(number, read_value=False)
+        checkpoint_manager.save(checkpoint_number=number)
+
     lr_keys = {"train.learning_rate", "train.lr_base_batch_size", "train.global_batch_size"}
     if latest and lr_keys & set(changed):
         # An asked-for change of the learning rate wins over the one the run had reached.
@@ -383,11 +388,9 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                                 epoch + 1, epoch_end - current)
                 window.read_checked(current, checkpoint_dir)  # the steps it did run
                 current = epoch_end
-                step.assign(current, read_value=False)
                 break
             window.add(train_step(batch.get_value()))
             current += 1
-            step.assign(current, read_value=False)
             if current % t.log_every_steps == 0 or current == epoch_end:
                 sums = window.read_checked(current, checkpoint_dir)
                 elapsed = time.perf_counter() - window_start
@@ -409,7 +412,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                 # The guard runs before every save, so no NaN/Inf loss reaches a checkpoint.
                 if window.checked_through < current:
                     window.read_checked(current, checkpoint_dir)
-                manager.save(checkpoint_number=current)
+                save(manager, current)
         skipped = int(bad_records.numpy())
         epoch_var.assign(epoch + 1)
         event = None
@@ -433,8 +436,8 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
                                  int(plateau.drops), t.plateau_max_drops)
             if metrics["top1_error"] < float(best_error.numpy()):
                 best_error.assign(metrics["top1_error"])
-                best_manager.save(checkpoint_number=current)
-        manager.save(checkpoint_number=current)
+                save(best_manager, current)
+        save(manager, current)
         with writers["train"].as_default(step=current):
             # Sec. 6.1, Fig. 3: the conv1 kernels of each tower and their colour specificity.
             kernel_analysis.write_summaries(model, config.data)

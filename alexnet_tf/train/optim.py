@@ -135,6 +135,21 @@ class CoupledSGD(keras.optimizers.SGD):
         self.decay_biases = decay_biases
         self.fused = fused
 
+    def _update_arguments(self, gradient, variable):
+        """(velocity, dense gradient, weight decay) of one variable's update.
+
+        ``variable`` is a plain tf.Variable (one replica's copy under tf.distribute); the
+        Keras variable the optimizer was built with carries the path that decides the decay.
+        """
+        index = self._get_variable_index(variable)
+        velocity = (_local_copy(self.momentums[index].value, variable)
+                    if self.momentum != 0 else None)
+        if isinstance(gradient, tf.IndexedSlices):
+            # The decay touches every row, so the update is dense anyway.
+            gradient = tf.convert_to_tensor(gradient)
+        decayed = is_decayed(self._trainable_variables[index], self.decay_biases)
+        return velocity, gradient, self.coupled_weight_decay if decayed else 0.0
+
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         """One replica (no strategy, or one device): every variable's update in one XLA
         cluster. More replicas: Keras' per-variable `update_step` on each device."""
@@ -143,39 +158,24 @@ class CoupledSGD(keras.optimizers.SGD):
                                                        learning_rate)
         variables, velocities, gradients, decays = [], [], [], []
         for gradient, variable in grads_and_vars:
-            index = self._get_variable_index(variable)
             # The plain tf.Variable (a one-device strategy wraps it): see `_local_copy`.
             (variable,) = distribution.experimental_local_results(variable)
+            velocity, gradient, decay = self._update_arguments(gradient, variable)
             variables.append(variable)
-            velocities.append(_local_copy(self.momentums[index].value, variable)
-                              if self.momentum != 0 else None)
-            if isinstance(gradient, tf.IndexedSlices):
-                gradient = tf.convert_to_tensor(gradient)
+            velocities.append(velocity)
             gradients.append(gradient)
-            decays.append(self.coupled_weight_decay
-                          if is_decayed(self._trainable_variables[index], self.decay_biases)
-                          else 0.0)
+            decays.append(decay)
         _fused_coupled_sgd_update_all(
             variables, velocities, gradients, tf.convert_to_tensor(learning_rate),
             weight_decays=tuple(decays), momentum=self.momentum, nesterov=self.nesterov)
 
     def update_step(self, gradient, variable, learning_rate):
-        # `variable` is a tf.Variable (one replica's copy under tf.distribute); the Keras
-        # variable the optimizer was built with carries the path that decides the decay.
-        index = self._get_variable_index(variable)
-        decayed = is_decayed(self._trainable_variables[index], self.decay_biases)
-        velocity = None
-        if self.momentum != 0:
-            velocity = _local_copy(self.momentums[index].value, variable)
-        if isinstance(gradient, tf.IndexedSlices):
-            # The decay touches every row, so the update is dense anyway.
-            gradient = tf.convert_to_tensor(gradient)
+        velocity, gradient, decay = self._update_arguments(gradient, variable)
         update = _fused_coupled_sgd_update if self.fused else _coupled_sgd_update
         update(variable, velocity, gradient,
                # A tensor, not the Keras variable: tf.function cannot take that as input.
                tf.convert_to_tensor(learning_rate),
-               weight_decay=self.coupled_weight_decay if decayed else 0.0,
-               momentum=self.momentum, nesterov=self.nesterov)
+               weight_decay=decay, momentum=self.momentum, nesterov=self.nesterov)
 
     def get_config(self):
         config = super().get_config()

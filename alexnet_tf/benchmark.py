@@ -398,10 +398,8 @@ def _base_config(variant, num_classes, image_size, width, batch_size, xla, mixed
     config.model.image_size = image_size
     config.model.width = width
     config.train.global_batch_size = batch_size
-    if "jit_compile" in config.train:
-        config.train.jit_compile = bool(xla)
-    if "mixed_precision" in config.train:
-        config.train.mixed_precision = mixed_precision or "none"
+    config.train.jit_compile = bool(xla)
+    config.train.mixed_precision = mixed_precision or "none"
     return config
 
 

@@ -19,20 +19,24 @@ setup(
         "pillow>=10.0",
         "tensorboard>=2.16",  # tf.summary needs it; TF 2.21 no longer installs it
         "tqdm>=4.60",  # progress bars of the data tools
+        # TF Serving's protos (PredictRequest, PredictionLog: the export's warmup file) and
+        # gRPC stub; it needs only tensorflow and grpcio.
+        "tensorflow-serving-api>=2.16,<3",
     ],
     extras_require={
         # ImageNet's devkit meta.mat (flat validation labels as ILSVRC2012 IDs).
         "imagenet": ["scipy>=1.10"],
         # Reading torchvision .pth weights (torch.load(weights_only=True)).
         "torch": ["torch>=1.13"],
-        # gRPC client of TF Serving; it pulls in the full tensorflow distribution.
-        "serving": ["tensorflow-serving-api>=2.16,<3"],
+        # Empty: tensorflow-serving-api and grpcio are core now; kept so that
+        # `pip install -e .[serving]` goes on working.
+        "serving": [],
         # Reading prepared TFDS builders (data.source="tfds").
         "tfds": ["tensorflow-datasets>=4.9"],
         # Training-curve plots (tools/plot_curves.py).
         "plots": ["matplotlib>=3.7"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scipy>=1.10", "matplotlib>=3.7",
-                 "tensorflow-serving-api>=2.16,<3", "tensorflow-datasets>=4.9"],
+                 "tensorflow-datasets>=4.9"],
     },
     entry_points={
         "console_scripts": [

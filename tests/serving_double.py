@@ -11,7 +11,7 @@ same signatures the real server runs through its C++ loader):
   values for a single output; string outputs as UTF-8 text unless the name ends in
   ``_bytes``), or ``{"error": ...}`` with TF Serving's HTTP status for the error code;
   ``GET /v1/models/NAME`` gives the version status.
-* gRPC (when grpcio and tensorflow-serving-api are installed): PredictionService.Predict.
+* gRPC: PredictionService.Predict (grpcio, with tensorflow-serving-api's servicer).
 
 The product never uses this: docs/SERVING.md points users to the real server.
 """
@@ -27,8 +27,10 @@ import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from alexnet_tf.serving.client import tf_error_message
 
@@ -246,9 +248,6 @@ def _handler(models: Models, log: list):
 
 
 def _grpc_server(models: Models, log: list):
-    import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
     class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
             log.append(request)
@@ -277,20 +276,11 @@ def _grpc_server(models: Models, log: list):
     return server, port
 
 
-def grpc_available() -> bool:
-    try:
-        import grpc  # noqa: F401
-        from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @contextlib.contextmanager
-def serve(base_path: str, model_name: str = "alexnet", *, grpc: bool = True):
+def serve(base_path: str, model_name: str = "alexnet", *, with_grpc: bool = True):
     """Serves the export directory on loopback ports; yields an object with ``rest_url``,
-    ``grpc_target`` (None without grpcio/tensorflow-serving-api), ``models`` and ``log``
-    (the requests received, REST bodies and gRPC PredictRequests)."""
+    ``grpc_target`` (None when ``with_grpc`` is False), ``models`` and ``log`` (the
+    requests received, REST bodies and gRPC PredictRequests)."""
     models = Models(base_path, model_name)
     log: list = []
     http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(models, log))
@@ -302,7 +292,7 @@ def serve(base_path: str, model_name: str = "alexnet", *, grpc: bool = True):
     info.grpc_target = None
     info.models, info.log = models, log
     try:
-        if grpc and grpc_available():
+        if with_grpc:
             grpc_server, port = _grpc_server(models, log)
             grpc_server.start()
             info.grpc_target = f"127.0.0.1:{port}"

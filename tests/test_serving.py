@@ -1,27 +1,30 @@
-"""Serving: TF Serving's wire formats (REST JSON, PredictRequest, PredictionLog warmup
-records), the client against a TF Serving test double (REST and gRPC on loopback), bad input
-over the wire, and the configuration files and commands of docs/SERVING.md."""
+"""Serving: TF Serving's wire formats (REST JSON; PredictRequest and the PredictionLog
+warmup file through tensorflow-serving-api), the client against a TF Serving test double
+(REST and gRPC on loopback), the alexnet-predict command, bad input over the wire, and the
+configuration files and commands of docs/SERVING.md."""
 
 import base64
 import json
+import os
 import re
-import runpy
 import shutil
 import subprocess
 import sys
+import sysconfig
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
+from alexnet_tf import export
 from alexnet_tf.serving import client, protocol
 from conftest import REPO_ROOT
-from serving_double import grpc_available, serve
+from serving_double import serve
 from test_export import mixed_images, shared_exported_run
 
-needs_grpc = pytest.mark.skipif(not grpc_available(),
-                                reason="gRPC needs grpcio and tensorflow-serving-api "
-                                       "(pip install -e .[serving])")
 SERVING_MD = REPO_ROOT / "docs" / "SERVING.md"
 JPEG_HEAD, PNG_HEAD = b"\xff\xd8\xff\xe0JFIF", b"\x89PNG\r\n\x1a\n"
 
@@ -109,14 +112,38 @@ def test_rest_responses_of_both_forms_parse():
 # ---------------------------------------------------------------- binary protos
 
 
-@needs_grpc
-def test_grpc_request_is_a_valid_predict_request():
-    from tensorflow.core.framework import types_pb2
-    from tensorflow_serving.apis import predict_pb2
+def test_predict_request_round_trips_with_its_tensors():
+    pixels = np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)
+    inputs = {"image_bytes": [JPEG_HEAD, PNG_HEAD], "images": pixels}
+    for version, label in [(None, None), (0, None), (7, None), (300, None), (None, "canary")]:
+        request = protocol.predict_request(inputs, model_name="alexnet",
+                                           signature_name="pixels", version=version,
+                                           label=label)
+        assert isinstance(request, predict_pb2.PredictRequest)
+        again = predict_pb2.PredictRequest.FromString(protocol.predict_request_bytes(
+            inputs, model_name="alexnet", signature_name="pixels", version=version,
+            label=label))
+        assert again == request, (version, label)
+        spec = again.model_spec
+        assert (spec.name, spec.signature_name) == ("alexnet", "pixels")
+        assert spec.HasField("version") == (version is not None)  # version 0 is sent too
+        assert spec.version.value == (version or 0) and spec.version_label == (label or "")
+        strings = again.inputs["image_bytes"]
+        assert strings.dtype == types_pb2.DT_STRING
+        assert tf.make_ndarray(strings).tolist() == [JPEG_HEAD, PNG_HEAD]
+        values = tf.make_ndarray(again.inputs["images"])
+        assert values.dtype == np.uint8
+        np.testing.assert_array_equal(values, pixels)
+    assert tf.make_ndarray(protocol.tensor_proto(["ok", b"\xff"])).tolist() == [b"ok", b"\xff"]
+    with pytest.raises(ValueError, match="not both"):
+        protocol.predict_request(inputs, version=1, label="stable")
 
+
+def test_grpc_request_is_a_valid_predict_request():
     request = client.grpc_request([JPEG_HEAD, PNG_HEAD], model_name="alexnet", version=2)
     assert isinstance(request, predict_pb2.PredictRequest) and request.IsInitialized()
     again = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+    assert again == request
     assert again.model_spec.name == "alexnet" and again.model_spec.version.value == 2
     assert again.model_spec.signature_name == "serving_default"
     tensor = again.inputs["image_bytes"]
@@ -126,36 +153,61 @@ def test_grpc_request_is_a_valid_predict_request():
     assert client.grpc_request([PNG_HEAD], label="canary").model_spec.version_label == "canary"
 
 
-@needs_grpc
-def test_hand_encoded_protos_equal_tensorflow_serving_api():
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+def read_warmup_file(path):
+    """The PredictionLogs of a warmup file, read as TF Serving does: TFRecords."""
+    return [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            for record in tf.data.TFRecordDataset(str(path))]
 
-    inputs = {"image_bytes": [JPEG_HEAD, PNG_HEAD],
-              "images": np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)}
-    for version in (None, 0, 7, 300):
-        expected = predict_pb2.PredictRequest()
-        expected.model_spec.name = "alexnet"
-        expected.model_spec.signature_name = "pixels"
-        if version is not None:
-            expected.model_spec.version.value = version
-        for name, value in inputs.items():
-            expected.inputs[name].CopyFrom(tf.make_tensor_proto(
-                np.array(value, dtype=object) if name == "image_bytes" else value))
-        ours = protocol.predict_request_bytes(inputs, model_name="alexnet",
-                                              signature_name="pixels", version=version)
-        assert ours == expected.SerializeToString(deterministic=True), version
-    log = prediction_log_pb2.PredictionLog.FromString(protocol.prediction_log_bytes(ours))
-    assert log.WhichOneof("log_type") == "predict_log"
-    assert log.predict_log.request == expected
+
+def test_warmup_file_parses_back_into_the_requests(tmp_path):
+    pixels = np.arange(36, dtype=np.uint8).reshape(1, 3, 4, 3)
+    requests = [  # messages and serialised requests, as the function accepts both
+        protocol.predict_request({"image_bytes": [JPEG_HEAD]}, model_name="alexnet"),
+        protocol.predict_request_bytes({"image_bytes": [JPEG_HEAD, PNG_HEAD, b""]},
+                                       model_name="alexnet", version=2),
+        protocol.predict_request({"images": pixels.astype(np.float32)}, model_name="alexnet",
+                                 signature_name="pixels_float"),
+    ]
+    path = tmp_path / protocol.WARMUP_FILENAME
+    assert protocol.write_warmup_file(str(path), iter(requests)) == 3
+    logs = read_warmup_file(path)
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log"] * 3
+    got = [log.predict_log.request for log in logs]
+    assert got == [requests[0], predict_pb2.PredictRequest.FromString(requests[1]), requests[2]]
+    assert [(r.model_spec.name, r.model_spec.signature_name) for r in got] == [
+        ("alexnet", "serving_default"), ("alexnet", "serving_default"),
+        ("alexnet", "pixels_float")]
+    assert got[1].model_spec.version.value == 2
+    assert tf.make_ndarray(got[0].inputs["image_bytes"]).tolist() == [JPEG_HEAD]
+    assert tf.make_ndarray(got[1].inputs["image_bytes"]).tolist() == [JPEG_HEAD, PNG_HEAD, b""]
+    floats = tf.make_ndarray(got[2].inputs["images"])
+    assert floats.dtype == np.float32
+    np.testing.assert_array_equal(floats, pixels)
+
+
+def test_exported_warmup_file_holds_the_warmup_images(run):
+    requests = [log.predict_log.request
+                for log in read_warmup_file(run.path / "assets.extra" / protocol.WARMUP_FILENAME)]
+    assert [(r.model_spec.name, r.model_spec.signature_name) for r in requests] == [
+        ("alexnet", "serving_default"), ("alexnet", "serving_default"), ("alexnet", "pixels"),
+        ("alexnet", "pixels_float"), ("alexnet", "features")]
+    images = export._warmup_images(run.config.data.resize_size)
+    jpeg, png = images["jpeg"], images["png"]
+    values = [{name: tf.make_ndarray(tensor) for name, tensor in r.inputs.items()}
+              for r in requests]
+    assert [sorted(v) for v in values] == [["image_bytes"]] * 2 + [["images"]] * 2 + \
+        [["image_bytes"]]
+    assert values[0]["image_bytes"].tolist() == [jpeg]
+    assert values[1]["image_bytes"].tolist() == [jpeg, png, png, jpeg]
+    assert values[2]["images"].dtype == np.uint8 and values[3]["images"].dtype == np.float32
+    np.testing.assert_array_equal(values[2]["images"], images["pixels"])
+    np.testing.assert_array_equal(values[3]["images"], images["pixels"])
+    assert values[4]["image_bytes"].tolist() == [png]
+    assert tf.io.decode_png(png).shape[:2] == tf.io.decode_jpeg(jpeg).shape[:2][::-1]
 
 
 def test_warmup_records_parse_and_run_against_the_model(run):
-    prediction_log_pb2 = pytest.importorskip(
-        "tensorflow_serving.apis.prediction_log_pb2",
-        reason="needs tensorflow-serving-api's PredictionLog")
-    path = run.path / "assets.extra" / protocol.WARMUP_FILENAME
-    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-               for r in tf.data.TFRecordDataset(str(path))]
+    records = read_warmup_file(run.path / "assets.extra" / protocol.WARMUP_FILENAME)
     names = [r.predict_log.request.model_spec.signature_name for r in records]
     assert names == ["serving_default", "serving_default", "pixels", "pixels_float", "features"]
     for record in records:
@@ -172,18 +224,12 @@ def test_warmup_records_parse_and_run_against_the_model(run):
         == [1, 4]
 
 
-@needs_grpc
 def test_warmup_records_replay_through_grpc(run, server):
-    import grpc
-    from tensorflow_serving.apis import prediction_log_pb2, prediction_service_pb2_grpc
-
     path = run.path / "assets.extra" / protocol.WARMUP_FILENAME
     with grpc.insecure_channel(server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        for record in tf.data.TFRecordDataset(str(path)):
-            request = prediction_log_pb2.PredictionLog.FromString(
-                record.numpy()).predict_log.request
-            response = stub.Predict(request, timeout=60)
+        for log in read_warmup_file(path):
+            response = stub.Predict(log.predict_log.request, timeout=60)
             assert response.outputs and response.model_spec.version.value == 1
 
 
@@ -222,7 +268,6 @@ def test_rest_client_versions_signatures_and_errors(run, server):
         client.predict_rest("http://127.0.0.1:9", images, timeout=5)
 
 
-@needs_grpc
 def test_grpc_client_against_the_double(run, server):
     images = run.val_jpegs[:3]
     outputs = client.predict_grpc(server.grpc_target, images)
@@ -263,7 +308,6 @@ def test_bad_image_over_rest_is_a_400_naming_it(run, server, name):
                                local(run, good)["probabilities"], atol=1e-6)
 
 
-@needs_grpc
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_image_over_grpc_is_invalid_argument_naming_it(run, server, name):
     data, pattern = _bad(run, name)
@@ -285,19 +329,22 @@ def test_local_client_runs_the_export_and_reports_bad_input(run):
     assert info.value.message == "assertion failed: [image_bytes[1] is empty (0 bytes)]"
 
 
-def test_grpc_without_its_packages_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
-    with pytest.raises(ImportError, match=r"tensorflow-serving-api .*pip install"):
-        client.predict_grpc("localhost:8500", [JPEG_HEAD])
-
-
 # ------------------------------------------------------------------------ the CLI
 
 
-def _cli(capsys, *argv):
-    status = client.main(["alexnet-predict", *map(str, argv)])
-    out = capsys.readouterr()
-    return status, out.out, out.err
+def _cli(*argv, program=("-m", "alexnet_tf.serving.client")):
+    """Runs the command in its own process (absl parses the process's flags once):
+    ``python -m alexnet_tf.serving.client ARGV`` by default. Returns (status, stdout,
+    stderr)."""
+    result = subprocess.run([sys.executable, *map(str, program), *map(str, argv)],
+                            capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout, result.stderr
+
+
+def _last_line(err):
+    """The command's own message: the last line of stderr (TensorFlow logs before it)."""
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
 
 
 def _check_top5(text, paths, classes):
@@ -309,46 +356,100 @@ def _check_top5(text, paths, classes):
             assert line.split()[2] in names, line
 
 
-def test_cli_prints_top5_with_class_names_from_every_transport(run, server, image_files,
-                                                               capsys):
+def test_predict_files_gives_the_same_text_from_every_transport(run, server, image_files):
+    paths = [str(p) for p in image_files]
+    expected = client.format_predictions(
+        paths, client.predictions(local(run, [p.read_bytes() for p in image_files])))
+    for transport in ({"rest": server.rest_url}, {"grpc": server.grpc_target},
+                      {"saved_model": str(run.export_dir)}):
+        assert client.describe(paths, client.predict_files(paths, **transport)) == expected
+    features = client.predict_files(paths[:1], grpc=server.grpc_target,
+                                    signature_name="features")
+    assert client.describe(paths[:1], features).startswith(f"{paths[0]}: features (")
+    for wrong in ({}, {"rest": server.rest_url, "saved_model": str(run.export_dir)}):
+        with pytest.raises(ValueError, match="exactly one of --rest, --grpc, --saved_model"):
+            client.predict_files(paths, **wrong)
+    with pytest.raises(ValueError, match="at least one image file"):
+        client.predict_files([], rest=server.rest_url)
+
+
+def test_cli_prints_top5_with_class_names_from_every_transport(run, server, image_files):
     expected = client.format_predictions(
         [str(p) for p in image_files],
         client.predictions(local(run, [p.read_bytes() for p in image_files])))
-    transports = [f"--rest={server.rest_url}", f"--saved_model={run.export_dir}"]
-    if server.grpc_target:
-        transports.append(f"--grpc={server.grpc_target}")
-    for transport in transports:
-        status, out, err = _cli(capsys, transport, *image_files)
+    for transport in [f"--rest={server.rest_url}", f"--grpc={server.grpc_target}",
+                      f"--saved_model={run.export_dir}"]:
+        status, out, err = _cli(transport, *image_files)
         assert status == 0, err
         assert out.strip() == expected, transport
     _check_top5(expected, image_files, run.classes)
-    status, out, _ = _cli(capsys, f"--rest={server.rest_url}", "--form=columnar", "--version=1",
-                          *image_files[:1])
+    status, out, _ = _cli(f"--rest={server.rest_url}", "--form=columnar", "--version=1",
+                          image_files[0])
     assert status == 0 and out.strip() == expected.split(f"\n{image_files[1]}")[0]
 
 
-def test_cli_errors(run, server, tmp_path, capsys):
+def test_cli_errors(run, server, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    status, _, err = _cli(capsys, f"--rest={server.rest_url}", bad)
-    assert status == 1 and "is a truncated JPEG" in err and "400" in err
-    status, _, err = _cli(capsys, f"--rest={server.rest_url}", tmp_path / "missing.jpg")
-    assert status == 1 and "missing.jpg" in err
-    status, _, err = _cli(capsys, bad)
-    assert status == 1 and "exactly one of --rest, --grpc, --saved_model" in err
-    status, _, err = _cli(capsys, "--rest=x", "--no_such_flag", bad)
+    # Failed predictions and unreadable files: one line, exit status 1.
+    status, _, err = _cli(f"--rest={server.rest_url}", bad)
+    line = _last_line(err)
+    assert status == 1 and line.startswith("alexnet-predict: ")
+    assert "is a truncated JPEG" in line and "400" in line
+    status, _, err = _cli(f"--grpc={server.grpc_target}", bad)
+    line = _last_line(err)
+    assert status == 1 and "is a truncated JPEG" in line and "INVALID_ARGUMENT" in line
+    status, _, err = _cli(f"--rest={server.rest_url}", tmp_path / "missing.jpg")
+    assert status == 1 and "missing.jpg" in _last_line(err)
+    # Usage errors (absl's app.UsageError): the short help, then the error; status 1.
+    status, _, err = _cli(bad)
+    assert status == 1 and _last_line(err) == "give exactly one of --rest, --grpc, --saved_model"
+    status, _, err = _cli("--rest=http://localhost:8501", "--grpc=localhost:8500", bad)
+    assert status == 1 and _last_line(err) == (
+        "give exactly one of --rest, --grpc, --saved_model (got --rest and --grpc)")
+    status, _, err = _cli(f"--rest={server.rest_url}")
+    assert status == 1 and _last_line(err) == "give at least one image file"
+    status, _, err = _cli("--rest=x", "--no_such_flag", bad)
     assert status == 1 and "no_such_flag" in err
-    status, out, _ = _cli(capsys, "--help")
-    assert status == 0 and "alexnet-predict --rest=" in out
 
 
-def test_tools_script_runs_the_client(run, server, image_files, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["serving_client.py", f"--rest={server.rest_url}",
-                                      str(image_files[0])])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(REPO_ROOT / "tools" / "serving_client.py"), run_name="__main__")
-    assert exit_info.value.code == 0
-    _check_top5(capsys.readouterr().out, image_files[:1], run.classes)
+def _check_help(out, first_line, command="alexnet-predict"):
+    """The docstring opens the help with a command per mode; the binary's flags follow."""
+    assert out.startswith(first_line), out[:300]
+    for mode in ("--rest=http://localhost:8501", "--grpc=localhost:8500",
+                 "--saved_model=exports/alexnet"):
+        assert f"\n    {command} {mode} cat.jpg" in out, mode
+    flags_part = out.split("\nflags:\n", 1)[1]
+    for flag in ("rest", "grpc", "saved_model", "model_name", "version", "label",
+                 "signature", "form", "timeout"):
+        assert f"  --{flag}:" in flags_part, flag
+    for default in ("(default: 'alexnet')", "(default: 'serving_default')",
+                    "(default: 'row')", "(default: '30.0')"):
+        assert default in flags_part
+
+
+def test_help_lists_the_flags_with_defaults():
+    # absl's --help prints the docstring and the binary's flags, and exits with status 1.
+    status, out, _ = _cli("--help")
+    assert status == 1
+    _check_help(out, "alexnet-predict: classify image files")
+    status, out, _ = _cli("--help", program=[REPO_ROOT / "tools" / "serving_client.py"])
+    assert status == 1
+    _check_help(out, "Classifies image files with an exported AlexNet",
+                "python tools/serving_client.py")
+    script = os.path.join(sysconfig.get_path("scripts"), "alexnet-predict")
+    if not os.path.exists(script):
+        pytest.skip(f"no console script {script} (pip install -e . writes it)")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    _check_help(result.stdout, "alexnet-predict: classify image files")
+
+
+def test_tools_script_runs_the_client(run, server, image_files):
+    status, out, err = _cli(f"--rest={server.rest_url}", image_files[0],
+                            program=[REPO_ROOT / "tools" / "serving_client.py"])
+    assert status == 0, err
+    _check_top5(out, image_files[:1], run.classes)
 
 
 # ------------------------------------------------------------------ docs/SERVING.md
@@ -404,10 +505,8 @@ def _transcribed_config_protos():
 
 def test_doc_config_files_parse_as_tf_serving_configs():
     from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
 
-    model_server_config_pb2 = pytest.importorskip(
-        "tensorflow_serving.config.model_server_config_pb2",
-        reason="needs tensorflow-serving-api's ModelServerConfig")
     models = text_format.Parse(_doc_block("# models.config"),
                                model_server_config_pb2.ModelServerConfig())
     (config,) = models.model_config_list.config

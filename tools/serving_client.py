@@ -1,7 +1,7 @@
 r"""Classifies image files with an exported AlexNet through TF Serving, or in-process.
 
     python tools/serving_client.py --rest=http://localhost:8501 cat.jpg dog.png
-    python tools/serving_client.py --grpc=localhost:8500 cat.jpg      # pip install -e .[serving]
+    python tools/serving_client.py --grpc=localhost:8500 cat.jpg
     python tools/serving_client.py --saved_model=exports/alexnet cat.jpg
 
 Prints the top-5 classes of each image with their names and scores. The same command is
@@ -9,9 +9,12 @@ installed as ``alexnet-predict``; the logic (and every flag) is in
 alexnet_tf/serving/client.py, and docs/SERVING.md shows how to start the server.
 """
 
-import sys
+from absl import app, flags
 
+from alexnet_tf.serving import client
 from alexnet_tf.serving.client import main
 
+flags.adopt_module_key_flags(client)  # --help lists the client's flags
+
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

@@ -4,18 +4,18 @@ r"""alexnet-predict: classify image files with an exported model, and print the 
     alexnet-predict --grpc=localhost:8500 cat.jpg                       # TF Serving, gRPC
     alexnet-predict --saved_model=exports/alexnet cat.jpg               # in-process, no server
 
-(also ``python tools/serving_client.py ...``). The image files are sent as they are
-(JPEG, PNG, GIF or BMP; any size): the export decodes, resizes, crops and normalises
-them. Flags: ``--model_name`` (default ``alexnet``, TF Serving's MODEL_NAME),
-``--version`` or ``--label``, ``--signature`` (``serving_default``), ``--form`` (REST
-body: ``row`` or ``columnar``), ``--timeout`` in seconds.
+(or ``python -m alexnet_tf.serving.client ...``, ``python tools/serving_client.py ...``).
+The image files are sent as they are (JPEG, PNG, GIF or BMP; any size): the export
+decodes, resizes, crops and normalises them. ``--model_name``, ``--version`` or
+``--label``, ``--signature``, ``--form`` and ``--timeout`` choose what is asked; --help
+lists them with their defaults.
 
 The library functions behind it return the signature's outputs as numpy arrays:
-`predict_rest` (urllib; no extra package), `predict_grpc` (needs the optional
-``tensorflow-serving-api``, which brings ``grpcio``: ``pip install -e .[serving]``) and
-`predict_local` (``tf.saved_model.load``). A failed request raises
-`protocol.ServingError` with the server's message (HTTP 400 or gRPC INVALID_ARGUMENT for
-a bad image).
+`predict_rest` (urllib), `predict_grpc` (tensorflow-serving-api's PredictionService stub
+over grpcio) and `predict_local` (``tf.saved_model.load``); `predict_files` reads image
+files and calls one of them, `describe` makes the text the command prints. A failed
+request raises `protocol.ServingError` with the server's message (HTTP 400 or gRPC
+INVALID_ARGUMENT for a bad image), which the command prints as one line.
 """
 
 from __future__ import annotations
@@ -28,15 +28,30 @@ import urllib.error
 import urllib.request
 from typing import Mapping, Sequence
 
+import grpc
 import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from alexnet_tf.serving import protocol
 from alexnet_tf.serving.protocol import DEFAULT_SIGNATURE, ServingError
 
-_GRPC_PACKAGES_MISSING = (
-    "gRPC needs the optional packages tensorflow-serving-api and grpcio, which are not "
-    "installed: pip install -e '.[serving]' (or pip install tensorflow-serving-api), or use "
-    "--rest / --saved_model instead.")
+_REST = flags.DEFINE_string("rest", None, "TF Serving's REST address, e.g. "
+                            "http://localhost:8501.")
+_GRPC = flags.DEFINE_string("grpc", None, "TF Serving's gRPC address, e.g. localhost:8500.")
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Run this export in-process "
+                                   "instead: a version directory, or the export directory "
+                                   "(its highest version).")
+_MODEL_NAME = flags.DEFINE_string("model_name", "alexnet", "The model's name on the server "
+                                  "(MODEL_NAME).")
+_VERSION = flags.DEFINE_integer("version", None, "A model version (default: the server's "
+                                "latest).")
+_LABEL = flags.DEFINE_string("label", None, "A version label from the server's "
+                             "models.config.")
+_SIGNATURE = flags.DEFINE_string("signature", DEFAULT_SIGNATURE, "The signature to call.")
+_FORM = flags.DEFINE_enum("form", "row", ["row", "columnar"], "REST request body form.")
+_TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,51 +128,27 @@ def predict_rest(base_url: str, images: Sequence[bytes], *, model_name: str = "a
 # ---------------------------------------------------------------------- gRPC
 
 
-def _grpc_modules():
-    try:
-        import grpc
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-    except ImportError as error:
-        raise ImportError(f"{_GRPC_PACKAGES_MISSING} ({error})") from None
-    return grpc, predict_pb2, prediction_service_pb2_grpc
-
-
 def grpc_request(images: Sequence[bytes], *, model_name: str = "alexnet",
                  version: int | None = None, label: str | None = None,
                  signature_name: str = DEFAULT_SIGNATURE, input_name: str = "image_bytes"):
     """A ``tensorflow.serving.PredictRequest`` carrying the images as a string [B] tensor."""
-    import tensorflow as tf
-
-    _, predict_pb2, _ = _grpc_modules()
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    if version is not None and label is not None:
-        raise ValueError("Give a model version or a version label, not both.")
-    if version is not None:
-        request.model_spec.version.value = int(version)
-    elif label is not None:
-        request.model_spec.version_label = label
-    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(
-        np.array([bytes(i) for i in images], dtype=object), dtype=tf.string,
-        shape=[len(images)]))
-    return request
+    return protocol.predict_request({input_name: [bytes(i) for i in images]},
+                                    model_name=model_name, signature_name=signature_name,
+                                    version=version, label=label)
 
 
 def predict_grpc(target: str, images: Sequence[bytes], *, model_name: str = "alexnet",
                  version: int | None = None, label: str | None = None,
                  signature_name: str = DEFAULT_SIGNATURE, timeout: float = 30.0) -> dict:
     """Calls PredictionService.Predict at ``target`` (``host:8500``); output name -> array."""
-    import tensorflow as tf
-
-    grpc, _, service = _grpc_modules()
     request = grpc_request(images, model_name=model_name, version=version, label=label,
                            signature_name=signature_name)
     # Encoded photos easily pass gRPC's default 4 MB message limit.
     options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     with grpc.insecure_channel(target, options=options) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         try:
-            response = service.PredictionServiceStub(channel).Predict(request, timeout=timeout)
+            response = stub.Predict(request, timeout=timeout)
         except grpc.RpcError as error:
             raise ServingError(f"{target}: {error.details()}", error.code().name) from None
     return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
@@ -191,8 +182,6 @@ def saved_model_path(path: str) -> str:
 def predict_local(path: str, images: Sequence[bytes], *,
                   signature_name: str = DEFAULT_SIGNATURE) -> dict:
     """Runs the SavedModel's signature in this process; output name -> array."""
-    import tensorflow as tf
-
     loaded = tf.saved_model.load(saved_model_path(path))
     if signature_name not in loaded.signatures:
         raise ServingError(f"No signature {signature_name!r}; the export has "
@@ -205,79 +194,87 @@ def predict_local(path: str, images: Sequence[bytes], *,
     return {name: value.numpy() for name, value in outputs.items()}
 
 
+# ------------------------------------------------------------------ files -> text
+
+
+def predict_files(paths: Sequence[str], *, rest: str | None = None, grpc: str | None = None,
+                  saved_model: str | None = None, model_name: str = "alexnet",
+                  version: int | None = None, label: str | None = None,
+                  signature_name: str = DEFAULT_SIGNATURE, form: str = "row",
+                  timeout: float = 30.0) -> dict:
+    """Reads the image files and sends them through exactly one of ``rest`` (a REST
+    address), ``grpc`` (a gRPC address) or ``saved_model`` (an export, in-process);
+    returns output name -> array. Raises ValueError for no files or not exactly one
+    transport, OSError for a file that cannot be read, `ServingError` for a failed
+    prediction."""
+    given = [name for name, value in (("--rest", rest), ("--grpc", grpc),
+                                      ("--saved_model", saved_model)) if value]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --rest, --grpc, --saved_model" +
+                         (f" (got {' and '.join(given)})" if given else ""))
+    if not paths:
+        raise ValueError("give at least one image file")
+    images = []
+    for path in paths:
+        with open(path, "rb") as file:
+            images.append(file.read())
+    if rest:
+        return predict_rest(rest, images, model_name=model_name, version=version,
+                            label=label, signature_name=signature_name, form=form,
+                            timeout=timeout)
+    if grpc:
+        return predict_grpc(grpc, images, model_name=model_name, version=version,
+                            label=label, signature_name=signature_name, timeout=timeout)
+    return predict_local(saved_model, images, signature_name=signature_name)
+
+
+def describe(labels: Sequence[str], outputs: Mapping[str, np.ndarray]) -> str:
+    """The text the command prints: the top-k of a classification signature
+    (`format_predictions`), else the first values of each image's single output (e.g.
+    ``features``)."""
+    if "classes" in outputs:
+        return format_predictions(labels, predictions(outputs))
+    (name, values), *_ = outputs.items()
+    return "\n".join(f"{label}: {name} {row.shape} {np.array2string(row[:8])}..."
+                     for label, row in zip(labels, np.asarray(values)))
+
+
 # ---------------------------------------------------------------------- binary
 
 
-def _define_flags(flag_values):
-    from absl import flags
-
-    def define(kind, name, default, text):
-        getattr(flags, f"DEFINE_{kind}")(name, default, text, flag_values=flag_values)
-
-    define("string", "rest", None, "TF Serving's REST address, e.g. http://localhost:8501.")
-    define("string", "grpc", None, "TF Serving's gRPC address, e.g. localhost:8500 (needs "
-           "tensorflow-serving-api).")
-    define("string", "saved_model", None, "Run this export in-process instead: a version "
-           "directory, or the export directory (its highest version).")
-    define("string", "model_name", "alexnet", "The model's name on the server (MODEL_NAME).")
-    define("integer", "version", None, "A model version (default: the server's latest).")
-    define("string", "label", None, "A version label from the server's models.config.")
-    define("string", "signature", DEFAULT_SIGNATURE, "The signature to call.")
-    flags.DEFINE_enum("form", "row", ["row", "columnar"], "REST request body form.",
-                      flag_values=flag_values)
-    define("float", "timeout", 30.0, "Seconds to wait for the server.")
-    define("bool", "help", False, "Show this help.")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``alexnet-predict`` command; returns the exit status (0, or 1 on an error)."""
-    from absl import flags
-
-    argv = list(sys.argv if argv is None else argv)
-    flag_values = flags.FlagValues()
-    _define_flags(flag_values)
+def main(argv: Sequence[str]) -> int:
+    """The ``alexnet-predict`` command, for ``app.run``: ``argv`` is the program name and
+    the image files. Returns 0, or 1 after printing one line for an unreadable file or a
+    failed prediction; wrong arguments raise `app.UsageError`."""
+    files = list(argv[1:])
     try:
-        files = flag_values(argv)[1:]
-    except flags.Error as error:
+        outputs = predict_files(
+            files, rest=_REST.value, grpc=_GRPC.value, saved_model=_SAVED_MODEL.value,
+            model_name=_MODEL_NAME.value, version=_VERSION.value, label=_LABEL.value,
+            signature_name=_SIGNATURE.value, form=_FORM.value, timeout=_TIMEOUT.value)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    except (OSError, ServingError) as error:
         print(f"alexnet-predict: {error}", file=sys.stderr)
         return 1
-    f = flag_values
-    if f.help:
-        print(__doc__.strip() + "\n\nflags:\n" + f.get_help())
-        return 0
-    targets = [name for name in ("rest", "grpc", "saved_model") if f[name].value]
-    if len(targets) != 1 or not files:
-        print("alexnet-predict: give exactly one of --rest, --grpc, --saved_model, and at least "
-              "one image file (--help for more).", file=sys.stderr)
-        return 1
-    try:
-        images = []
-        for path in files:
-            with open(path, "rb") as file:
-                images.append(file.read())
-        if f.rest:
-            outputs = predict_rest(f.rest, images, model_name=f.model_name, version=f.version,
-                                   label=f.label, signature_name=f.signature, form=f.form,
-                                   timeout=f.timeout)
-        elif f.grpc:
-            outputs = predict_grpc(f.grpc, images, model_name=f.model_name, version=f.version,
-                                   label=f.label, signature_name=f.signature, timeout=f.timeout)
-        else:
-            outputs = predict_local(f.saved_model, images, signature_name=f.signature)
-        if "classes" in outputs:
-            print(format_predictions(files, predictions(outputs)))
-        else:  # e.g. the features signature
-            for path, row in zip(files, np.asarray(next(iter(outputs.values())))):
-                print(f"{path}: {', '.join(outputs)} {row.shape} {np.array2string(row[:8])}...")
-    except (OSError, ServingError, ImportError) as error:
-        print(f"alexnet-predict: {error}", file=sys.stderr)
-        return 1
+    print(describe(files, outputs))
     return 0
 
 
 def run() -> None:
-    """Console-script entry point (``alexnet-predict``)."""
-    sys.exit(main())
+    """Console-script entry point (``alexnet-predict``): ``app.run(main)``.
+
+    absl's --help prints ``__main__``'s docstring and the flags of the module named
+    ``sys.argv[0]``; under a console script (whose ``__main__`` is pip's wrapper) this
+    module's docstring and flags stand in for them.
+    """
+    main_module = sys.modules["__main__"]
+    if main_module is not sys.modules.get(__name__):
+        for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+        if not main_module.__doc__:
+            main_module.__doc__ = __doc__
+    app.run(main)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,14 @@ REST (the predict API of https://www.tensorflow.org/tfx/serving/api_rest):
   output), ``{"outputs": {...}}`` for columnar ones (an object keyed by output name, or
   the bare value for a single output), and ``{"error": "..."}`` on failure.
 
-Binary (the ``tensorflow.serving`` protos of tensorflow-serving-api):
+Binary, with tensorflow-serving-api's generated classes (``tensorflow_serving.apis``):
 
-* `predict_request_bytes`: a serialised ``PredictRequest``; `prediction_log_bytes`: a
-  ``PredictionLog`` holding one, as the records of
-  ``assets.extra/tf_serving_warmup_requests`` (`write_warmup_file`).
-
-The binary messages are written here with the protobuf wire format directly (field
-numbers from tensorflow_serving/apis/{model,predict,prediction_log}.proto; the tensors
-are TensorFlow's own ``TensorProto``), so that exporting never needs the optional
-tensorflow-serving-api package. tests/test_serving.py checks the bytes against that
-package's generated classes.
+* `predict_request`: a ``PredictRequest`` (model name, version or version label,
+  signature, input tensors made by ``tf.make_tensor_proto``); `predict_request_bytes`
+  serialises one;
+* `prediction_log`: a ``PredictionLog`` whose ``predict_log`` holds a request, and
+  `write_warmup_file`: a TFRecord file of them, TF Serving's warmup format
+  (``assets.extra/tf_serving_warmup_requests`` of a SavedModel version).
 """
 
 from __future__ import annotations
@@ -31,6 +28,8 @@ import base64
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILENAME = "tf_serving_warmup_requests"  # in <version>/assets.extra/
@@ -156,74 +155,71 @@ def parse_rest_response(body: Mapping, *, single_output_name: str = "output") ->
                        f"key in {sorted(body)}.")
 
 
-# -------------------------------------------------------------- protobuf wire format
+# ---------------------------------------------------------- binary (tensorflow-serving-api)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+def tensor_proto(value):
+    """A ``tensorflow.TensorProto`` of ``value``: a list or tuple of bytes or str (encoded
+    images; str as UTF-8) is a string ``[N]`` tensor, anything else (a numpy array, nested
+    numbers) is what ``tf.make_tensor_proto`` makes of it."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bytes, str)) for v in value):
+        return tf.make_tensor_proto(np.array(list(value), dtype=object), dtype=tf.string,
+                                    shape=[len(value)])
+    return tf.make_tensor_proto(value)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2): strings, bytes, messages, map entries."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def predict_request(inputs: Mapping[str, Any], *, model_name: str = "",
+                    signature_name: str = DEFAULT_SIGNATURE, version: int | None = None,
+                    label: str | None = None):
+    """A ``tensorflow.serving.PredictRequest`` (tensorflow_serving.apis.predict_pb2).
 
-
-def tensor_proto_bytes(value) -> bytes:
-    """A serialised ``tensorflow.TensorProto`` of ``value`` (tf.make_tensor_proto)."""
-    import tensorflow as tf  # deferred: the REST helpers above need no TensorFlow
-
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (bytes, str)):
-        value = np.array(value, dtype=object)
-    return tf.make_tensor_proto(value).SerializeToString(deterministic=True)
+    Args:
+      inputs: input name -> value (see `tensor_proto`), e.g. ``{"image_bytes": [jpeg]}``.
+      model_name: the model's name on the server (MODEL_NAME).
+      signature_name: the signature to run.
+      version, label: a model version, or a version label; neither for the latest.
+    """
+    if version is not None and label is not None:
+        raise ValueError("Give a model version or a version label, not both.")
+    if not inputs:
+        raise ValueError("A predict request needs at least one input.")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = int(version)  # set, even to 0
+    elif label is not None:
+        request.model_spec.version_label = label
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tensor_proto(value))
+    return request
 
 
 def predict_request_bytes(inputs: Mapping[str, Any], *, model_name: str = "",
                           signature_name: str = DEFAULT_SIGNATURE,
-                          version: int | None = None) -> bytes:
-    """A serialised ``tensorflow.serving.PredictRequest``.
-
-    ModelSpec (model.proto): name = 1, version = 2 (google.protobuf.Int64Value, value =
-    1), signature_name = 3. PredictRequest (predict.proto): model_spec = 1, inputs = 2
-    (map<string, TensorProto>: entries of key = 1, value = 2), in sorted key order.
-    """
-    spec = b""
-    if model_name:
-        spec += _field(1, model_name.encode("utf-8"))
-    if version is not None:
-        value = int(version)  # proto3 leaves a zero value out
-        spec += _field(2, _varint(1 << 3 | 0) + _varint(value) if value else b"")
-    if signature_name:
-        spec += _field(3, signature_name.encode("utf-8"))
-    request = _field(1, spec)
-    for name in sorted(inputs):
-        entry = _field(1, name.encode("utf-8")) + _field(2, tensor_proto_bytes(inputs[name]))
-        request += _field(2, entry)
-    return request
+                          version: int | None = None, label: str | None = None) -> bytes:
+    """`predict_request`, serialised (deterministically: map entries in key order)."""
+    return predict_request(inputs, model_name=model_name, signature_name=signature_name,
+                           version=version, label=label).SerializeToString(deterministic=True)
 
 
-def prediction_log_bytes(predict_request: bytes) -> bytes:
-    """A serialised ``tensorflow.serving.PredictionLog`` whose ``predict_log`` (= 6) has
-    ``request`` (= 1) set: one record of TF Serving's warmup file."""
-    return _field(6, _field(1, predict_request))
+def prediction_log(request):
+    """A ``tensorflow.serving.PredictionLog`` whose ``predict_log.request`` is ``request``
+    (a ``PredictRequest``, or one serialised): one record of TF Serving's warmup file."""
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        request = predict_pb2.PredictRequest.FromString(bytes(request))
+    return prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request))
 
 
-def write_warmup_file(path: str, requests: Iterable[bytes]) -> int:
-    """Writes PredictRequests (serialised) as a TFRecord file of PredictionLogs, the
-    format TF Serving replays from ``assets.extra/tf_serving_warmup_requests`` (at most
-    1000 records are read). Returns the number of records."""
-    import tensorflow as tf
-
+def write_warmup_file(path: str, requests: Iterable) -> int:
+    """Writes PredictRequests (messages or serialised) to ``path`` as a TFRecord file of
+    serialised PredictionLogs, the format TF Serving replays from a version's
+    ``assets.extra/tf_serving_warmup_requests`` before it serves the version (it reads
+    at most 1000 records). Returns the number of records."""
     count = 0
     with tf.io.TFRecordWriter(path) as writer:
         for request in requests:
-            writer.write(prediction_log_bytes(request))
+            writer.write(prediction_log(request).SerializeToString(deterministic=True))
             count += 1
     return count

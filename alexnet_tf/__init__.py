@@ -3,31 +3,39 @@
 The package runs on Keras 3 with the TensorFlow backend: its layers call TF ops
 (``tf.nn.local_response_normalization``, grouped convolutions) and its input
 pipelines are ``tf.data``.
+
+Importing the package imports neither TensorFlow nor Keras: the names below load
+their modules on first use (PEP 562), so that config files and every binary's
+``--help`` start without them.
 """
 
+import importlib
 import os
 
 # Keras reads its backend once, at first import; choose TensorFlow unless the user
-# already chose, and refuse another backend clearly below rather than fail later.
+# already chose. `alexnet_tf.layers` refuses another backend when it is imported.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import keras  # noqa: E402
-
-if keras.backend.backend() != "tensorflow":
-    raise ImportError(
-        f"alexnet_tf needs the Keras 'tensorflow' backend, but KERAS_BACKEND is "
-        f"{keras.backend.backend()!r}. Unset KERAS_BACKEND or set it to 'tensorflow'.")
-
-from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization  # noqa: E402
-from alexnet_tf.models import VARIANTS, create_model, feature_extractor  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GroupedConv2D",
-    "LocalResponseNormalization",
-    "VARIANTS",
-    "create_model",
-    "feature_extractor",
-    "__version__",
-]
+_LAZY = {
+    "GroupedConv2D": "alexnet_tf.layers",
+    "LocalResponseNormalization": "alexnet_tf.layers",
+    "VARIANTS": "alexnet_tf.architecture",
+    "create_model": "alexnet_tf.models",
+    "feature_extractor": "alexnet_tf.models",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once: later lookups skip this function
+        return value
+    raise AttributeError(f"module 'alexnet_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -8,8 +8,8 @@ and ``--config.key=value``) and call `validate` before anything touches the work
 directory. Library code takes the ConfigDict; it never reads flags.
 
 The defaults are the paper's recipe (Krizhevsky et al. 2012); each carries the
-section it comes from. Keys marked "later" are read by parts still being built and
-are validated already so that config files stay stable.
+section it comes from. This module and `alexnet_tf.models` import neither TensorFlow
+nor Keras, so a config file loads, and is validated, before either starts.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from alexnet_tf import models
-
-CONFIG_FILENAME = "config.json"
+from alexnet_tf import architecture
 
 DATA_SOURCES = ("demo", "image_folder", "tfrecord", "tfds")
 AUGMENTATIONS = ("paper", "modern", "none")
@@ -43,13 +41,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds initialisation, data order and augmentation
 
     c.model = ml_collections.ConfigDict()
-    c.model.variant = "paper"  # a key of alexnet_tf.models.VARIANTS
+    c.model.variant = "paper"  # a key of alexnet_tf.architecture.VARIANTS
     c.model.num_classes = 1000  # Sec. 3.5: 1000-way softmax
     c.model.image_size = 227  # Sec. 3.5 says 224; 227 is what conv1's arithmetic needs
     c.model.width = 1.0
     c.model.dropout_rate = 0.5  # Sec. 4.2
     c.model.groups = config_dict.placeholder(int)  # None: the variant's own grouping
-    c.model.init = ""  # "": the variant's own; else one of models.INIT_SCHEMES
+    c.model.init = ""  # "": the variant's own; else one of architecture.INIT_SCHEMES
     # None: the paper's k=2, alpha=1e-4 (Sec. 3.3); Caffe weights need 1.0 and 2e-5.
     c.model.lrn_bias = config_dict.placeholder(float)
     c.model.lrn_alpha = config_dict.placeholder(float)
@@ -138,7 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.global_batch_size = 128
     c.eval.every_epochs = 1
-    c.eval.ten_crop = False  # later: Sec. 4.1 ten-crop testing
+    c.eval.ten_crop = False  # Sec. 4.1: ten patches, softmax averaged
     c.lock()
     return c
 
@@ -237,14 +235,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check_types(config)
     m, d, t, e = config.model, config.data, config.train, config.eval
     try:
-        models.validate_model_args(variant=m.variant, num_classes=m.num_classes,
+        architecture.validate_model_args(variant=m.variant, num_classes=m.num_classes,
                                    image_size=m.image_size, width=m.width,
                                    dropout_rate=m.dropout_rate, groups=m.groups,
                                    init=m.init or None)
     except ValueError as error:
         raise ConfigError(f"Config group 'model' is invalid: {error}") from error
-    from alexnet_tf import layers  # deferred: keeps this module light for config files
-    _choice(config, "model.grouped_conv_implementation", layers.GROUPED_CONV_IMPLEMENTATIONS)
+    _choice(config, "model.grouped_conv_implementation", architecture.GROUPED_CONV_IMPLEMENTATIONS)
     _positive(config, "model.lrn_bias", allow_zero=True)
     _positive(config, "model.lrn_alpha", allow_zero=True)
 
@@ -321,9 +318,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Writes the resolved config as JSON into the work directory; returns its path."""
-    path = os.path.join(workdir, CONFIG_FILENAME)
+def write_config(config: ml_collections.ConfigDict, path: str) -> str:
+    """Writes the resolved config as JSON to ``path`` (a run's is
+    `alexnet_tf.run.Run.config_path`); returns the path."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")

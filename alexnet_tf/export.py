@@ -51,7 +51,6 @@ converted to RGB by the decoder and served.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -62,14 +61,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from alexnet_tf import checkpoints
 from alexnet_tf import config as config_lib
 from alexnet_tf import models
+from alexnet_tf import run as run_lib
 from alexnet_tf.data import pipeline, preprocess
 from alexnet_tf.serving import protocol
-from alexnet_tf.train import loop
 
-CLASSES_FILENAME = checkpoints.CLASSES_FILENAME  # <workdir>/classes.json
 EXPORT_INFO_FILENAME = "export.json"
 SIGNATURES = ("serving_default", "pixels", "pixels_float", "features")
 
@@ -86,61 +83,27 @@ class ExportError(ValueError):
     """The run, the checkpoint or the export directory cannot give an export."""
 
 
-# ------------------------------------------------------------------ checkpoints
+# ------------------------------------------------------------------ the run
 
 
-def restore_model(config, checkpoint_path: str) -> keras.Model:
-    """The model of ``config`` (as the training loop builds it) with the weights of the
-    checkpoint's ``model``.
-
-    Raises ExportError unless every model variable was restored: every variable the
-    checkpoint tracks was matched (``assert_existing_objects_matched``), and the only
-    untracked ones are Keras' dropout seed-generator states, which inference never reads.
+def restore_model(run: run_lib.Run, checkpoint: str = "auto") -> run_lib.RestoredModel:
+    """The run's model with the weights of ``checkpoint``, as the export traces it.
 
     The grouped convolutions (``model.grouped_conv_implementation``) are traced into
     the SavedModel as they resolve now. "auto" is exported as "split", two
     convolutions on the channel halves, which every server runs: the "native" grouped
     convolution needs cuDNN or TF's oneDNN CPU kernels, which a CPU build of TF
     Serving may lack. A run configured with "native" exports native.
+
+    Raises ExportError unless every model variable was restored
+    (`alexnet_tf.run.restore_weights`).
     """
-    if config.model.grouped_conv_implementation == "auto":
-        config = copy.deepcopy(config)
-        with config.unlocked():
-            config.model.grouped_conv_implementation = "split"
-    model = loop.build_model(config)
+    implementation = ("split" if run.config.model.grouped_conv_implementation == "auto"
+                      else None)
     try:
-        checkpoints.restore_model(model, checkpoint_path)
-    except checkpoints.CheckpointError as error:
-        raise ExportError(f"{error} (the run's config builds {config.model.variant}, width "
-                          f"{config.model.width}, {config.model.num_classes} classes)") from None
-    return model
-
-
-def checkpoint_step(checkpoint_path: str) -> int | None:
-    """The training step saved with the checkpoint (the loop's ``step`` variable)."""
-    try:
-        return int(tf.train.load_checkpoint(checkpoint_path).get_tensor(
-            "step/.ATTRIBUTES/VARIABLE_VALUE"))
-    except (tf.errors.NotFoundError, ValueError, KeyError):
-        return None
-
-
-def read_classes(workdir: str, num_classes: int) -> list[dict]:
-    """The run's classes.json ([{"index", "id", "name"}]), checked against the model."""
-    path = os.path.join(workdir, CLASSES_FILENAME)
-    try:
-        with open(path) as f:
-            classes = json.load(f)
-    except FileNotFoundError:
-        raise ExportError(f"{path!r} is missing: the training loop writes it at the start of "
-                          f"a run.") from None
-    if (not isinstance(classes, list) or len(classes) != num_classes
-            or any(not isinstance(c, dict) or c.get("index") != i
-                   or not isinstance(c.get("id"), str) or not isinstance(c.get("name"), str)
-                   for i, c in enumerate(classes))):
-        raise ExportError(f"{path!r} must list {num_classes} classes (config.model.num_classes) "
-                          f"as {{\"index\": i, \"id\": str, \"name\": str}} in index order.")
-    return classes
+        return run.restore_model(checkpoint, grouped_conv_implementation=implementation)
+    except run_lib.RunError as error:
+        raise ExportError(str(error)) from None
 
 
 # -------------------------------------------------------------- versions on disk
@@ -483,19 +446,16 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
       version: the integer version to write; default: one more than the highest there.
         An existing version is never overwritten (ExportError).
       checkpoint: "auto" (best if the run has one, else latest), "best", "latest", a
-        checkpoint prefix or a directory of checkpoints (see `checkpoints.resolve`).
+        checkpoint prefix or a directory of checkpoints (see `run.resolve_checkpoint`).
       top_k: classes returned per image (at most the number of classes).
       max_pixels, max_aspect_ratio: the largest image the signatures accept.
     """
-    config_path = os.path.join(workdir, config_lib.CONFIG_FILENAME)
-    if not os.path.exists(config_path):
-        raise ExportError(f"{config_path!r} is missing: {workdir!r} is not the work directory "
-                          f"of a training run.")
-    config = config_lib.read_config(config_path)
-    classes = read_classes(workdir, config.model.num_classes)
+    run = run_lib.Run(workdir)
     try:
-        checkpoint_path = checkpoints.resolve(workdir, checkpoint)
-    except checkpoints.CheckpointError as error:
+        config = run.config
+        classes = run.classes(config.model.num_classes)
+        checkpoint_path = run.checkpoint(checkpoint)
+    except run_lib.RunError as error:
         raise ExportError(str(error)) from None
     if version is not None and (isinstance(version, bool) or int(version) != version
                                 or version < 0):
@@ -512,8 +472,8 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
         logging.warning("Version %d is lower than %d: TF Serving's default version policy "
                         "keeps serving the highest.", version, max(existing_versions(export_dir)))
 
-    model = restore_model(config, checkpoint_path)
-    step = checkpoint_step(checkpoint_path)
+    restored = restore_model(run, checkpoint_path)
+    model, step = restored.model, restored.step
     staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=export_dir)
     try:
         norm = pipeline.normalization(config.data)
@@ -541,16 +501,15 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
         }
         sources = os.path.join(staging, "assets-src")
         os.makedirs(sources)
-        shutil.copyfile(os.path.join(workdir, CLASSES_FILENAME),
-                        os.path.join(sources, CLASSES_FILENAME))
-        shutil.copyfile(config_path, os.path.join(sources, config_lib.CONFIG_FILENAME))
+        shutil.copyfile(run.classes_path, os.path.join(sources, run_lib.CLASSES_FILENAME))
+        shutil.copyfile(run.config_path, os.path.join(sources, run_lib.CONFIG_FILENAME))
         with open(os.path.join(sources, EXPORT_INFO_FILENAME), "w") as f:
             json.dump(info, f, indent=1)
         module = build_serving_module(
             config, model, classes, top_k=top_k, max_pixels=max_pixels,
             max_aspect_ratio=max_aspect_ratio,
             assets=[os.path.join(sources, name) for name in
-                    (CLASSES_FILENAME, config_lib.CONFIG_FILENAME, EXPORT_INFO_FILENAME)])
+                    (run_lib.CLASSES_FILENAME, run_lib.CONFIG_FILENAME, EXPORT_INFO_FILENAME)])
         saved = os.path.join(staging, "saved_model")
         tf.saved_model.save(module, saved, signatures=module.signatures())
         extra = os.path.join(saved, "assets.extra")

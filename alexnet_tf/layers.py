@@ -16,9 +16,16 @@ import functools
 import keras
 import tensorflow as tf
 
+from alexnet_tf.architecture import GROUPED_CONV_IMPLEMENTATIONS
+
 _PACKAGE = "alexnet_tf"
 
-GROUPED_CONV_IMPLEMENTATIONS = ("auto", "split", "native")
+if keras.backend.backend() != "tensorflow":
+    # Every model goes through these layers: refuse another backend here, clearly,
+    # rather than fail later inside a TF op.
+    raise ImportError(
+        f"alexnet_tf needs the Keras 'tensorflow' backend, but KERAS_BACKEND is "
+        f"{keras.backend.backend()!r}. Unset KERAS_BACKEND or set it to 'tensorflow'.")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -505,9 +505,9 @@ def test_show_kernels_on_a_trained_run(tiny_run, tmp_path):
     image = Image.open(tmp_path / "k.png")
     assert image.size == (report.layout.width, report.layout.height)
     # The restored weights are the trained ones, not a fresh initialisation.
-    from alexnet_tf.train import loop
+    from alexnet_tf import models
 
-    fresh = kernels.conv1_kernels(loop.build_model(config))
+    fresh = kernels.conv1_kernels(models.model_from_config(config))
     assert not np.allclose(report.kernels, fresh)
     loaded = model_io.load_model(str(workdir))
     assert loaded.std_rgb == (64.0, 64.0, 64.0)  # the demo config's input convention

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import evaluate
+from alexnet_tf import task
 from alexnet_tf.data import pipeline, preprocess, sources
 from alexnet_tf.train import loop
 from conftest import REPO_ROOT
@@ -191,20 +191,20 @@ def test_soft_label_loss_is_the_hand_computed_cross_entropy():
     for smoothing in (0.0, 0.1):
         targets = (1 - smoothing) * soft + smoothing / 5
         expected = -(targets * log_softmax).sum(axis=1)
-        got = evaluate.loss_per_example(tf.constant(soft), tf.constant(logits), 5, smoothing)
+        got = task.loss_per_example(tf.constant(soft), tf.constant(logits), 5, smoothing)
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
     # Hard labels are the one-hot special case.
     hard = np.array([0, 3, 1, 4])
     np.testing.assert_allclose(
-        evaluate.loss_per_example(tf.constant(hard), tf.constant(logits), 5).numpy(),
-        evaluate.loss_per_example(tf.constant(np.eye(5, dtype=np.float32)[hard]),
+        task.loss_per_example(tf.constant(hard), tf.constant(logits), 5).numpy(),
+        task.loss_per_example(tf.constant(np.eye(5, dtype=np.float32)[hard]),
                                   tf.constant(logits), 5).numpy(), rtol=1e-6)
 
 
 def test_soft_label_metrics_count_the_argmax():
     logits = tf.constant([[5.0, 1, 0], [0, 5.0, 1], [1, 0, 5.0]])
     soft = tf.constant([[0.7, 0.3, 0], [0.4, 0.0, 0.6], [0.0, 0.2, 0.8]])  # argmax 0, 2, 2
-    sums = evaluate.summed_metrics(soft, logits, tf.zeros([3]))
+    sums = task.summed_metrics(soft, logits, tf.zeros([3]))
     assert float(sums["top1"]) == 2 and float(sums["count"]) == 3
     assert float(sums["top5"]) == 3
 

@@ -111,7 +111,7 @@ def test_wrong_type_is_named():
 
 def test_written_config_reads_back_equal(tmp_path):
     config = load_config_file(REPO_ROOT / "configs" / "modern.py")
-    path = config_lib.write_config(config, str(tmp_path))
+    path = config_lib.write_config(config, str(tmp_path / "config.json"))
     assert json.load(open(path))["model"]["variant"] == "modern"
     again = config_lib.read_config(path)
     assert again.to_dict() == config.to_dict()

@@ -62,7 +62,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from alexnet_tf import config as config_lib
-    from alexnet_tf.train import loop, optim
+    from alexnet_tf import models, task
+    from alexnet_tf.train import optim
 
     config = config_lib.base_config()
     config.model.num_classes = 10
@@ -77,10 +78,10 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 
     def one_step(strategy):
         with strategy.scope():
-            model = loop.build_model(config)
+            model = models.model_from_config(config)
             optimizer = optim.create_optimizer(config.train, 10, 8)
             optimizer.build(model.trainable_variables)
-        step = loop.make_train_step(model, optimizer, strategy, config)
+        step = task.ClassificationTask(config, strategy).train_step(model, optimizer)
         dataset = tf.data.Dataset.from_tensors((images, labels))
         for batch in strategy.experimental_distribute_dataset(dataset):
             sums = step(batch)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import export, models
+from alexnet_tf import run as run_lib
 from alexnet_tf.data import demo, pipeline, preprocess
 from alexnet_tf.train import loop
 from conftest import REPO_ROOT
@@ -46,7 +47,7 @@ def make_exported_run(root: pathlib.Path):
     info = json.loads((pathlib.Path(path) / "assets" / "export.json").read_text())
     config = config_lib.read_config(str(workdir / "config.json"))
     # The reference: the in-memory Keras model, restored from the same checkpoint.
-    model = loop.build_model(config)
+    model = models.model_from_config(config)
     tf.train.Checkpoint(model=model).restore(info["checkpoint"]).expect_partial()
     return types.SimpleNamespace(
         workdir=workdir, export_dir=export_dir, path=pathlib.Path(path), config=config,
@@ -296,7 +297,7 @@ def _model_values(checkpoint_path):
 
 
 def test_every_model_variable_is_restored_from_the_checkpoint(run, tmp_path):
-    restored = export.restore_model(run.config, run.info["checkpoint"])
+    restored = export.restore_model(run_lib.Run(run.workdir), run.info["checkpoint"]).model
     ours = _model_values(tf.train.Checkpoint(model=restored).write(str(tmp_path / "restored")))
     training = _model_values(run.info["checkpoint"])
     # Keras' dropout seed-generator states are the only variables checkpoints leave out.
@@ -304,7 +305,7 @@ def test_every_model_variable_is_restored_from_the_checkpoint(run, tmp_path):
     assert len(weights) == 16 and len(ours) == len(weights) and set(ours) == set(training)
     for path, value in ours.items():  # every weight holds the training checkpoint's value
         np.testing.assert_array_equal(value, training[path], path)
-    fresh = loop.build_model(run.config)  # and training moved them away from the init
+    fresh = models.model_from_config(run.config)  # and training moved them away from the init
     assert any(not np.array_equal(a.numpy(), b.numpy())
                for a, b in zip(fresh.variables, restored.variables))
 
@@ -312,16 +313,17 @@ def test_every_model_variable_is_restored_from_the_checkpoint(run, tmp_path):
 def test_restore_refuses_checkpoints_without_this_model(run, tmp_path):
     no_model = tf.train.Checkpoint(step=tf.Variable(3, dtype=tf.int64)).write(str(tmp_path / "a"))
     with pytest.raises(export.ExportError, match="does not hold every variable"):
-        export.restore_model(run.config, no_model)
+        export.restore_model(run_lib.Run(run.workdir), no_model)
     other = run.config.copy_and_resolve_references()
     other.model.width = 0.5
-    wider = tf.train.Checkpoint(model=loop.build_model(other)).write(str(tmp_path / "b"))
+    wider = tf.train.Checkpoint(model=models.model_from_config(other)).write(str(tmp_path / "b"))
     with pytest.raises(export.ExportError, match="does not hold every variable"):
-        export.restore_model(run.config, wider)
+        export.restore_model(run_lib.Run(run.workdir), wider)
 
 
 def test_checkpoint_choices(run, tmp_path):
-    from alexnet_tf.checkpoints import CheckpointError, resolve
+    from alexnet_tf.run import CheckpointError
+    from alexnet_tf.run import resolve_checkpoint as resolve
 
     checkpoints = run.workdir / "checkpoints"
     latest = tf.train.latest_checkpoint(str(checkpoints))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import models
+from alexnet_tf import architecture, models
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 
 VARIANT_NAMES = ("paper", "one_tower", "modern")
@@ -79,7 +79,7 @@ Z = 6.0  # standard errors allowed in the statistical checks
 
 
 def _min_size(variant: str) -> int:
-    return models.min_image_size(models.VARIANTS[variant])
+    return architecture.min_image_size(architecture.VARIANTS[variant])
 
 
 def _images(batch: int, size: int, seed: int = 0) -> np.ndarray:
@@ -164,7 +164,7 @@ def test_paper_kernel_shapes_show_the_two_towers(paper_full):
                 "fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
     got = {name: tuple(paper_full.get_layer(name).kernel.shape) for name in expected}
     assert got == expected
-    for name in models.TOWER_LAYERS:
+    for name in architecture.TOWER_LAYERS:
         layer = paper_full.get_layer(name)
         assert isinstance(layer, GroupedConv2D) and layer.groups == 2, name
     for name in ("conv1", "conv3"):
@@ -232,12 +232,12 @@ def test_modern_forward_pass_at_224(modern_full):
 def test_spatial_sizes_match_the_built_model_at_the_minimum_size(variant, tiny_models):
     model = tiny_models[variant]
     size = _min_size(variant)
-    expected = dict(models.spatial_sizes(models.VARIANTS[variant], size))
+    expected = dict(architecture.spatial_sizes(architecture.VARIANTS[variant], size))
     got = {name: model.get_layer(name).output.shape[1] for name in expected}
     assert got == expected
     assert min(expected.values()) == 1 and expected["pool5"] == 1
     # One pixel less and some layer would have no output.
-    assert min(s for _, s in models.spatial_sizes(models.VARIANTS[variant], size - 1)) < 1
+    assert min(s for _, s in architecture.spatial_sizes(architecture.VARIANTS[variant], size - 1)) < 1
     logits = model(_images(2, size), training=False).numpy()
     assert logits.shape == (2, NUM_CLASSES) and np.all(np.isfinite(logits))
 
@@ -452,7 +452,7 @@ def test_keras_file_round_trip(variant, tmp_path):
     grouped = {l.name for l in loaded.layers if isinstance(l, GroupedConv2D)}
     lrn = {l.name for l in loaded.layers if isinstance(l, LocalResponseNormalization)}
     if variant == "paper":
-        assert grouped == set(models.TOWER_LAYERS)
+        assert grouped == set(architecture.TOWER_LAYERS)
         assert all(loaded.get_layer(n).groups == 2 for n in grouped)
         assert lrn == {"norm1", "norm2"}
         assert loaded.get_layer("norm1").get_config()["bias"] == 2.0
@@ -464,7 +464,7 @@ def test_keras_file_keeps_grouped_conv_implementation(tmp_path):
     model = _tiny("paper", grouped_conv_implementation="split")
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert {loaded.get_layer(n).implementation for n in models.TOWER_LAYERS} == {"split"}
+    assert {loaded.get_layer(n).implementation for n in architecture.TOWER_LAYERS} == {"split"}
 
 
 # --------------------------------------------------------------------- 5. training step
@@ -537,7 +537,7 @@ def test_feature_extractor_call_does_not_warn(tiny_models):
 def test_paper_without_groups():
     model = models.create_model("paper", 1000, 227, groups=1, seed=0)
     assert model.count_params() == PAPER_PARAMS + UNGROUPING_EXTRA == 62_378_344
-    for name in models.TOWER_LAYERS:
+    for name in architecture.TOWER_LAYERS:
         layer = model.get_layer(name)
         assert not isinstance(layer, GroupedConv2D) and layer.groups == 1
     assert model.get_layer("conv2").kernel.shape == (5, 5, 96, 256)
@@ -549,7 +549,7 @@ def test_modern_with_groups():
     model = models.create_model("modern", 1000, 224, groups=2, seed=0)
     modern_params = 62_382_472  # convs without bias, 4 BN numbers per channel
     assert model.count_params() == modern_params - UNGROUPING_EXTRA == 60_969_352
-    for name in models.TOWER_LAYERS:
+    for name in architecture.TOWER_LAYERS:
         layer = model.get_layer(name)
         assert isinstance(layer, GroupedConv2D) and layer.groups == 2, name
     for name in ("conv1", "conv3"):
@@ -620,10 +620,10 @@ def test_bad_arguments_raise_value_error_naming_value_and_expectation(kwargs, fr
 
 def test_validate_model_args_matches_create_model():
     # The check without building: same errors, and silence for a good configuration.
-    models.validate_model_args("paper", 1000, 227, 1.0, 0.5, None, None)
+    architecture.validate_model_args("paper", 1000, 227, 1.0, 0.5, None, None)
     with pytest.raises(ValueError, match="60"):
-        models.validate_model_args("paper", 1000, 60, 1.0)
+        architecture.validate_model_args("paper", 1000, 60, 1.0)
     with pytest.raises(ValueError, match="0.3"):
-        models.validate_model_args("paper", 1000, 67, 0.3)
+        architecture.validate_model_args("paper", 1000, 67, 0.3)
     # width 0.3 is fine once the towers are gone.
-    models.validate_model_args("paper", 1000, 67, 0.3, groups=1)
+    architecture.validate_model_args("paper", 1000, 67, 0.3, groups=1)

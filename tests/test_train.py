@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
-from alexnet_tf.train import loop, optim
+from alexnet_tf import task
+from alexnet_tf.train import hooks, loop, optim
 from conftest import REPO_ROOT
 from test_config import load_config_file
 
@@ -156,10 +157,10 @@ def test_best_checkpoint_and_evaluation_of_a_run(trained_run, tmp_path):
     ten = evaluate.evaluate_checkpoint(str(workdir), ten_crop=True)
     assert ten["examples"] == 200 and ten["crops"] == "ten"
     assert os.path.exists(workdir / "eval_val_tencrop.json")
-    from alexnet_tf import checkpoints
+    from alexnet_tf import run as run_lib
 
-    with pytest.raises(checkpoints.CheckpointError, match="is neither one of"):
-        checkpoints.resolve(str(workdir), str(tmp_path / "nothing"))
+    with pytest.raises(run_lib.CheckpointError, match="is neither one of"):
+        run_lib.resolve_checkpoint(str(workdir), str(tmp_path / "nothing"))
 
 
 @pytest.mark.slow
@@ -169,7 +170,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_demo_dir, tmp_p
     loop.train_and_evaluate(_demo_config(small_demo_dir, total_epochs=1, **constant), workdir)
     good = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     exploding = _demo_config(small_demo_dir, total_epochs=2, learning_rate=1e12, **constant)
-    with pytest.raises(loop.NonFiniteLossError, match=r"last good checkpoint is .*ckpt-18"):
+    with pytest.raises(hooks.NonFiniteLossError, match=r"last good checkpoint is .*ckpt-18"):
         loop.train_and_evaluate(exploding, workdir, allow_config_change=True)
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")) == good
     reader = tf.train.load_checkpoint(good)
@@ -182,25 +183,25 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_demo_dir, tmp_p
 
 
 def test_metric_window_sums_on_device_and_names_where_the_loss_went_bad(tmp_path):
-    window = loop.MetricWindow(first_step=10)
+    window = hooks.MetricWindow(first_step=10, checkpoint_dir=str(tmp_path))
     step_sums = {"loss": tf.constant(2.5), "top1": tf.constant(3.0), "top5": tf.constant(8.0),
                  "count": tf.constant(8.0)}
     for _ in range(3):
         window.add(step_sums)
     assert all(v.dtype == tf.float64 for v in window.sums.values())
-    assert window.read_checked(13, str(tmp_path)) == {"loss": 7.5, "top1": 9.0, "top5": 24.0,
+    assert window.read_checked(13) == {"loss": 7.5, "top1": 9.0, "top5": 24.0,
                                                       "count": 24.0}
     window.add(dict(step_sums, loss=tf.constant(float("nan"))))
-    with pytest.raises(loop.NonFiniteLossError, match=r"Training loss is nan at step 14: "
+    with pytest.raises(hooks.NonFiniteLossError, match=r"Training loss is nan at step 14: "
                        r"stopping without saving; the last good checkpoint is None"):
-        window.read_checked(14, str(tmp_path))
+        window.read_checked(14)
     window.reset()
     window.checked_through = 14
     window.add(step_sums)
     window.add(dict(step_sums, loss=tf.constant(float("inf"))))
     window.add(step_sums)
-    with pytest.raises(loop.NonFiniteLossError, match=r"loss is inf between step 15 and step 17"):
-        window.read_checked(17, str(tmp_path))
+    with pytest.raises(hooks.NonFiniteLossError, match=r"loss is inf between step 15 and step 17"):
+        window.read_checked(17)
 
 
 @pytest.mark.slow
@@ -208,10 +209,10 @@ def test_nan_between_reads_is_caught_before_the_next_checkpoint(small_demo_dir, 
                                                                monkeypatch):
     """The loss is read every 4 steps here (checkpoints; log lines only at the epoch's end):
     a NaN at step 6 stops the run at step 8 before ckpt-8 is written."""
-    real_make_train_step = loop.make_train_step
+    real_train_step = task.ClassificationTask.train_step
 
     def make_train_step(*args, **kwargs):
-        train_step = real_make_train_step(*args, **kwargs)
+        train_step = real_train_step(*args, **kwargs)
         calls = []
 
         def poisoned(batch):
@@ -221,11 +222,11 @@ def test_nan_between_reads_is_caught_before_the_next_checkpoint(small_demo_dir, 
 
         return poisoned
 
-    monkeypatch.setattr(loop, "make_train_step", make_train_step)
+    monkeypatch.setattr(task.ClassificationTask, "train_step", make_train_step)
     workdir = tmp_path / "run"
     config = _demo_config(small_demo_dir, total_epochs=1, log_every_steps=100,
                           checkpoint_every_steps=4, schedule="constant", warmup_epochs=0.0)
-    with pytest.raises(loop.NonFiniteLossError,
+    with pytest.raises(hooks.NonFiniteLossError,
                        match=r"loss is nan between step 5 and step 8: .*ckpt-4\.$"):
         loop.train_and_evaluate(config, str(workdir))
     assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-4")

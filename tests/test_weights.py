@@ -36,7 +36,7 @@ from numpy.lib import format as npy_format
 from numpy.lib.stride_tricks import sliding_window_view
 
 from alexnet_tf import config as config_module
-from alexnet_tf import models
+from alexnet_tf import architecture, models
 from alexnet_tf import weights
 from alexnet_tf.weights import _common as weights_common
 
@@ -173,7 +173,7 @@ def caffe_model(caffe_case):
 def test_caffe_pooling_rounds_up_but_equals_floor_at_227():
     # Caffe rounds pooled sizes up, Keras down; the converted model is pinned to 227,
     # where every pooled map has (size - 3) even and both agree.
-    ours = dict(models.spatial_sizes(models.get_variant("paper"), 227))
+    ours = dict(architecture.spatial_sizes(architecture.get_variant("paper"), 227))
     assert [ours["conv1"], ours["pool1"], ours["pool2"], ours["pool5"]] == [55, 27, 13, 6]
     for conv, pool in (("conv1", "pool1"), ("conv2", "pool2"), ("conv5", "pool5")):
         assert caffe_pool_size(ours[conv]) == ours[pool]

@@ -22,6 +22,7 @@ input: images/s of a plain tf.data paper pipeline and of alexnet_tf's (per image
 grouped_conv: forward+backward time of the paper's conv2 (27x27x96 -> 256, 5x5, 2 groups,
   batch 32) for each compute path of `GroupedConv2D` and for Keras' Conv2D(groups=2).
 On a GPU machine the same commands use the GPU (TF and PyTorch alike).
+The measurements are in benchmarks/ beside the package (not installed), one module each.
 """
 
 import json
@@ -29,6 +30,10 @@ import os
 import sys
 
 from absl import app, flags, logging
+
+# The harness (benchmarks/) lives beside the package and is not installed: put the
+# repository root first on the path, whatever directory this is run from.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _BENCHMARK = flags.DEFINE_enum("benchmark", "grouped_conv",
                                ["grouped_conv", "model", "profile", "input"], "What to measure.")
@@ -213,17 +218,18 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # the data modules log every split they list
     if _CPUS.value:
-        from alexnet_tf.benchmark import _parse_cpus  # no TF op has run yet
-        os.sched_setaffinity(0, set(_parse_cpus(_CPUS.value)))
-    from alexnet_tf import benchmark
+        from benchmarks.machine import parse_cpus  # no TF op has run yet
+        os.sched_setaffinity(0, set(parse_cpus(_CPUS.value)))
+    from benchmarks import grouped_conv, machine, model, profile
+    from benchmarks import input as input_benchmark
 
-    benchmark.configure_threads(_INTER.value, _INTRA.value)
+    machine.configure_threads(_INTER.value, _INTRA.value)
     mixed = None if _MIXED.value == "none" else _MIXED.value
     if _BENCHMARK.value == "grouped_conv":
-        result = benchmark.grouped_conv(repeats=_REPEATS.value)
+        result = grouped_conv.grouped_conv(repeats=_REPEATS.value)
         _print_grouped_conv(result)
     elif _BENCHMARK.value == "model":
-        result = benchmark.model(
+        result = model.model(
             _VARIANT.value, _BATCH.value or 32, _IMAGE.value, _WIDTH.value, _CLASSES.value,
             repeats=_REPEATS.value, warmup=2 if _WARMUP.value is None else _WARMUP.value,
             xla=_XLA.value, mixed_precision=mixed, infer_batch_size=_INFER_BATCH.value,
@@ -231,7 +237,7 @@ def main(argv):
             peer=_PEER.value, torch_threads=_TORCH_THREADS.value, wait_quiet=_WAIT_QUIET.value)
         _print_model(result)
     elif _BENCHMARK.value == "profile":
-        result = benchmark.profile(
+        result = profile.profile(
             _VARIANT.value, _BATCH.value or 32, _IMAGE.value, _WIDTH.value, _CLASSES.value,
             steps=_PROFILE_STEPS.value, warmup=2 if _WARMUP.value is None else _WARMUP.value,
             xla=_XLA.value, mixed_precision=mixed, logdir=_LOGDIR.value, top=_TOP.value,
@@ -245,10 +251,10 @@ def main(argv):
                       seconds=_SECONDS.value, data_dir=_DATA_DIR.value,
                       wait_quiet=_WAIT_QUIET.value)
         if _SCALING.value:
-            result = benchmark.input_scaling(_CPU_SETS.value, **kwargs)
+            result = input_benchmark.input_scaling(_CPU_SETS.value, **kwargs)
             _print_scaling(result)
         else:
-            result = benchmark.input_pipelines(**kwargs)
+            result = input_benchmark.input_pipelines(**kwargs)
             _print_input(result)
     line = json.dumps(result)
     if _JSON.value:

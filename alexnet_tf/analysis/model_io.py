@@ -2,12 +2,11 @@
 
 Three places a model can come from (`load_model`):
 
-* a run's work directory: ``config.json`` (`alexnet_tf.config.read_config`) builds the
-  network (`alexnet_tf.train.loop.build_model`) and a checkpoint of
-  ``<workdir>/checkpoints`` ("latest", "best" or a path) fills it. Only the model is
-  restored (``expect_partial``: the optimizer, step and plateau state are not needed),
+* a run's work directory: `alexnet_tf.run.Run.restore_model` builds the network from
+  its ``config.json`` and fills it from a checkpoint ("latest", "best" or a path).
+  Only the model is restored (the optimizer, step and plateau state are not needed),
   and every variable of the model must be in the checkpoint with its shape, else
-  ValueError naming the checkpoint;
+  `alexnet_tf.run.CheckpointError` (a ValueError) naming the checkpoint;
 * a ``.keras`` file;
 * a directory of converted weights (``model.keras`` + ``input_convention.json``,
   `alexnet_tf.weights.convention.save_converted`).
@@ -22,14 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 
 import keras
-import tensorflow as tf
 
-from alexnet_tf import checkpoints
 from alexnet_tf import config as config_lib
+from alexnet_tf import run as run_lib
 
 
 
@@ -69,14 +66,6 @@ def file_sha256(path: str, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _read_class_names(workdir: str) -> list[str] | None:
-    path = os.path.join(workdir, checkpoints.CLASSES_FILENAME)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return [c.get("name") or c.get("id") or str(c["index"]) for c in json.load(f)]
-
-
 def _data_config_from_convention(convention):
     """A data config whose evaluation preprocessing is the converted model's convention."""
     data = config_lib.base_config().data
@@ -100,20 +89,17 @@ def load_model(workdir: str | None = None, *, checkpoint: str = "latest",
     run_config = None
     class_names = None
     if workdir:
-        config_path = os.path.join(workdir, config_lib.CONFIG_FILENAME)
-        if not os.path.exists(config_path):
+        run = run_lib.Run(workdir)
+        if not run.exists():
             raise FileNotFoundError(f"{workdir!r} is not a run directory: no "
-                                    f"{config_lib.CONFIG_FILENAME} in it.")
-        run_config = config_lib.read_config(config_path)
-        class_names = _read_class_names(workdir)
+                                    f"{run_lib.CONFIG_FILENAME} in it.")
+        run_config = run.config
+        class_names = run.class_names()
     if model_path:
         return _load_model_file(model_path, run_config, class_names)
 
-    from alexnet_tf.train import loop  # deferred: the training loop is heavy to import
-
-    path = checkpoints.resolve(workdir, checkpoint)
-    model = loop.build_model(run_config)
-    checkpoints.restore_model(model, path)
+    restored = run.restore_model(checkpoint)
+    model, path = restored.model, restored.checkpoint
     d = run_config.data
     fingerprint = {"kind": "checkpoint", "path": os.path.abspath(path),
                    # A TF checkpoint's .index holds a CRC32C of every tensor: its hash

@@ -96,7 +96,7 @@ def keras_extractor(model, data_config, *, fingerprint: dict, description: str =
     """fc7 features of a Keras AlexNet on images preprocessed as evaluation does
     (centre crop of the shorter-side ``data_config.resize_size`` image, the run's
     normalisation)."""
-    from alexnet_tf import models
+    from alexnet_tf import architecture, models
     from alexnet_tf.data import pipeline
 
     if data_config is None:
@@ -123,7 +123,7 @@ def keras_extractor(model, data_config, *, fingerprint: dict, description: str =
         "image_size": size, "resize_size": resize_size, "mean_rgb": list(d.mean_rgb),
         "std_rgb": list(d.std_rgb), "channel_order": d.channel_order, "mean": d.mean,
         "stats_file": stats, "stats_sha256": _sha256_file(stats) if stats else ""},
-        layer=models.FEATURE_LAYER)
+        layer=architecture.FEATURE_LAYER)
     return Extractor(description or model.name, int(feature_model.output_shape[-1]), prepare,
                      lambda batch: run(batch).numpy(), fingerprint)
 
@@ -702,10 +702,9 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
         extractor = saved_model_extractor(saved_model)
         loaded_data = None
         if workdir:  # the run only supplies its data; the SavedModel preprocesses itself
-            from alexnet_tf import config as config_lib
+            from alexnet_tf import run as run_lib
 
-            loaded_data = config_lib.read_config(
-                os.path.join(workdir, config_lib.CONFIG_FILENAME)).data
+            loaded_data = run_lib.Run(workdir).config.data
     else:
         loaded = model_io.load_model(workdir, checkpoint=checkpoint, model_path=model_path)
         loaded_data = loaded.data_config

@@ -177,11 +177,6 @@ def mixing_enabled(data_config) -> bool:
         data_config.mixup_alpha > 0 or data_config.cutmix_alpha > 0)
 
 
-def _modern_extras_on(data_config) -> bool:
-    return mixing_enabled(data_config) or (data_config.augmentation == "modern"
-                                           and data_config.randaugment_num_ops > 0)
-
-
 def _image_fn(data_config, norm, light, image_size, training, ten_crop, on_device):
     """encoded bytes, seed -> the model input(s) of one example."""
     d = data_config
@@ -243,7 +238,9 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
                  num_classes: int | None = None, seed: int = 0, epoch: int = 0,
                  skip_examples: int = 0, ten_crop: bool = False,
                  input_context: tf.distribute.InputContext | None = None,
-                 bad_records: tf.Variable | None = None) -> tf.data.Dataset:
+                 bad_records: tf.Variable | None = None,
+                 norm: preprocess.Normalization | None = None,
+                 light: preprocess.Lighting | None = None) -> tf.data.Dataset:
     """One epoch of batches of (model inputs, labels).
 
     Labels are int32 [B], except for training with MixUp or CutMix
@@ -264,21 +261,23 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
       ten_crop: evaluation inputs are [B, 10, S, S, 3] (Sec. 4.1's ten patches).
       input_context: from ``distribute_datasets_from_function``; shards by pipeline.
       bad_records: an int64 variable that counts the records skipped as bad.
+      norm, light: the input convention and the PCA lighting; default: built from
+        ``data_config`` (`normalization`, `lighting`). A run passes its task's
+        (`alexnet_tf.task.ClassificationTask.pipeline_args`), so that the pipeline and
+        the on-device tail use one object.
     """
     d = data_config
     num_classes = num_classes or len(split.class_names)
-    on_device = training and d.augment_on_device
-    if on_device and _modern_extras_on(d):
-        raise ValueError("data.augment_on_device cannot be combined with RandAugment, MixUp or "
-                         "CutMix (they run in the input pipeline); set it to False.")
+    on_device = training and d.augment_on_device  # alexnet_tf.config checks what it combines with
     if isinstance(split, RecordSplit):
         records = _tfrecord_records(split, training, seed, epoch, skip_examples, input_context)
     elif isinstance(split, TfdsSplit):
         records = _tfds_records(split, training, seed, epoch, skip_examples, input_context)
     else:
         records = _file_records(split, training, seed, epoch, skip_examples, input_context)
-    image_fn = _image_fn(d, normalization(d), lighting(d), image_size, training, ten_crop,
-                         on_device)
+    norm = normalization(d) if norm is None else norm
+    light = lighting(d) if light is None else light
+    image_fn = _image_fn(d, norm, light, image_size, training, ten_crop, on_device)
     fail_fast = d.on_bad_record == "fail"
     epoch_offset = epoch * len(split)
 

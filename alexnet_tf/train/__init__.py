@@ -1,5 +1,6 @@
-"""Training: `train_and_evaluate(config, workdir)` and its pieces."""
+"""Training: the loop (`alexnet_tf.train.loop.train_and_evaluate`), its hooks, the
+optimizers, the distribution strategies and Sec. 3.2's tower placement.
 
-from alexnet_tf.train.loop import train_and_evaluate
-
-__all__ = ["train_and_evaluate"]
+Nothing is imported here, so that ``alexnet-train --help`` parses its flags before
+TensorFlow starts.
+"""

@@ -32,7 +32,6 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from alexnet_tf import config as config_lib
-    from alexnet_tf.train import train_and_evaluate
 
     try:
         # config_flags defers errors of loading the file and of applying
@@ -42,10 +41,12 @@ def main(argv) -> None:
     except (config_lib.ConfigError, OSError, AttributeError, KeyError, TypeError,
             ValueError) as error:
         raise app.UsageError(f"Bad --config: {error}") from None
+    from alexnet_tf.train import loop
     from alexnet_tf.train.distribute import ClusterConfigError
 
     try:
-        train_and_evaluate(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+        # Validated above, once: `train` takes a validated config.
+        loop.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     except ClusterConfigError as error:
         raise app.UsageError(str(error)) from None
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from alexnet_tf import models
+from alexnet_tf import architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,7 @@ def keras_layer_shapes(variant: str, num_classes: int,
                        image_size: int | None = None) -> list[LayerShape]:
     """The weight shapes `create_model(variant, num_classes, image_size)` has, at
     width 1, computed from the variant table without building the model."""
-    spec = models.get_variant(variant)
+    spec = architecture.get_variant(variant)
     image_size = spec.default_image_size if image_size is None else image_size
     shapes = []
     channels = 3
@@ -43,14 +43,14 @@ def keras_layer_shapes(variant: str, num_classes: int,
     if spec.adaptive_pool:
         side = spec.adaptive_pool
     else:
-        side = models.spatial_sizes(spec, image_size)[-1][1]
+        side = architecture.spatial_sizes(spec, image_size)[-1][1]
     flat = (side, side, channels)
     fan_in = math.prod(flat)
     for i, units in enumerate(spec.fc_units):
         shapes.append(LayerShape(f"fc{6 + i}", "dense", (fan_in, units), (units,),
                                  flat_input=flat if i == 0 else None))
         fan_in = units
-    shapes.append(LayerShape(models.LOGITS_LAYER, "dense", (fan_in, num_classes), (num_classes,)))
+    shapes.append(LayerShape(architecture.LOGITS_LAYER, "dense", (fan_in, num_classes), (num_classes,)))
     return shapes
 
 

@@ -37,7 +37,7 @@ class InputConvention:
       image_size: side of the square crop the model takes.
       resize_size: the side images are resized to before the crop (shorter side in
         this package's pipeline).
-      variant: the `alexnet_tf.models.VARIANTS` key the weights fit.
+      variant: the `alexnet_tf.architecture.VARIANTS` key the weights fit.
       num_classes: width of fc8.
       lrn_bias, lrn_alpha: LRN constants in this package's convention (alpha
         multiplies the plain sum of squares); None when the variant has no LRN.

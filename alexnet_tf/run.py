@@ -1,0 +1,324 @@
+"""A run's work directory: the one owner of its files, its config, classes and checkpoints.
+
+Training writes a work directory and evaluation, export and the analyses read it;
+all of them go through `Run`, so every file name lives here and there is one way
+to turn a run into a model (`Run.restore_model`)::
+
+    WORKDIR/
+      config.json            the resolved config (config.<n>.json: earlier ones)
+      classes.json           [{"index": i, "id": wnid, "name": readable}] in index order
+      checkpoints/ckpt-N.*   the newest K, every N steps and at each epoch's end
+      checkpoints/best/      the lowest validation top-1 error so far
+      tensorboard/{train,eval}/
+      metrics.json           the final validation metrics and a weights checksum
+      eval_<split>_<crops>.json   what alexnet-eval wrote
+
+A training checkpoint holds ``model``, ``optimizer``, ``step`` and the loop's
+state; readers restore the ``model`` alone, every variable checked.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from typing import Any
+
+from alexnet_tf import config as config_lib
+
+CONFIG_FILENAME = "config.json"
+CLASSES_FILENAME = "classes.json"
+METRICS_FILENAME = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"  # under CHECKPOINT_DIR
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINT_CHOICES = ("auto", "best", "latest")
+
+
+class RunError(ValueError):
+    """A directory that is not a run, or a run that lacks what was asked of it."""
+
+
+class CheckpointError(RunError):
+    """No such checkpoint, or one that does not fit the model."""
+
+
+def _diff(a: dict, b: dict, prefix: str = ""):
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            yield from _diff(x, y, prefix + key + ".")
+        elif x != y:
+            yield prefix + key
+
+
+@dataclasses.dataclass
+class RestoredModel:
+    """A run's model with the weights of one checkpoint.
+
+    Attributes:
+      model: the Keras model (images -> logits), built from ``config``.
+      config: the run's config (``model.grouped_conv_implementation`` as asked).
+      checkpoint: the checkpoint prefix the weights came from.
+      step: the training step saved with it (None when the file has none).
+    """
+
+    model: Any
+    config: Any
+    checkpoint: str
+    step: int | None
+
+
+class Run:
+    """The work directory of one training run (see the module docstring for its files).
+
+    Creating a `Run` touches nothing on disk; the readers raise `RunError` (or
+    `CheckpointError`) naming the directory and what is missing.
+    """
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.workdir = os.fspath(workdir)
+        self._config = None
+
+    def __repr__(self) -> str:
+        return f"Run({self.workdir!r})"
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.workdir, CONFIG_FILENAME)
+
+    @property
+    def classes_path(self) -> str:
+        return os.path.join(self.workdir, CLASSES_FILENAME)
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.workdir, METRICS_FILENAME)
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.workdir, CHECKPOINT_DIR)
+
+    @property
+    def best_dir(self) -> str:
+        return os.path.join(self.workdir, CHECKPOINT_DIR, BEST_DIR)
+
+    def tensorboard_dir(self, name: str) -> str:
+        """``tensorboard/<name>``: "train" or "eval"."""
+        return os.path.join(self.workdir, TENSORBOARD_DIR, name)
+
+    def eval_path(self, split: str, ten_crop: bool) -> str:
+        """Where alexnet-eval writes its result by default."""
+        return os.path.join(self.workdir, f"eval_{split}_{'tencrop' if ten_crop else 'center'}.json")
+
+    def exists(self) -> bool:
+        """True when the directory holds a run (its config.json)."""
+        return os.path.exists(self.config_path)
+
+    # ----------------------------------------------------------------- config
+
+    @property
+    def config(self):
+        """The run's config.json, validated through today's schema (read once)."""
+        if self._config is None:
+            if not self.exists():
+                raise RunError(f"{self.workdir!r} is not the work directory of a training run: "
+                               f"{CONFIG_FILENAME} is missing.")
+            self._config = config_lib.read_config(self.config_path)
+        return self._config
+
+    def config_changes(self, config) -> list[str]:
+        """The dotted keys in which ``config`` differs from the run's saved one; empty for
+        a new run or the same config. A saved config that today's schema cannot read
+        counts as one change (named)."""
+        if not self.exists():
+            return []
+        try:
+            # Through the schema: keys added since the run started compare at their
+            # defaults instead of counting as a change.
+            saved = json.loads(config_lib.read_config(self.config_path).to_json_best_effort())
+        except (config_lib.ConfigError, ValueError) as error:
+            saved = {"<unreadable under this version's schema>": str(error)}
+        return list(_diff(saved, json.loads(config.to_json_best_effort())))
+
+    def write_config(self, config, *, keep_previous: bool = False) -> str:
+        """Writes ``config`` as config.json, atomically. With ``keep_previous``, the one
+        it replaces is kept as ``config.<n>.json`` (the lowest free n). Returns the
+        kept path, or config.json's."""
+        os.makedirs(self.workdir, exist_ok=True)
+        kept = None
+        if keep_previous and self.exists():
+            number = 1
+            while os.path.exists(os.path.join(self.workdir, f"config.{number}.json")):
+                number += 1
+            kept = os.path.join(self.workdir, f"config.{number}.json")
+            with open(self.config_path, "rb") as src, open(kept, "wb") as dst:
+                dst.write(src.read())
+        config_lib.write_config(config, self.config_path)
+        self._config = None
+        return kept or self.config_path
+
+    # ---------------------------------------------------------------- classes
+
+    def write_classes(self, class_names, readable_names=None) -> str:
+        """Writes classes.json: index -> id (e.g. a wnid) -> readable name."""
+        readable = readable_names or class_names
+        classes = [{"index": i, "id": c, "name": n}
+                   for i, (c, n) in enumerate(zip(class_names, readable))]
+        os.makedirs(self.workdir, exist_ok=True)
+        tmp = self.classes_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(classes, f, indent=1)
+        os.replace(tmp, self.classes_path)
+        return self.classes_path
+
+    def classes(self, num_classes: int | None = None) -> list[dict]:
+        """classes.json ([{"index", "id", "name"}] in index order), checked; with
+        ``num_classes``, also that it lists exactly that many."""
+        path = self.classes_path
+        try:
+            with open(path) as f:
+                classes = json.load(f)
+        except FileNotFoundError:
+            raise RunError(f"{path!r} is missing: the training loop writes it at the start "
+                           f"of a run.") from None
+        expected = len(classes) if num_classes is None else num_classes
+        if (not isinstance(classes, list) or len(classes) != expected
+                or any(not isinstance(c, dict) or c.get("index") != i
+                       or not isinstance(c.get("id"), str) or not isinstance(c.get("name"), str)
+                       for i, c in enumerate(classes))):
+            raise RunError(f"{path!r} must list {expected} classes (config.model.num_classes) "
+                           f"as {{\"index\": i, \"id\": str, \"name\": str}} in index order.")
+        return classes
+
+    def class_names(self) -> list[str] | None:
+        """Readable class names by index, or None when the run has no classes.json."""
+        if not os.path.exists(self.classes_path):
+            return None
+        return [c["name"] or c["id"] for c in self.classes()]
+
+    # ---------------------------------------------------------------- metrics
+
+    def write_metrics(self, metrics: dict) -> str:
+        tmp = self.metrics_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(metrics, f, indent=2)
+        os.replace(tmp, self.metrics_path)
+        return self.metrics_path
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, choice: str = "latest") -> str:
+        """The checkpoint prefix that ``choice`` names (see `resolve_checkpoint`)."""
+        return resolve_checkpoint(self.workdir, choice)
+
+    def restore_model(self, checkpoint: str = "auto", *,
+                      grouped_conv_implementation: str | None = None) -> RestoredModel:
+        """The run's model (`alexnet_tf.models.model_from_config` of its config) with the
+        weights of ``checkpoint`` ("auto": best, else latest; see `resolve_checkpoint`).
+
+        ``grouped_conv_implementation`` replaces the config's (export traces "split",
+        which every server runs). Raises CheckpointError when the checkpoint does not
+        hold every variable of the model.
+        """
+        from alexnet_tf import models
+
+        config = self.config
+        if grouped_conv_implementation is not None:
+            config = copy.deepcopy(config)
+            with config.unlocked():
+                config.model.grouped_conv_implementation = grouped_conv_implementation
+        path = self.checkpoint(checkpoint)
+        model = models.model_from_config(config)
+        try:
+            restore_weights(model, path)
+        except CheckpointError as error:
+            m = config.model
+            raise CheckpointError(f"{error} (the run's config builds {m.variant}, width "
+                                  f"{m.width}, {m.num_classes} classes)") from None
+        return RestoredModel(model, config, path, checkpoint_step(path))
+
+
+def resolve_checkpoint(workdir: str | None, checkpoint: str = "latest") -> str:
+    """The checkpoint prefix that ``checkpoint`` names for the run in ``workdir``.
+
+    ``"latest"``: the newest of ``<workdir>/checkpoints``; ``"best"``: the newest of
+    ``<workdir>/checkpoints/best``; ``"auto"``: best if there is one, else latest;
+    anything else: a checkpoint prefix (``.../ckpt-108``) or a directory whose newest
+    checkpoint is taken. Raises CheckpointError naming what is missing.
+    """
+    import tensorflow as tf
+
+    if checkpoint in CHECKPOINT_CHOICES:
+        if not workdir:
+            raise CheckpointError(f"checkpoint={checkpoint!r} needs the run's work directory.")
+        directory = os.path.join(workdir, CHECKPOINT_DIR)
+        best_dir = os.path.join(directory, BEST_DIR)
+        best = tf.train.latest_checkpoint(best_dir) if os.path.isdir(best_dir) else None
+        if checkpoint == "best" or (checkpoint == "auto" and best):
+            if not best:
+                raise CheckpointError(
+                    f"No best checkpoint in {best_dir!r} (the run has not evaluated yet); use "
+                    f"'latest' or a checkpoint path.")
+            return best
+        latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+        if not latest:
+            raise CheckpointError(f"No checkpoint in {directory!r}: is {workdir!r} the work "
+                                  f"directory of a run that has saved one?")
+        return latest
+    if os.path.isdir(checkpoint):
+        found = tf.train.latest_checkpoint(checkpoint)
+        if not found:
+            raise CheckpointError(f"No checkpoint in directory {checkpoint!r} (no "
+                                  f"'checkpoint' state file naming one).")
+        return found
+    if tf.io.gfile.exists(checkpoint + ".index"):
+        return checkpoint
+    raise CheckpointError(
+        f"Checkpoint {checkpoint!r} is neither one of {list(CHECKPOINT_CHOICES)}, a checkpoint "
+        f"prefix (a path P with P.index beside it, e.g. RUN/checkpoints/ckpt-1000), nor a "
+        f"directory of checkpoints.")
+
+
+def _untracked_variables(model) -> list:
+    """Model variables that a tf.train.Checkpoint of the model does not save."""
+    import tensorflow as tf
+
+    tracked = {id(t) for t in tf.train.TrackableView(model).descendants()}
+    return [v for v in model.variables if id(v) not in tracked]
+
+
+def restore_weights(model, path: str) -> None:
+    """Fills ``model`` from the ``model`` of a training checkpoint, or raises CheckpointError.
+
+    Every variable the checkpoint tracks must match by name and shape
+    (``assert_existing_objects_matched``), and the only model variables a checkpoint
+    does not carry may be Keras' dropout seed-generator states, which inference never
+    reads. The optimizer and loop state in the file are left unread.
+    """
+    import tensorflow as tf
+
+    untracked = [v.path for v in _untracked_variables(model)
+                 if not v.path.endswith("seed_generator_state")]
+    if untracked:  # a new kind of layer whose state a checkpoint would not carry
+        raise CheckpointError(f"Model variables {untracked} are not saved by "
+                              f"tf.train.Checkpoint, so no checkpoint can restore them.")
+    try:
+        status = tf.train.Checkpoint(model=model).restore(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise CheckpointError(f"Checkpoint {path!r} does not hold every variable of the model "
+                              f"{model.name!r}: {str(error)[:500]}") from None
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The training step saved with the checkpoint (the loop's ``step`` variable)."""
+    import tensorflow as tf
+
+    try:
+        return int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.NotFoundError, ValueError, KeyError):
+        return None

@@ -1,0 +1,40 @@
+"""The measurements behind tools/benchmark.py and docs/BENCHMARKS.md (not installed).
+
+    python tools/benchmark.py --benchmark=model|profile|input|grouped_conv [flags]
+
+A plain package beside `alexnet_tf`, as TF Model Garden keeps `official/benchmark/`
+beside its library: it imports the library, the library never imports it, and
+setup.py leaves it out. tools/benchmark.py puts the repository root on sys.path.
+
+Every figure is the median of several timed repetitions after warm-up, printed with
+the machine's CPU flags, because the machines these run on are shared and noisy.
+Whatever is compared is measured in the same run and *interleaved*: each round times
+every contender once (the matrix-multiply peak, Keras, PyTorch; or the plain and the
+project's input pipeline), so a burst of load from another job hits all of them
+alike, and the CPU time other processes used during the run is reported beside the
+figures (`machine.LoadMeter`).
+
+Modules, by what they measure:
+
+* `machine`: the machine itself: CPU flags, cores, versions, the load of other
+  processes (`LoadMeter`), the FP32 matmul peak (`Matmul`).
+* `flops`: FLOPs per image of a model, analytical and by TF's profiler.
+* `model`: the `model` benchmark: training images/s (forward, backward, optimizer
+  update: the training loop's own `make_train_step`), inference images/s and batch-1
+  latency of a variant, its FLOPs, the matmul peak and the fraction of it the training
+  step reaches, and the PyTorch peer when torch imports.
+* `torch_peer`: the same network in PyTorch (`torch_model`), run in a worker process.
+* `profile`: a TF profiler trace of the training step summarised per op, per op type
+  and per layer: where the time goes.
+* `input`: images/s of a plain `tf.data` paper pipeline (the baseline a user would
+  write) and of this package's `pipeline.make_dataset`, per source (500x375 JPEGs,
+  JPEGs stored at shorter side 256, TFRecords of those), on images it generates.
+* `grouped_conv`: forward+backward of the paper's conv2 per compute path (issue 2).
+* `worker`: how the modules above start their worker processes.
+"""
+
+import os
+
+# `alexnet_tf` chooses the TensorFlow backend when it is imported first; these modules
+# import keras before it, so they make the same choice (Keras reads it once).
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")

@@ -40,10 +40,10 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "alexnet-train=alexnet_tf.train.main:run",
-            "alexnet-eval=alexnet_tf.eval_main:run",
-            "alexnet-export=alexnet_tf.export:run",
-            "alexnet-predict=alexnet_tf.serving.client:run",
+            "alexnet-train=alexnet_tf.cli.train:run",
+            "alexnet-eval=alexnet_tf.cli.eval:run",
+            "alexnet-export=alexnet_tf.cli.export:run",
+            "alexnet-predict=alexnet_tf.cli.predict:run",
         ],
     },
 )

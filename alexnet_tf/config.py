@@ -23,6 +23,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from alexnet_tf import architecture
+from alexnet_tf.data.stats import IMAGENET_MEAN_RGB
 
 DATA_SOURCES = ("demo", "image_folder", "tfrecord", "tfds")
 AUGMENTATIONS = ("paper", "modern", "none")
@@ -89,7 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.pca_lighting_std = 0.1  # Sec. 4.1: alpha_i ~ N(0, 0.1)
     # Sec. 2 subtracts the mean image; the per-channel ImageNet mean (R, G, B on
     # 0..255) is what most reimplementations use, and what this package uses.
-    c.data.mean_rgb = (123.68, 116.78, 103.94)
+    c.data.mean_rgb = IMAGENET_MEAN_RGB
     c.data.std_rgb = (1.0, 1.0, 1.0)  # the paper scales nothing
     # tools/dataset_stats.py output (.npz): when set, it supplies the mean and the PCA
     # eigen-decomposition, and data.mean_rgb must stay at its default.
@@ -233,12 +234,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     Returns the config, so ``config = validate(get_config())`` reads naturally.
     """
     _check_types(config)
-    m, d, t, e = config.model, config.data, config.train, config.eval
+    m, d, t = config.model, config.data, config.train
     try:
         architecture.validate_model_args(variant=m.variant, num_classes=m.num_classes,
-                                   image_size=m.image_size, width=m.width,
-                                   dropout_rate=m.dropout_rate, groups=m.groups,
-                                   init=m.init or None)
+                                         image_size=m.image_size, width=m.width,
+                                         dropout_rate=m.dropout_rate, groups=m.groups,
+                                         init=m.init or None)
     except ValueError as error:
         raise ConfigError(f"Config group 'model' is invalid: {error}") from error
     _choice(config, "model.grouped_conv_implementation", architecture.GROUPED_CONV_IMPLEMENTATIONS)

@@ -40,8 +40,8 @@ class LocalResponseNormalization(keras.layers.Layer):
     ``tf.nn.local_response_normalization``. Caffe divides its ``alpha`` by ``n``;
     weights imported from Caffe must pass ``alpha=alpha_caffe / n`` and ``k=1``.
 
-    Training (``training=True``) runs `fused_local_response_normalization`, which is
-    4x faster forward+backward on CPU; inference runs TF's own op, so that exported
+    Training (``training=True``) runs `fused_local_response_normalization`, faster
+    forward+backward on CPU (docs/BENCHMARKS.md); inference runs TF's own op, so that exported
     SavedModels hold no XLA-compiled function (TF Serving runs those only
     experimentally on CPU and not in its GPU builds). Both give the same values
     (tests/test_layers.py).
@@ -123,8 +123,7 @@ def fused_local_response_normalization(x, depth_radius: int, bias: float, alpha:
     channels band matrix and, for beta other than 0.5 or 1 (the paper's is 0.75), takes
     exp(-beta log t); its gradient loops over each element's window with a pow per
     element. This version is a few fused element-wise passes and 5 shifted adds each
-    way: measured (formula and gradient in one XLA function, micro-benchmark) 155 -> 39
-    ms forward+backward at conv1's output (batch 32), 89 -> 20 ms at conv2's.
+    way, formula and gradient in one XLA function (its speed-up: docs/BENCHMARKS.md).
     """
     return _compiled_lrn(int(depth_radius), float(bias), float(alpha), float(beta))(x)
 
@@ -183,8 +182,8 @@ def resolve_grouped_conv_implementation(implementation: str, tensor=None, dtype=
     convolution ("Gradients for grouped convolutions are not supported on CPU"); bfloat16
     takes the split everywhere (`_ONEDNN_GROUPED_DTYPES` says why). Inside an XLA-compiled function it is
     "split" too: XLA compiles its own convolutions without oneDNN, and its CPU grouped
-    convolution (what Keras' ``Conv2D(groups=2)`` uses on CPU) measured 7x slower
-    forward+backward than the split.
+    convolution (what Keras' ``Conv2D(groups=2)`` uses on CPU) is several times slower
+    forward+backward than the split (docs/BENCHMARKS.md).
     """
     _check_implementation(implementation)
     if implementation != "auto":
@@ -220,7 +219,7 @@ class GroupedConv2D(keras.layers.Conv2D):
     do not depend on the device. ``implementation`` chooses how it is computed:
 
     * ``"split"``: one convolution per group on the split input halves, then a concat.
-      Works with every CPU build of TF and every dtype, and 7x faster than Keras'
+      Works with every CPU build of TF and every dtype, and faster than Keras'
       ``Conv2D(groups=2)`` on CPU (docs/BENCHMARKS.md).
     * ``"native"``: one grouped ``tf.nn.convolution``: cuDNN on GPU; on CPU oneDNN's
       grouped kernel (on by default on x86), fused with the bias and ReLU. Without

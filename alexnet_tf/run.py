@@ -7,6 +7,7 @@ to turn a run into a model (`Run.restore_model`)::
     WORKDIR/
       config.json            the resolved config (config.<n>.json: earlier ones)
       classes.json           [{"index": i, "id": wnid, "name": readable}] in index order
+      input_convention.json  how pixels become the model's input (`InputConvention`)
       checkpoints/ckpt-N.*   the newest K, every N steps and at each epoch's end
       checkpoints/best/      the lowest validation top-1 error so far
       tensorboard/{train,eval}/
@@ -26,6 +27,7 @@ import os
 from typing import Any
 
 from alexnet_tf import config as config_lib
+from alexnet_tf import convention as convention_lib
 
 CONFIG_FILENAME = "config.json"
 CLASSES_FILENAME = "classes.json"
@@ -160,6 +162,23 @@ class Run:
         config_lib.write_config(config, self.config_path)
         self._config = None
         return kept or self.config_path
+
+    # ------------------------------------------------------- input convention
+
+    @property
+    def convention_path(self) -> str:
+        return os.path.join(self.workdir, convention_lib.FILENAME)
+
+    @property
+    def convention(self) -> convention_lib.InputConvention:
+        """The run's input convention: its input_convention.json, or, for runs written
+        before that file was, the one its config describes."""
+        if os.path.exists(self.convention_path):
+            return convention_lib.InputConvention.load(self.workdir)
+        return convention_lib.InputConvention.from_config(self.config)
+
+    def write_convention(self, convention: convention_lib.InputConvention) -> str:
+        return convention.save(self.workdir)
 
     # ---------------------------------------------------------------- classes
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from alexnet_tf.convention import InputConvention
 from alexnet_tf.data import pipeline
 from alexnet_tf.train import towers
 
@@ -121,8 +122,9 @@ class ClassificationTask:
         self.num_classes = config.model.num_classes
         self.label_smoothing = config.data.label_smoothing
         self.global_batch_size = config.train.global_batch_size
-        # The input convention of the on-device tail (data.augment_on_device); built
-        # here once and handed to the pipeline too (`pipeline_args`).
+        # The input convention, built here once: saved with the run, handed to the
+        # pipeline (`pipeline_args`) and to the on-device tail (data.augment_on_device).
+        self.convention = InputConvention.from_config(config)
         self.normalization = pipeline.normalization(config.data)
         self.lighting = pipeline.lighting(config.data)
         self.tower_devices = tuple(d.strip() for d in config.train.tower_devices.split(",")

@@ -16,7 +16,7 @@ from PIL import Image
 from alexnet_tf import create_model
 from alexnet_tf.analysis import curves, kernels, model_io, retrieval
 from alexnet_tf.data import preprocess
-from alexnet_tf.data.sources import Split
+from alexnet_tf.data.sources import ImageFolderSource
 from conftest import REPO_ROOT
 from test_config import load_config_file
 
@@ -270,7 +270,8 @@ def _split(root, split="train"):
         for path in sorted((root / split / name).iterdir()):
             paths.append(str(path))
             labels.append(label)
-    return Split(np.array(paths), np.array(labels, np.int32), tuple(sorted(COLOURS)))
+    return ImageFolderSource(np.array(paths), np.array(labels, np.int32),
+                             tuple(sorted(COLOURS)))
 
 
 def _mean_colour_extractor(version=1, calls=None):
@@ -331,7 +332,7 @@ def test_features_are_cached_reused_and_invalidated(tmp_path):
 
 def test_tfrecord_split_rows_point_back_at_their_records(tmp_path):
     from alexnet_tf.data import tfrecords
-    from alexnet_tf.data.sources import RecordSplit
+    from alexnet_tf.data.sources import TFRecordSource
 
     rng = np.random.default_rng(4)
     originals = {}
@@ -348,7 +349,7 @@ def test_tfrecord_split_rows_point_back_at_their_records(tmp_path):
                 writer.write(tfrecords.make_example(encoded, label, filename=name)
                              .SerializeToString())
         files.append(path)
-    split = RecordSplit(tuple(files), 10, tuple(sorted(COLOURS)))
+    split = TFRecordSource(tuple(files), 10, tuple(sorted(COLOURS)))
     result = retrieval.split_features(split, _mean_colour_extractor(), str(tmp_path / "cache"),
                                       batch_size=3, progress=False)
     assert len(result) == 9 and result.manifest["skipped"] == ["s1_2.png"]
@@ -356,7 +357,7 @@ def test_tfrecord_split_rows_point_back_at_their_records(tmp_path):
         shard, offset = result.locations[row]
         assert name == f"s{shard}_{offset}.png"
         assert result.labels[row] == originals[name][1]
-    fetched = retrieval._image_bytes(result, range(len(result)))
+    fetched = split.read_encoded(result.locations)
     assert fetched == [originals[n][0] for n in result.names]
     stream = [f"s{s}_{i}.png" for s in range(2) for i in range(5)]  # the records' order
     for seed in range(4):
@@ -524,12 +525,14 @@ def test_show_kernels_on_a_trained_run(tiny_run, tmp_path):
     np.testing.assert_allclose(bare_file.kernels, report.kernels * 64.0, rtol=1e-6)
     np.testing.assert_allclose(bare_file.towers[1].scores, report.towers[1].scores)
     # Converted weights carry their convention: Caffe-style BGR input, per-channel std.
-    from alexnet_tf.weights import convention
+    from alexnet_tf import weights
+    from alexnet_tf.convention import InputConvention
 
-    caffe_like = convention.InputConvention(
-        source="test", channel_order="BGR", mean_rgb=(0, 0, 0), std_rgb=(1.0, 2.0, 4.0),
-        image_size=67, resize_size=76, variant="paper", num_classes=10)
-    convention.save_converted(loaded.model, caffe_like, tmp_path / "converted")
+    caffe_like = weights.WeightsInfo(
+        source="test", variant="paper", num_classes=10,
+        convention=InputConvention(channel_order="BGR", mean_rgb=(0, 0, 0),
+                                   std_rgb=(1.0, 2.0, 4.0), image_size=67, resize_size=76))
+    weights.save_converted(loaded.model, caffe_like, tmp_path / "converted")
     converted = kernels.show_kernels(model_path=str(tmp_path / "converted"), output=None)
     raw = kernels.conv1_kernels(loaded.model)
     np.testing.assert_allclose(converted.kernels, raw[..., ::-1] / [1.0, 2.0, 4.0], rtol=1e-6)

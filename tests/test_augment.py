@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import task
-from alexnet_tf.data import pipeline, preprocess, sources
+from alexnet_tf.data import augment, pipeline, preprocess, sources
 from alexnet_tf.train import loop
 from conftest import REPO_ROOT
 from test_config import load_config_file
@@ -37,29 +37,29 @@ def _batch(size=8, side=24, seed=0):
 
 def _mix_fn(name):
     """name -> fn(images, labels, seed) of one batch-level op."""
-    mixup, cutmix = preprocess.make_mixup(1.0), preprocess.make_cutmix(1.0)
+    mixup, cutmix = augment.make_mixup(1.0), augment.make_cutmix(1.0)
     layers = {"mixup": (mixup, None), "cutmix": (None, cutmix), "mixup+cutmix": (mixup, cutmix)}
     mix, cut = layers[name]
-    return lambda images, labels, seed: preprocess.mix_batch(images, labels, seed,
-                                                             mixup=mix, cutmix=cut)
+    return lambda images, labels, seed: augment.mix_batch(images, labels, seed,
+                                                          mixup=mix, cutmix=cut)
 
 
 # --- the same seed, the same result: eagerly and inside tf.data ------------------------------
 
 def test_rand_augment_is_seeded_and_equal_eagerly_and_in_tf_data():
-    layer = preprocess.make_rand_augment(num_ops=2, magnitude=0.5)
+    layer = augment.make_rand_augment(num_ops=2, magnitude=0.5)
     images = tf.constant(np.stack([_smooth_image(seed=i) for i in range(4)]))
     seeds = tf.constant([[7, i] for i in range(4)], tf.int64)
-    eager = [preprocess.rand_augment(images[i], seeds[i], layer).numpy() for i in range(4)]
-    again = [preprocess.rand_augment(images[i], seeds[i], layer).numpy() for i in range(4)]
+    eager = [augment.rand_augment(images[i], seeds[i], layer).numpy() for i in range(4)]
+    again = [augment.rand_augment(images[i], seeds[i], layer).numpy() for i in range(4)]
     ds = tf.data.Dataset.from_tensor_slices((images, seeds)).map(
-        lambda image, seed: preprocess.rand_augment(image, seed, layer),
+        lambda image, seed: augment.rand_augment(image, seed, layer),
         num_parallel_calls=4, deterministic=True)
     in_data = [x.numpy() for x in ds]
     for e, a, d in zip(eager, again, in_data):
         np.testing.assert_array_equal(e, a)
         np.testing.assert_array_equal(e, d)
-    other = preprocess.rand_augment(images[0], tf.constant([8, 0], tf.int64), layer).numpy()
+    other = augment.rand_augment(images[0], tf.constant([8, 0], tf.int64), layer).numpy()
     assert not np.array_equal(eager[0], other)
 
 
@@ -78,7 +78,7 @@ def test_batch_mixing_is_seeded_and_equal_eagerly_and_in_tf_data(name):
 
 
 def test_keras_layers_refuse_to_draw_from_their_own_state():
-    layer = preprocess.make_mixup(0.2)
+    layer = augment.make_mixup(0.2)
     images, labels = _batch()
     with pytest.raises(RuntimeError, match="seeded_call"):
         layer({"images": images, "labels": labels})
@@ -149,14 +149,14 @@ def test_mixup_and_cutmix_together_use_each_for_about_half_the_batches():
 
 
 def test_rand_augment_changes_images_and_keeps_shape_dtype_and_range():
-    layer = preprocess.make_rand_augment(num_ops=2, magnitude=0.5)
+    layer = augment.make_rand_augment(num_ops=2, magnitude=0.5)
     image = tf.constant(_smooth_image(40))
     changed = 0
     for s in range(12):
         seed = tf.constant([5, s], tf.int64)
-        out = preprocess.rand_augment(image, seed, layer)
+        out = augment.rand_augment(image, seed, layer)
         assert out.dtype == tf.uint8 and out.shape == (40, 40, 3)
-        raw = preprocess.seeded_call(layer, image, preprocess.op_seed(seed, 5)).numpy()
+        raw = augment.seeded_call(layer, image, preprocess.op_seed(seed, 5)).numpy()
         assert raw.min() >= 0 and raw.max() <= 255  # Keras keeps value_range; nothing clipped
         changed += not np.array_equal(out.numpy(), image.numpy())
     assert changed >= 10
@@ -164,16 +164,16 @@ def test_rand_augment_changes_images_and_keeps_shape_dtype_and_range():
 
 def test_rand_augment_runs_only_the_chosen_ops_and_equals_keras_selection():
     """The switch_case transform gives the same pixels as Keras' where-over-all-ops."""
-    layer = preprocess.make_rand_augment(num_ops=2, magnitude=0.7)
+    layer = augment.make_rand_augment(num_ops=2, magnitude=0.7)
     images = tf.cast(tf.constant(_smooth_image(32))[None], tf.float32)
     layer.build(images.shape)
     chosen = set()
     for s in range(25):
-        preprocess._CALL_SEEDS.seeds = preprocess.StatelessSeeds(tf.constant([9, s], tf.int64))
+        augment._CALL_SEEDS.seeds = augment.StatelessSeeds(tf.constant([9, s], tf.int64))
         try:
             transformation = layer.get_random_transformation(images, training=True)
         finally:
-            preprocess._CALL_SEEDS.seeds = None
+            augment._CALL_SEEDS.seeds = None
         chosen.update(transformation["layer_idxes"].numpy().tolist())
         ours = layer.transform_images(images, transformation)
         keras_own = keras.layers.RandAugment.transform_images(layer, images, transformation)
@@ -198,7 +198,7 @@ def test_soft_label_loss_is_the_hand_computed_cross_entropy():
     np.testing.assert_allclose(
         task.loss_per_example(tf.constant(hard), tf.constant(logits), 5).numpy(),
         task.loss_per_example(tf.constant(np.eye(5, dtype=np.float32)[hard]),
-                                  tf.constant(logits), 5).numpy(), rtol=1e-6)
+                              tf.constant(logits), 5).numpy(), rtol=1e-6)
 
 
 def test_soft_label_metrics_count_the_argmax():

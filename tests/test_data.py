@@ -8,7 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_tf import config as config_lib
-from alexnet_tf.data import pipeline, preprocess, sources, tfrecords
+from alexnet_tf.data import pipeline, preprocess, sources
 
 SEED = tf.constant([7, 11], tf.int64)
 NORM = preprocess.Normalization(mean_rgb=(1.0, 2.0, 3.0), std_rgb=(4.0, 5.0, 6.0))
@@ -138,7 +138,7 @@ def _data_config(demo_dir):
 
 
 def test_image_folder_reads_sorted_classes(small_demo_dir):
-    split = sources.read_image_folder(str(small_demo_dir), "train")
+    split = sources.ImageFolderSource.from_directory(str(small_demo_dir), "train")
     assert len(split) == 600 and split.class_names == tuple(sorted(split.class_names))
     assert np.bincount(split.labels).tolist() == [60] * 10
     assert all(f"/{split.class_names[l]}/" in p for p, l in zip(split.paths, split.labels))
@@ -146,10 +146,32 @@ def test_image_folder_reads_sorted_classes(small_demo_dir):
 
 def test_image_folder_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="No split directory"):
-        sources.read_image_folder(str(tmp_path), "train")
+        sources.ImageFolderSource.from_directory(str(tmp_path), "train")
     (tmp_path / "train" / "cat").mkdir(parents=True)
     with pytest.raises(ValueError, match="cat' holds no images"):
-        sources.read_image_folder(str(tmp_path), "train")
+        sources.ImageFolderSource.from_directory(str(tmp_path), "train")
+
+
+def test_every_configurable_source_is_registered():
+    # config.py names the sources without importing TensorFlow; sources.py maps each name
+    # to its class, which everything else reaches through the DataSource interface.
+    assert set(config_lib.DATA_SOURCES) == set(sources.SOURCES)
+    assert all(issubclass(c, sources.DataSource) for c in sources.SOURCES.values())
+
+
+def test_ordered_records_and_read_encoded_agree(small_demo_dir):
+    split = sources.load_split(_data_config(small_demo_dir), "train")
+    assert type(split) is sources.ImageFolderSource
+    chosen = [tuple(t.numpy() for t in element) for element in split.ordered_records([5, 2, 5])]
+    assert [location.tolist() for location, *_ in chosen] == [[-1, 2], [-1, 5]]  # sorted, once
+    assert [name.decode() for *_, name in chosen] == [str(split.paths[2]), str(split.paths[5])]
+    assert [label for _, _, label, _ in chosen] == [split.labels[2], split.labels[5]]
+    locations = np.stack([location for location, *_ in chosen])
+    assert split.read_encoded(locations[::-1]) == [encoded for _, encoded, _, _ in chosen][::-1]
+    with pytest.raises(ValueError, match=r"outside \[0, 600\)"):
+        split.ordered_records([600])
+    with pytest.raises(KeyError, match="holds no example at location"):
+        split.read_encoded([[0, 1]])
 
 
 def _batches(ds):
@@ -157,7 +179,7 @@ def _batches(ds):
 
 
 def test_training_pipeline_is_reproducible_and_resumable(small_demo_dir):
-    split = sources.read_image_folder(str(small_demo_dir), "train")
+    split = sources.ImageFolderSource.from_directory(str(small_demo_dir), "train")
     data = _data_config(small_demo_dir)
     kwargs = dict(image_size=67, batch_size=50, training=True, seed=3)
     first = _batches(pipeline.make_dataset(split, data, epoch=0, **kwargs))
@@ -177,7 +199,7 @@ def test_training_pipeline_is_reproducible_and_resumable(small_demo_dir):
 
 
 def test_pipeline_shards_are_disjoint_and_cover_the_epoch(small_demo_dir):
-    split = sources.read_image_folder(str(small_demo_dir), "val")
+    split = sources.ImageFolderSource.from_directory(str(small_demo_dir), "val")
     data = _data_config(small_demo_dir)
     seen = []
     for pipeline_id in range(2):
@@ -194,7 +216,7 @@ def test_pipeline_shards_are_disjoint_and_cover_the_epoch(small_demo_dir):
 
 
 def test_eval_pipeline_keeps_every_example_in_order(small_demo_dir):
-    split = sources.read_image_folder(str(small_demo_dir), "val")
+    split = sources.ImageFolderSource.from_directory(str(small_demo_dir), "val")
     ds = pipeline.make_dataset(split, _data_config(small_demo_dir), image_size=67, batch_size=64,
                                training=False)
     labels = np.concatenate([y for _, y in _batches(ds)])

@@ -32,3 +32,42 @@ def test_workspace_map_names_every_module():
     assert not missing, f"WORKSPACE.md does not map {missing}"
     for tool in (REPO_ROOT / "tools").glob("*.py"):
         assert f"`{tool.name}`" in workspace, tool.name
+
+
+def _recipes():
+    """WORKSPACE.md's "## How to ..." sections: title -> text."""
+    workspace = (REPO_ROOT / "WORKSPACE.md").read_text()
+    sections = re.split(r"\n## ", workspace)
+    return {s.split("\n", 1)[0]: s for s in sections if s.startswith("How to add")}
+
+
+def _defined_names(path):
+    import ast
+
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_every_file_and_symbol_a_recipe_names_exists():
+    """Recipes name files as `path` and symbols as `path:symbol`; each must exist, so that a
+    recipe cannot point at something that was moved or renamed."""
+    recipes = _recipes()
+    assert {"How to add a variant", "How to add a dataset source",
+            "How to add a serving signature"} <= set(recipes), sorted(recipes)
+    for title, text in recipes.items():
+        references = re.findall(r"`([\w./-]+\.(?:py|md))(?::([\w.]+))?`", text)
+        assert references, f"{title!r} names no file"
+        for path, symbol in references:
+            file = REPO_ROOT / path
+            assert file.exists(), f"{title!r} names {path}, which does not exist"
+            if symbol:
+                head = symbol.split(".")[0]
+                assert head in _defined_names(file), f"{title!r}: {path} defines no {head!r}"

@@ -253,6 +253,20 @@ def test_saved_model_cli_lists_the_signatures(run):
     assert set(signatures) - {"__saved_model_init_op"} == set(expected)
 
 
+def test_signature_table_is_what_the_export_holds(run):
+    # One row per signature: its inputs and outputs are the SavedModel's, and the names
+    # analysis.retrieval reads (the features contract) come from the table.
+    assert export.SIGNATURES == tuple(row.name for row in export.SIGNATURE_TABLE)
+    assert set(run.loaded.signatures) == set(export.SIGNATURES)
+    for row in export.SIGNATURE_TABLE:
+        signature = run.loaded.signatures[row.name]
+        assert sorted(signature.structured_outputs) == sorted(row.outputs), row.name
+        assert sorted(signature.structured_input_signature[1]) == \
+            sorted(spec.name for spec in row.inputs), row.name
+    assert (export.FEATURES_SIGNATURE, export.FEATURES_INPUT, export.FEATURES_OUTPUT) == \
+        ("features", "image_bytes", "features")
+
+
 def test_export_layout_assets_and_keras_file(run):
     assert sorted(os.listdir(run.export_dir)) == ["1", "1.keras"]  # no temporary leftovers
     assets = run.path / "assets"
@@ -347,13 +361,27 @@ def test_checkpoint_choices(run, tmp_path):
         resolve(str(tmp_path / "empty"), "latest")
 
 
-def test_binary_writes_the_next_version_and_never_overwrites(run, tmp_path, capsys):
+def _export_binary(*args, python_options=()):
+    """``python -m alexnet_tf.cli.export ARGS`` in a subprocess: the binary's absl flags
+    must never meet those of alexnet_tf.serving.client (which defines --version too) in
+    one process."""
+    return subprocess.run([sys.executable, *python_options, "-m", "alexnet_tf.cli.export",
+                           *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def _error_lines(result):
+    """The binary's one-line errors: ``alexnet-export: <message>`` on stderr."""
+    return [line for line in result.stderr.splitlines() if line.startswith("alexnet-export: ")]
+
+
+def test_binary_writes_the_next_version_and_never_overwrites(run, tmp_path):
     export_dir = tmp_path / "exports"
     shutil.copytree(run.export_dir, export_dir)  # holds version 1
-    argv = ["alexnet-export", f"--workdir={run.workdir}", f"--export_dir={export_dir}",
-            "--checkpoint=latest"]
-    assert export.main(argv) == 0
-    assert "Exported" in capsys.readouterr().out
+    args = [f"--workdir={run.workdir}", f"--export_dir={export_dir}", "--checkpoint=latest"]
+    result = _export_binary(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Exported" in result.stdout
     assert export.existing_versions(str(export_dir)) == [1, 2]
     assert (export_dir / "2.keras").exists()
     second = tf.saved_model.load(str(export_dir / "2"))
@@ -362,13 +390,41 @@ def test_binary_writes_the_next_version_and_never_overwrites(run, tmp_path, caps
                                ["probabilities"].numpy(),
                                reference_probabilities(run, run.val_jpegs[:2]), atol=1e-5)
     before = sorted(os.listdir(export_dir))
-    assert export.main(argv + ["--version=2"]) == 1
-    assert "exists: versions are never overwritten" in capsys.readouterr().err
+    result = _export_binary(*args, "--version=2")
+    assert result.returncode == 1
+    assert "exists: versions are never overwritten" in result.stderr
+    assert len(_error_lines(result)) == 1, result.stderr[-2000:]
     assert sorted(os.listdir(export_dir)) == before == ["1", "1.keras", "2", "2.keras"]
-    assert export.main(["alexnet-export", "--workdir=/nonexistent", "--export_dir=x"]) == 1
-    assert "is not the work directory of a training run" in capsys.readouterr().err
-    assert export.main(["alexnet-export", "--workdir=a"]) == 1
-    assert "give --workdir and --export_dir" in capsys.readouterr().err
+    result = _export_binary("--workdir=/nonexistent", "--export_dir=x")
+    assert result.returncode == 1
+    assert "is not the work directory of a training run" in result.stderr
+    assert len(_error_lines(result)) == 1, result.stderr[-2000:]
+    result = _export_binary("--workdir=a")
+    assert result.returncode == 1
+    assert "give --workdir and --export_dir" in result.stderr
+
+
+def _console_script():
+    return shutil.which("alexnet-export", path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.parametrize("how", ["python -m", "console script"])
+def test_binary_help_lists_its_flags_without_importing_tensorflow(how):
+    if how == "python -m":
+        result = _export_binary("--help", python_options=["-X", "importtime"])
+    else:
+        if not _console_script():
+            pytest.skip("alexnet-export is not installed (pip install -e .)")
+        result = subprocess.run([sys.executable, "-X", "importtime", _console_script(),
+                                 "--help"], capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("alexnet-export:"), result.stdout[:500]  # its docstring
+    for flag in ("--workdir", "--export_dir", "--version", "--checkpoint", "--top_k",
+                 "--max_pixels", "--max_aspect_ratio"):
+        assert f"  {flag}:" in result.stdout, (flag, result.stdout)
+    assert "(default: '40000000')" in result.stdout  # limits.DEFAULT_MAX_PIXELS
+    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", result.stderr, re.M)
+    assert "alexnet_tf.export.limits" in imported  # the -X importtime listing was read
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
 # --------------------------------------------------------------------- bad input

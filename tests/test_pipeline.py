@@ -142,7 +142,7 @@ def _labels_of(ds):
 
 
 def test_bad_records_are_skipped_counted_and_named(odd_folder, capfd):
-    split = sources.read_image_folder(str(odd_folder), "train")
+    split = sources.ImageFolderSource.from_directory(str(odd_folder), "train")
     assert len(split) == 9
     counter = tf.Variable(0, dtype=tf.int64)
     ds = pipeline.make_dataset(split, _data_config(), image_size=67, batch_size=2,
@@ -158,9 +158,9 @@ def test_bad_records_are_skipped_counted_and_named(odd_folder, capfd):
 
 
 def test_bad_records_fail_fast_names_the_file(odd_folder):
-    split = sources.read_image_folder(str(odd_folder), "train")
+    split = sources.ImageFolderSource.from_directory(str(odd_folder), "train")
     keep = np.array(["empty" in p or "good" in p for p in split.paths])
-    only = sources.Split(split.paths[keep], split.labels[keep], split.class_names)
+    only = sources.ImageFolderSource(split.paths[keep], split.labels[keep], split.class_names)
     ds = pipeline.make_dataset(only, _data_config(on_bad_record="fail"), image_size=67,
                                batch_size=8, training=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="empty.JPEG"):
@@ -188,7 +188,8 @@ def record_dir(tmp_path_factory):
 
 
 def test_tfrecord_source_counts_records_and_maps_labels(record_dir):
-    split = sources.read_tfrecords(str(record_dir), "train", label_offset=1, shuffle_buffer=64)
+    split = sources.TFRecordSource.from_directory(str(record_dir), "train",
+                                                  label_offset=1, shuffle_buffer=64)
     assert len(split) == 24 and len(split.files) == 3
     assert split.class_names == ("n00000000", "n00000001", "n00000002", "n00000003")
     ds = pipeline.make_dataset(split, _data_config(), image_size=67, batch_size=5, training=False)
@@ -202,14 +203,17 @@ def test_tfrecord_metadata_gives_sizes_and_names(record_dir, tmp_path):
     (tmp_path / "metadata.json").write_text(json.dumps({
         "label_offset": 1, "splits": {"train": {"num_records": 24}},
         "classes": [{"wnid": f"n0000000{i}", "name": f"thing {i}"} for i in range(4)]}))
-    split = sources.read_tfrecords(str(tmp_path), "train", label_offset=1, shuffle_buffer=8)
+    split = sources.TFRecordSource.from_directory(str(tmp_path), "train",
+                                                  label_offset=1, shuffle_buffer=8)
     assert split.readable_names == ("thing 0", "thing 1", "thing 2", "thing 3")
     with pytest.raises(ValueError, match="offset 1, but config.data.tfrecord_label_offset is 0"):
-        sources.read_tfrecords(str(tmp_path), "train", label_offset=0, shuffle_buffer=8)
+        sources.TFRecordSource.from_directory(str(tmp_path), "train",
+                                              label_offset=0, shuffle_buffer=8)
 
 
 def test_tfrecord_training_order_is_seeded_and_resumable(record_dir):
-    split = sources.read_tfrecords(str(record_dir), "train", label_offset=1, shuffle_buffer=64)
+    split = sources.TFRecordSource.from_directory(str(record_dir), "train",
+                                                  label_offset=1, shuffle_buffer=64)
     data = _data_config()
     kwargs = dict(image_size=67, batch_size=4, training=True, seed=1)
     first = [(x.numpy(), y.numpy()) for x, y in pipeline.make_dataset(split, data, **kwargs)]
@@ -234,7 +238,7 @@ def test_tfrecord_bad_labels_and_images_are_skipped(tmp_path):
                 tf.train.Example(features=tf.train.Features(feature={  # no label
                     "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[good]))}))]
     _write_shards(tmp_path, examples, shards=1)
-    split = sources.RecordSplit((str(tmp_path / "train-00000-of-00001"),), 5, ("x", "y"))
+    split = sources.TFRecordSource((str(tmp_path / "train-00000-of-00001"),), 5, ("x", "y"))
     counter = tf.Variable(0, dtype=tf.int64)
     ds = pipeline.make_dataset(split, _data_config(), image_size=67, batch_size=8,
                                training=False, bad_records=counter)
@@ -244,13 +248,14 @@ def test_tfrecord_bad_labels_and_images_are_skipped(tmp_path):
 
 def test_missing_tfrecords_name_the_pattern(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"No TFRecord files match .*train-\*"):
-        sources.read_tfrecords(str(tmp_path), "train", label_offset=1, shuffle_buffer=8)
+        sources.TFRecordSource.from_directory(str(tmp_path), "train",
+                                              label_offset=1, shuffle_buffer=8)
 
 
 # --- on-device tail ---------------------------------------------------------------------
 
 def test_augment_on_device_equals_the_per_image_path(small_demo_dir):
-    split = sources.read_image_folder(str(small_demo_dir), "train")
+    split = sources.ImageFolderSource.from_directory(str(small_demo_dir), "train")
     kwargs = dict(image_size=67, batch_size=16, training=True, seed=4)
     data = _data_config(mean_rgb=(120.0, 110.0, 100.0), std_rgb=(60.0, 61.0, 62.0))
     per_image = next(iter(pipeline.make_dataset(split, data, **kwargs)))

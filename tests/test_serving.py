@@ -191,7 +191,7 @@ def test_exported_warmup_file_holds_the_warmup_images(run):
     assert [(r.model_spec.name, r.model_spec.signature_name) for r in requests] == [
         ("alexnet", "serving_default"), ("alexnet", "serving_default"), ("alexnet", "pixels"),
         ("alexnet", "pixels_float"), ("alexnet", "features")]
-    images = export._warmup_images(run.config.data.resize_size)
+    images = export.warmup_images(run.config.data.resize_size)
     jpeg, png = images["jpeg"], images["png"]
     values = [{name: tf.make_ndarray(tensor) for name, tensor in r.inputs.items()}
               for r in requests]
@@ -332,9 +332,9 @@ def test_local_client_runs_the_export_and_reports_bad_input(run):
 # ------------------------------------------------------------------------ the CLI
 
 
-def _cli(*argv, program=("-m", "alexnet_tf.serving.client")):
+def _cli(*argv, program=("-m", "alexnet_tf.cli.predict")):
     """Runs the command in its own process (absl parses the process's flags once):
-    ``python -m alexnet_tf.serving.client ARGV`` by default. Returns (status, stdout,
+    ``python -m alexnet_tf.cli.predict ARGV`` by default. Returns (status, stdout,
     stderr)."""
     result = subprocess.run([sys.executable, *map(str, program), *map(str, argv)],
                             capture_output=True, text=True, timeout=300)

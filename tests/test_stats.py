@@ -255,7 +255,7 @@ def test_tool_end_to_end(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
-    split = sources.read_image_folder(str(root), "train")
+    split = sources.ImageFolderSource.from_directory(str(root), "train")
     assert len(split) == 6
     output = tmp_path / "out" / "stats.npz"
     stdout = run(output)

@@ -1,6 +1,7 @@
 """The TFDS source: a tiny image-classification builder defined here, prepared into a temporary
 data_dir, read back through `sources.load_split` and `pipeline.make_dataset`: sizes, class
-names, undecoded images, labels, seeded and resumable order, sharding, the clear errors."""
+names, undecoded images, labels, seeded and resumable order, sharding, the clear errors, and
+fc7 retrieval (Fig. 4) on a run trained from TFDS."""
 
 import functools
 import io
@@ -106,10 +107,10 @@ def _examples(split, data, **kwargs):
 def test_tfds_split_gives_sizes_classes_and_undecoded_images(tfds_dir):
     config = _data_config(tfds_dir)
     split = sources.load_split(config.data, "train")
-    assert isinstance(split, sources.TfdsSplit)
+    assert isinstance(split, sources.TfdsSource)
     assert len(split) == 24 and split.class_names == CLASSES and split.num_files == 3
     assert (split.image_key, split.label_key) == ("image", "label")
-    records = list(pipeline._tfds_records(split, False, 0, 0, 0, None))
+    records = list(split.records(training=False))
     # Images come out as the stored JPEG bytes, for this package's own decoding.
     assert sorted(r[0].numpy() for r in records) == sorted(_jpeg("train", i) for i in range(24))
     names = [r[3].numpy().decode() for r in records]
@@ -197,6 +198,63 @@ def test_tfds_config_keys_are_checked(source, name, message):
     config.data.source, config.data.tfds_name = source, name
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config)
+
+
+def _decoded_identity(encoded):
+    return _identity(tf.io.decode_jpeg(encoded).numpy())
+
+
+def test_retrieval_searches_a_tfds_split(tfds_dir, tmp_path):
+    """tools/retrieve.py on a run trained from TFDS: the split's features are computed,
+    cached and searched, queries come from the split itself or from another split, and
+    the grid reads the neighbours' images back from TFDS."""
+    from alexnet_tf import run as run_lib
+    from alexnet_tf.analysis import retrieval
+    from test_analysis import _save_features_model  # features: an image's 2x2 mean colours
+
+    config = _data_config(tfds_dir)
+    workdir = tmp_path / "run"
+    run_lib.Run(str(workdir)).write_config(config)
+    common = dict(saved_model=_save_features_model(tmp_path / "saved"), workdir=str(workdir),
+                  split="train", thumb=16, progress=False)
+    split = sources.load_split(config.data, "train")
+
+    # Red steps 8 levels per example, blue 60 per class: the nearest examples of the same
+    # class (3 apart, 24 levels) are nearer than the next examples (8 red + 60 blue).
+    own = retrieval.retrieve(query_split="train", num_queries=6, k=2,
+                             output=str(tmp_path / "own.png"), **common)
+    database = own.database
+    assert len(database) == 24 and not database.reused and database.manifest["skipped"] == []
+    assert database.directory == str(workdir / "features" / "train")
+    assert {k: v for k, v in database.manifest["fingerprint"]["split"].items()
+            if k != "data_dir"} == {"kind": "tfds", "split": "train", "num_examples": 24,
+                                    "builder": NAME, "version": "1.0.0", "tfds_split": "train"}
+    assert sorted(database.labels.tolist()) == sorted(_label("train", i) for i in range(24))
+    assert sorted(split.read_encoded(database.locations)) == sorted(
+        _jpeg("train", i) for i in range(24))
+    assert len(own.queries) == 6 and own.same_class_overall == 1.0
+    neighbours = split.read_encoded(database.locations[own.neighbours.reshape(-1)])
+    for i, query in enumerate(own.queries):
+        assert query.database_row not in own.neighbours[i]  # never its own neighbour
+        me = _decoded_identity(query.encoded)
+        assert query.label == _label("train", me)
+        found = [_decoded_identity(neighbours[2 * i + j]) for j in range(2)]
+        assert all(n != me and (n - me) % 3 == 0 for n in found), (me, found)
+    assert Image.open(tmp_path / "own.png").size[0] > 3 * 16
+
+    # Validation example i shares the class of train examples i + 1 and i - 2, 8 and 16 red
+    # levels away (the next ones, 32 levels away, lose to them whatever the JPEG noise).
+    other = retrieval.retrieve(query_split="validation", num_queries=5, k=1,
+                               output=str(tmp_path / "other.png"), **common)
+    assert other.database.reused and len(other.queries) == 5
+    assert other.same_class_overall == 1.0
+    neighbours = split.read_encoded(other.database.locations[other.neighbours[:, 0]])
+    for query, neighbour in zip(other.queries, neighbours):
+        me = _decoded_identity(query.encoded)
+        assert query.label == _label("validation", me) and query.name.startswith(
+            f"{NAME}-validation")
+        assert _decoded_identity(neighbour) in (me + 1, me - 2)
+    assert "Neighbours sharing the query's class: 100.0%" in retrieval.format_result(other)
 
 
 @pytest.mark.slow

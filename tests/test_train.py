@@ -189,8 +189,7 @@ def test_metric_window_sums_on_device_and_names_where_the_loss_went_bad(tmp_path
     for _ in range(3):
         window.add(step_sums)
     assert all(v.dtype == tf.float64 for v in window.sums.values())
-    assert window.read_checked(13) == {"loss": 7.5, "top1": 9.0, "top5": 24.0,
-                                                      "count": 24.0}
+    assert window.read_checked(13) == {"loss": 7.5, "top1": 9.0, "top5": 24.0, "count": 24.0}
     window.add(dict(step_sums, loss=tf.constant(float("nan"))))
     with pytest.raises(hooks.NonFiniteLossError, match=r"Training loss is nan at step 14: "
                        r"stopping without saving; the last good checkpoint is None"):

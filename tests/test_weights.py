@@ -37,6 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from alexnet_tf import config as config_module
 from alexnet_tf import architecture, models
+from alexnet_tf.convention import InputConvention
 from alexnet_tf import weights
 from alexnet_tf.weights import _common as weights_common
 
@@ -182,8 +183,8 @@ def test_caffe_pooling_rounds_up_but_equals_floor_at_227():
 
 
 def test_caffe_npy_logits_match_caffe_reference(caffe_case, caffe_model):
-    model, convention = caffe_model
-    x = convention.normalize(caffe_case["rgb"])
+    model, info = caffe_model
+    x = info.convention.normalize(caffe_case["rgb"])
     np.testing.assert_allclose(x, caffe_case["x_nchw"].transpose(0, 2, 3, 1), atol=1e-4)
     logits = model(x, training=False).numpy()
     assert_logits_close(logits, caffe_case["reference"])
@@ -196,8 +197,9 @@ def test_caffe_npy_logits_match_caffe_reference(caffe_case, caffe_model):
 
 
 def test_caffe_convention(caffe_model):
-    _, convention = caffe_model
-    assert convention.source == "caffe:bvlc_alexnet"
+    _, info = caffe_model
+    assert info.source == "caffe:bvlc_alexnet"
+    convention = info.convention
     assert (convention.channel_order, convention.image_size, convention.resize_size) == ("BGR", 227, 256)
     np.testing.assert_allclose(convention.mean_rgb, CAFFE_MEAN_BGR[::-1])
     assert convention.std_rgb == (1.0, 1.0, 1.0)
@@ -431,13 +433,14 @@ def torch_case(tmp_path_factory):
 
 
 def test_torchvision_pth_logits_match_torch(torch_case):
-    model, convention = weights.load_torchvision(torch_case["path"])
+    model, info = weights.load_torchvision(torch_case["path"])
+    convention = info.convention
     x = convention.normalize(torch_case["rgb"])
     np.testing.assert_allclose(x, torch_case["x_nchw"].transpose(0, 2, 3, 1), atol=1e-5)
     logits = model(x, training=False).numpy()
     assert_logits_close(logits, torch_case["reference"])
     assert_logits_differ(logits, torch_case["wrong_flatten"])
-    assert convention.source == "torchvision:alexnet"
+    assert info.source == "torchvision:alexnet"
     assert (convention.channel_order, convention.image_size, convention.resize_size) == ("RGB", 224, 256)
     np.testing.assert_allclose(convention.mean_rgb, 255 * TORCHVISION_MEAN)
     np.testing.assert_allclose(convention.std_rgb, 255 * TORCHVISION_STD)
@@ -490,26 +493,27 @@ def test_torchvision_bad_state_dicts_are_named():
 
 # ------------------------------------------------------------------ conventions, saving, tool
 
-@pytest.mark.parametrize("make", [weights.caffe_input_convention,
-                                  weights.torchvision_input_convention])
+@pytest.mark.parametrize("make", [weights.caffe_weights_info, weights.torchvision_weights_info])
 def test_convention_config_overrides_validate(make):
-    convention = make(num_classes=10)
-    overrides = convention.to_config_overrides()
+    info = make(num_classes=10)
+    convention = info.convention
+    overrides = info.to_config_overrides()
     assert {"data.channel_order", "data.mean_rgb", "data.std_rgb", "model.image_size",
             "model.variant", "model.lrn_bias", "model.lrn_alpha",
             "model.num_classes"} <= set(overrides)
     config = config_module.base_config()
     config.update_from_flattened_dict(overrides)
     config_module.validate(config)
-    assert config.model.variant == convention.variant and config.model.num_classes == 10
+    assert config.model.variant == info.variant and config.model.num_classes == 10
     assert tuple(config.data.mean_rgb) == convention.mean_rgb
     assert config.data.channel_order == convention.channel_order
-    assert weights.InputConvention.from_dict(json.loads(json.dumps(convention.to_dict()))) == convention
+    assert InputConvention.from_dict(json.loads(json.dumps(convention.to_dict()))) == convention
+    assert InputConvention.from_config(config) == convention
 
 
 def test_save_converted_round_trip_and_no_overwrite(tmp_path):
     model = models.create_model("paper", num_classes=3, image_size=67, width=0.25)
-    convention = weights.caffe_input_convention(num_classes=3)
+    convention = weights.caffe_weights_info(num_classes=3)
     model_path, convention_path = weights.save_converted(model, convention, tmp_path / "out")
     assert os.path.basename(model_path) == "model.keras"
     with open(convention_path) as f:
@@ -534,7 +538,7 @@ def test_convert_weights_tool_round_trip(torch_case, tmp_path):
         capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--config.model.variant=one_tower" in result.stdout
-    model, convention = weights.load_converted(output)
-    assert convention == weights.torchvision_input_convention()
-    logits = model(convention.normalize(torch_case["rgb"]), training=False).numpy()
+    model, info = weights.load_converted(output)
+    assert info == weights.torchvision_weights_info()
+    logits = model(info.convention.normalize(torch_case["rgb"]), training=False).numpy()
     assert_logits_close(logits, torch_case["reference"])

@@ -3,7 +3,8 @@ r"""Converts pretrained AlexNet weights to a .keras model plus its input convent
     python tools/convert_weights.py --source=caffe --input=bvlc_alexnet.npy --output=runs/caffe_alexnet
     python tools/convert_weights.py --source=torchvision --input=alexnet-owt-7be5be79.pth --output=runs/tv_alexnet
 
-Writes OUTPUT/model.keras and OUTPUT/input_convention.json, then prints the config
+Writes OUTPUT/model.keras, OUTPUT/input_convention.json and OUTPUT/weights_info.json
+(`alexnet_tf.weights.save_converted`), then prints the config
 overrides (``--config.key=value``) that make the data pipeline feed the model what its
 weights expect. caffe: Caffe's bvlc_alexnet in the caffe-tensorflow .npy form (see
 alexnet_tf/weights/caffe_npy.py); torchvision: torchvision's alexnet state_dict (needs
@@ -14,7 +15,8 @@ from absl import app, flags
 
 _SOURCE = flags.DEFINE_enum("source", None, ["caffe", "torchvision"], "Where the weights come from.")
 _INPUT = flags.DEFINE_string("input", None, "The weights file (.npy for caffe, .pth for torchvision).")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory for model.keras and input_convention.json.")
+_OUTPUT = flags.DEFINE_string("output", None, "Directory for the converted model (model.keras, "
+                              "input_convention.json, weights_info.json).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "None: fc8's width in the file.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing files in --output.")
 flags.mark_flags_as_required(["source", "input", "output"])
@@ -26,24 +28,24 @@ def main(argv):
     from alexnet_tf import weights
 
     if _SOURCE.value == "caffe":
-        model, convention = weights.load_caffe_npy(_INPUT.value, num_classes=_NUM_CLASSES.value)
+        model, info = weights.load_caffe_npy(_INPUT.value, num_classes=_NUM_CLASSES.value)
     else:
-        model, convention = weights.load_torchvision(_INPUT.value, num_classes=_NUM_CLASSES.value)
-    model_path, convention_path = weights.save_converted(model, convention, _OUTPUT.value,
+        model, info = weights.load_torchvision(_INPUT.value, num_classes=_NUM_CLASSES.value)
+    model_path, convention_path = weights.save_converted(model, info, _OUTPUT.value,
                                                          overwrite=_OVERWRITE.value)
     print(f"Wrote {model_path} ({model.count_params():,} parameters) and {convention_path}.")
     print("Config overrides for these weights:")
-    print("  " + " ".join(config_flag_overrides(convention)))
-    unset = [key for key, value in convention.to_config_overrides().items() if value is None]
+    print("  " + " ".join(config_flag_overrides(info)))
+    unset = [key for key, value in info.to_config_overrides().items() if value is None]
     if unset:
         print(f"  and leave {', '.join(unset)} unset (None, the default).")
 
 
-def config_flag_overrides(convention) -> list[str]:
-    """``--config.key=value`` flags for the convention's non-None overrides (config_flags
-    cannot parse None)."""
+def config_flag_overrides(info) -> list[str]:
+    """``--config.key=value`` flags for the weights' non-None config overrides
+    (config_flags cannot parse None)."""
     flags_out = []
-    for key, value in convention.to_config_overrides().items():
+    for key, value in info.to_config_overrides().items():
         if value is None:
             continue
         if isinstance(value, tuple):

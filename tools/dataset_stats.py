@@ -3,7 +3,8 @@ r"""Colour statistics of an image folder: mean (Sec. 2) and RGB PCA for lighting
     python tools/dataset_stats.py --data_dir=DIR --split=train --output=stats.npz \
         [--max_images=N] [--resize_size=256] [--seed=0] [--batch_size=64]
 
-Reads ``DIR/<split>/<class>/*`` (`alexnet_tf.data.sources.read_image_folder`), decodes,
+Reads ``DIR/<split>/<class>/*``
+(`alexnet_tf.data.sources.ImageFolderSource.from_directory`), decodes,
 scales the shorter side to ``--resize_size`` and takes the central square (Sec. 2,
 `alexnet_tf.data.preprocess`), and streams the images through
 `alexnet_tf.data.stats.compute_stats`. Writes ``stats.npz`` (all fields, including the
@@ -71,7 +72,7 @@ def main(argv):
 
     from alexnet_tf.data import sources, stats
 
-    split = sources.read_image_folder(_DATA_DIR.value, _SPLIT.value)
+    split = sources.ImageFolderSource.from_directory(_DATA_DIR.value, _SPLIT.value)
     chosen = stats.select_subset(len(split), _MAX_IMAGES.value, _SEED.value)
     paths = split.paths[chosen]
     subset = (f"{len(paths)} of {len(split)} images (random subset, seed {_SEED.value})"

@@ -8,10 +8,12 @@ r"""Nearest training images in fc7 feature space, as a PNG grid like Fig. 4 (Sec
 The model: a run (``--workdir`` and ``--checkpoint``: latest, best or a path), a
 ``.keras`` file or converted-weights directory (``--model``), or a SavedModel whose
 ``features`` signature takes encoded images (``--saved_model``). The data: the run's
-config, or ``--data_dir`` (``DIR/<split>/<class>/*``, or TFRecords with
-``--data_source=tfrecord``). The split's fc7 features are computed once into
-``--features_cache`` (default ``<workdir>/features``) and reused while the weights,
-preprocessing and split stay the same.
+config (any source: image folder, TFRecords, TFDS, demo), or ``--data_dir``
+(``DIR/<split>/<class>/*``, or TFRecords with ``--data_source=tfrecord``, or a TFDS
+data_dir with ``--data_source=tfds`` and a run whose config names the builder). The
+split's fc7 features are computed once into ``--features_cache`` (default
+``<workdir>/features``) and reused while the weights, preprocessing and split stay the
+same.
 
 Queries: image files or directories (``--query``, class unknown: neighbours only), and/or
 ``--num_queries`` examples of a labelled split (``--query_split``), for which the
@@ -25,6 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
+from alexnet_tf import config as config_lib  # noqa: E402  (imports no TensorFlow)
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "latest", "'latest', 'best', a checkpoint directory or a checkpoint path.")
@@ -32,7 +36,7 @@ _MODEL = flags.DEFINE_string("model", None, "A .keras file or converted-weights 
 _SAVED_MODEL = flags.DEFINE_string(
     "saved_model", None, "A SavedModel directory with a 'features' signature on image bytes.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root (default: the run's).")
-_DATA_SOURCE = flags.DEFINE_enum("data_source", None, ["image_folder", "tfrecord", "demo"],
+_DATA_SOURCE = flags.DEFINE_enum("data_source", None, list(config_lib.DATA_SOURCES),
                                  "How --data_dir is stored (default: the run's source, "
                                  "image_folder when that is demo or there is no run).")
 _SPLIT = flags.DEFINE_string("split", "train", "The split to search (Fig. 4: the training set).")

@@ -5,16 +5,11 @@ r"""Classifies image files with an exported AlexNet through TF Serving, or in-pr
     python tools/serving_client.py --saved_model=exports/alexnet cat.jpg
 
 Prints the top-5 classes of each image with their names and scores. The same command is
-installed as ``alexnet-predict``; the logic (and every flag) is in
-alexnet_tf/serving/client.py, and docs/SERVING.md shows how to start the server.
+installed as ``alexnet-predict``; its flags are in alexnet_tf/cli/predict.py, the client
+in alexnet_tf/serving/client.py, and docs/SERVING.md shows how to start the server.
 """
 
-from absl import app, flags
-
-from alexnet_tf.serving import client
-from alexnet_tf.serving.client import main
-
-flags.adopt_module_key_flags(client)  # --help lists the client's flags
+from alexnet_tf.cli import predict
 
 if __name__ == "__main__":
-    app.run(main)
+    predict.run()

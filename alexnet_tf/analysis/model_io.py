@@ -66,11 +66,11 @@ def file_sha256(path: str, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _data_config_from_convention(convention):
+def _data_config_from_convention(info):
     """A data config whose evaluation preprocessing is the converted model's convention."""
     data = config_lib.base_config().data
     data.source = "image_folder"  # converted weights come with no data: data_dir says where
-    overrides = convention.to_config_overrides()
+    overrides = info.to_config_overrides()
     for key, value in overrides.items():
         section, name = key.split(".", 1)
         if section == "data":
@@ -115,11 +115,13 @@ def _load_model_file(model_path: str, run_config, class_names) -> LoadedModel:
     from alexnet_tf.weights import convention as convention_lib
 
     if os.path.isdir(model_path):
-        model, convention = convention_lib.load_converted(model_path)
-        files = [os.path.join(model_path, convention_lib.MODEL_FILENAME),
-                 os.path.join(model_path, convention_lib.CONVENTION_FILENAME)]
-        data = run_config.data if run_config else _data_config_from_convention(convention)
-        channel_order, std_rgb = convention.channel_order, tuple(convention.std_rgb)
+        model, info = convention_lib.load_converted(model_path)
+        files = [os.path.join(model_path, name) for name in
+                 (convention_lib.MODEL_FILENAME, convention_lib.CONVENTION_FILENAME,
+                  convention_lib.INFO_FILENAME)]
+        files = [f for f in files if os.path.exists(f)]  # weights_info.json: newer layout
+        data = run_config.data if run_config else _data_config_from_convention(info)
+        channel_order, std_rgb = info.convention.channel_order, info.convention.std_rgb
     elif model_path.endswith(".keras") and os.path.isfile(model_path):
         model = keras.saving.load_model(model_path)
         files = [model_path]

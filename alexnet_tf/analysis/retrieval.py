@@ -7,12 +7,13 @@ different poses, although they are far apart in pixels. This module:
 1. computes fc7 features of every image of a dataset split in batches, with a
    progress bar, into a cache directory (`split_features`): ``features.npy``
    (float32 ``[N, D]``, written row by row through a memory map, read back memory
-   mapped), ``labels.npy``, ``locations.npy`` (where each row's image is: ``(-1, i)``
-   for file ``i`` of an image-folder split, ``(shard, offset)`` for a TFRecord
-   record), ``names.json`` (file paths or record file names) and ``manifest.json``,
-   written last, holding a fingerprint of the weights, the preprocessing and the
-   split. The next run with the same fingerprint reuses the cache; any other
-   fingerprint recomputes it in place;
+   mapped), ``labels.npy``, ``locations.npy`` (where each row's image is, as the
+   split's `alexnet_tf.data.sources.DataSource.ordered_records` says: ``(-1, i)`` for
+   example ``i`` of an image folder or a TFDS split, ``(shard, offset)`` for a
+   TFRecord record), ``names.json`` (file paths, record file names or TFDS ids) and
+   ``manifest.json``, written last, holding a fingerprint of the weights, the
+   preprocessing and the split (`DataSource.fingerprint`). The next run with the same
+   fingerprint reuses the cache; any other fingerprint recomputes it in place;
 2. finds each query's ``k`` nearest database rows by Euclidean distance
    (`nearest_neighbours`), streaming the database in chunks of bounded memory (no
    ``N x N`` or ``Q x N`` matrix), exact: the distances of the final candidates are
@@ -40,7 +41,6 @@ not an image is skipped with a message naming it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from typing import Callable, Sequence
@@ -51,7 +51,6 @@ from absl import logging
 from PIL import Image, ImageDraw, ImageFont
 
 from alexnet_tf.data import preprocess
-from alexnet_tf.data.sources import RecordSplit, Split
 
 FORMAT_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
@@ -167,50 +166,7 @@ def _sha256_file(path: str) -> str:
     return file_sha256(path)
 
 
-# ----------------------------------------------------------------------------- splits
-
-def split_fingerprint(split, name: str) -> dict:
-    """Identifies a split's content listing: its files and labels (image folders) or its
-    shards and their sizes (TFRecords)."""
-    digest = hashlib.sha256()
-    if isinstance(split, RecordSplit):
-        for f in split.files:
-            digest.update(f"{os.path.abspath(f)}\t{os.path.getsize(f)}\n".encode())
-        kind = "tfrecord"
-    else:
-        for path, label in zip(split.paths, split.labels):
-            digest.update(f"{os.path.abspath(str(path))}\t{int(label)}\n".encode())
-        kind = "files"
-    return {"kind": kind, "split": name, "num_examples": len(split),
-            "sha256": digest.hexdigest()}
-
-
-def _records(split) -> tf.data.Dataset:
-    """(location int64 [2], encoded, label int32, name) of every example, in a fixed order."""
-    if isinstance(split, RecordSplit):
-        from alexnet_tf.data import tfrecords
-
-        def shard(shard_id, path):
-            return tf.data.TFRecordDataset(path).enumerate().map(
-                lambda offset, record: (tf.stack([shard_id, offset]), record))
-
-        files = tf.data.Dataset.from_tensor_slices(
-            (tf.range(len(split.files), dtype=tf.int64), list(split.files)))
-        ds = files.interleave(shard, cycle_length=min(len(split.files), 8), block_length=16,
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-        def parse(location, record):
-            encoded, label, name = tfrecords.parse(record, split.label_offset)
-            return location, encoded, label, name
-
-        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    n = len(split)
-    locations = np.stack([np.full(n, -1, np.int64), np.arange(n, dtype=np.int64)], axis=1)
-    ds = tf.data.Dataset.from_tensor_slices(
-        (locations, split.paths.astype(str), split.labels.astype(np.int32)))
-    return ds.map(lambda loc, path, label: (loc, tf.io.read_file(path), label, path),
-                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
+# ------------------------------------------------------------------- split features
 
 @dataclasses.dataclass
 class FeatureSet:
@@ -230,7 +186,7 @@ class FeatureSet:
 
 def _fingerprint(extractor: Extractor, split, split_name: str) -> dict:
     return {"format": FORMAT_VERSION, "extractor": extractor.fingerprint,
-            "split": split_fingerprint(split, split_name)}
+            "split": split.fingerprint(split_name)}
 
 
 def _diff_keys(a, b, prefix=""):
@@ -265,10 +221,11 @@ def load_cache(directory: str, fingerprint: dict | None = None) -> FeatureSet | 
 
 def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: str = "",
                    batch_size: int = 64, progress: bool = True) -> FeatureSet:
-    """The features of every image of ``split``, from ``cache_dir`` when it holds them
-    for the same fingerprint (weights, preprocessing, split), else computed in batches
-    and written there. Examples that are not images or cannot be decoded are left out
-    and listed in the manifest's ``skipped``."""
+    """The features of every image of ``split`` (a `alexnet_tf.data.sources.DataSource`),
+    from ``cache_dir`` when it holds them for the same fingerprint (weights,
+    preprocessing, split), else computed in batches and written there. Examples that are
+    not images or cannot be decoded are left out and named in the manifest's
+    ``skipped``."""
     from tqdm import tqdm
 
     fingerprint = _fingerprint(extractor, split, split_name)
@@ -283,24 +240,29 @@ def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: s
 
     placeholder = tf.constant(_placeholder_png())
 
-    def load(location, encoded, label, name):
+    def load(position, record):
+        location, encoded, label, name = record
         ok = preprocess.is_supported_image(encoded)
-        return location, label, name, ok, extractor.prepare(tf.where(ok, encoded, placeholder))
+        return (position, location, label, name, ok,
+                extractor.prepare(tf.where(ok, encoded, placeholder)))
 
     n = len(split)
-    ds = _records(split).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = split.ordered_records().enumerate().map(load, num_parallel_calls=tf.data.AUTOTUNE,
+                                                 deterministic=True)
     # A record with an image header but undecodable data fails inside the decoder:
-    # ignore_errors drops it; its location never arrives and it is reported below.
+    # ignore_errors drops it; its position never arrives, and it is named below.
     ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     features_tmp = os.path.join(cache_dir, FEATURES_FILENAME + ".tmp")
     out = np.lib.format.open_memmap(features_tmp, mode="w+", dtype=np.float32,
                                     shape=(n, extractor.dim))
     labels, locations, names, skipped = [], [], [], []
+    arrived = np.zeros(n, bool)
     rows = 0
     with tqdm(total=n, unit="img", desc=f"fc7 features of {split_name or 'split'}",
               disable=not progress) as bar:
-        for location, label, name, ok, inputs in ds:
+        for position, location, label, name, ok, inputs in ds:
+            arrived[position.numpy()] = True
             ok = ok.numpy()
             batch_features, taken = _features_of_batch(extractor, inputs)
             good = np.flatnonzero(ok & taken)
@@ -318,14 +280,12 @@ def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: s
     locations = (np.concatenate(locations).astype(np.int64) if locations
                  else np.zeros([0, 2], np.int64))
     undecodable = n - rows - len(skipped)
-    if isinstance(split, Split) and undecodable:
-        seen = set(locations[:, 1].tolist())
-        skipped.extend(str(split.paths[i]) for i in range(n) if i not in seen
-                       and str(split.paths[i]) not in skipped)
+    missing = np.flatnonzero(~arrived)  # failed inside the decoder: named from the split
+    if len(missing):
+        skipped.extend(name.numpy().decode("utf-8", "replace")
+                       for _, _, _, name in split.ordered_records(missing))
     for name in skipped:
         logging.warning("Left out of the features, not a decodable image: %s", name)
-    if undecodable and not isinstance(split, Split):
-        logging.warning("%d records could not be decoded and were left out.", undecodable)
 
     np.save(os.path.join(cache_dir, LABELS_FILENAME), labels)
     np.save(os.path.join(cache_dir, LOCATIONS_FILENAME), locations)
@@ -335,7 +295,7 @@ def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: s
     manifest = {"fingerprint": fingerprint, "num_rows": rows, "dim": extractor.dim,
                 "num_examples": n, "skipped": skipped, "undecodable": max(undecodable, 0),
                 "model": extractor.description,
-                "files": list(split.files) if isinstance(split, RecordSplit) else None,
+                "files": list(split.shard_files) or None,
                 # Rows past num_rows in features.npy are unused (examples left out).
                 "note": "features.npy rows [0, num_rows) are valid"}
     tmp = manifest_path + ".tmp"
@@ -502,24 +462,15 @@ def choose_queries(num_examples: int, num_queries: int, seed: int) -> np.ndarray
 
 
 def queries_from_split(split, num_queries: int, seed: int = 0) -> list[Query]:
-    """``num_queries`` labelled queries from a split (seeded random choice). Examples
+    """``num_queries`` labelled queries from a split (a `alexnet_tf.data.sources.DataSource`;
+    a seeded random choice of positions in its `ordered_records`), in that order. Examples
     that are not decodable images are passed over."""
-    positions = set(choose_queries(len(split), num_queries, seed).tolist())
+    positions = choose_queries(len(split), num_queries, seed)
     queries = []
-    if isinstance(split, Split):
-        for i in sorted(positions):
-            with open(split.paths[i], "rb") as f:
-                encoded = f.read()
-            if _check_image(encoded) is None:
-                queries.append(Query(str(split.paths[i]), encoded, int(split.labels[i])))
-        return queries
-    last = max(positions)
-    for position, (_, encoded, label, name) in enumerate(_records(split)):
-        if position in positions and _check_image(encoded.numpy()) is None:
-            queries.append(Query(name.numpy().decode("utf-8", "replace"), encoded.numpy(),
-                                 int(label)))
-        if position >= last:
-            break
+    for _, encoded, label, name in split.ordered_records(positions):
+        encoded = encoded.numpy()
+        if _check_image(encoded) is None:
+            queries.append(Query(name.numpy().decode("utf-8", "replace"), encoded, int(label)))
     return queries
 
 
@@ -622,33 +573,6 @@ class RetrievalResult:
     class_names: list[str] | None
 
 
-def _image_bytes(database: FeatureSet, rows) -> list[bytes]:
-    """The encoded images of database rows (files by path, records by shard/offset)."""
-    rows = [int(r) for r in rows]
-    result = {}
-    files = database.manifest.get("files")
-    wanted = {}
-    for r in rows:
-        shard, offset = (int(v) for v in database.locations[r])
-        if shard < 0:
-            with open(database.names[r], "rb") as f:
-                result[r] = f.read()
-        else:
-            wanted.setdefault(shard, {}).setdefault(offset, []).append(r)
-    from alexnet_tf.data import tfrecords
-
-    for shard, offsets in wanted.items():
-        last = max(offsets)
-        for offset, record in enumerate(tf.data.TFRecordDataset(files[shard])):
-            if offset in offsets:
-                encoded = tfrecords.parse(record)[0].numpy()
-                for r in offsets[offset]:
-                    result[r] = encoded
-            if offset >= last:
-                break
-    return [result[r] for r in rows]
-
-
 def _data_config(loaded_data, data_dir: str | None, data_source: str | None):
     """The data config to read splits with: the model's (a run's ``config.data`` or a
     converted model's convention), with ``data_dir``/``data_source`` when given."""
@@ -731,7 +655,7 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
         # Queries from the database itself: use their cached rows, and never return a
         # query as its own neighbour.
         positions = choose_queries(len(database), num_queries, seed)
-        encoded = _image_bytes(database, positions)
+        encoded = database_split.read_encoded(database.locations[positions])
         queries += [Query(database.names[r], e, int(database.labels[r]), int(r))
                     for r, e in zip(positions, encoded)]
     exclude = np.array([q.database_row for q in queries], np.int64)
@@ -751,7 +675,7 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
 
     if output:
         query_images = [thumbnail(q.encoded, thumb) for q in queries]
-        flat = _image_bytes(database, neighbours.reshape(-1))
+        flat = database_split.read_encoded(database.locations[neighbours.reshape(-1)])
         neighbour_images = [[thumbnail(flat[i * k + j], thumb) for j in range(k)]
                             for i in range(len(queries))]
 

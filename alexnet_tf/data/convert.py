@@ -364,10 +364,14 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
     finally:
         bar.close()
 
+    # Imported here, after the workers: the parent process stays free of TensorFlow
+    # while it forks them.
+    from alexnet_tf.data import tfrecords
+
     metadata = {
         "format": FORMAT,
         "converter_version": CONVERTER_VERSION,
-        "label_offset": _label_offset(),
+        "label_offset": tfrecords.LABEL_OFFSET,
         "resize_shorter_side": resize_shorter_side,
         "jpeg_quality": jpeg_quality,
         "seed": seed,
@@ -396,12 +400,6 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
     _atomic_write_json(os.path.join(output_dir, METADATA_NAME), metadata)
     logging.info("%s in %.1f s", summary_line(metadata, output_dir), time.time() - start_time)
     return metadata
-
-
-def _label_offset() -> int:
-    from alexnet_tf.data import tfrecords
-
-    return tfrecords.LABEL_OFFSET
 
 
 def summary_line(metadata: dict, output_dir: str = "") -> str:

@@ -1,6 +1,7 @@
 """``tf.data`` pipelines: from a source's split to batches of (image, label).
 
-Order of operations (fixed, so that data order is reproducible and resumable):
+Order of operations (fixed, so that data order is reproducible and resumable); steps
+1-3 are the source's `alexnet_tf.data.sources.DataSource.records`, whatever the source:
   1. order: for training, a permutation of the examples drawn from (seed, epoch) in
      NumPy for file lists (a full shuffle), or of the shard files plus a seeded
      shuffle buffer for TFRecords and TFDS (TFDS shuffles its files with a seed
@@ -16,7 +17,8 @@ Order of operations (fixed, so that data order is reproducible and resumable):
   5. batch (per-replica batch size);
   6. mix (training with ``data.mixup_alpha`` or ``data.cutmix_alpha``): MixUp or
      CutMix of each batch (one of the two per batch, with probability 1/2, when both
-     are on); labels become soft, float32 [B, num_classes];
+     are on; `alexnet_tf.data.augment.mix_batch`); labels become soft, float32
+     [B, num_classes];
   7. prefetch.
 
 Each example's augmentation seed is ``(seed, epoch * N + position)``, and each
@@ -33,12 +35,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import tensorflow as tf
-from absl import logging
 
-from alexnet_tf.data import preprocess, sources, tfrecords
-from alexnet_tf.data.sources import RecordSplit, Split, TfdsSplit
+from alexnet_tf.data import augment, preprocess
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,102 +72,7 @@ def lighting(data_config) -> preprocess.Lighting:
     return preprocess.Lighting(d.pca_lighting_std)
 
 
-def train_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """The permutation of a split's examples used for training epoch ``epoch``."""
-    return np.random.default_rng([seed, epoch]).permutation(num_examples)
-
-
-def _shuffle_seed(seed: int, epoch: int, stream: int = 1) -> int:
-    return int(np.random.default_rng([seed, epoch, stream]).integers(1 << 62))
-
-
-_TFDS_FILE_ORDER = 2  # the `_shuffle_seed` stream of TFDS's file shuffle
 _MIX_STREAM = 0x6D6978  # folded into (seed, epoch) for the batches' mixing seeds
-
-
-def _file_records(split: Split, training, seed, epoch, skip, context):
-    """(encoded, label, position, name) from a list of image files."""
-    n = len(split)
-    order = train_order(n, seed, epoch) if training else np.arange(n)
-    if context is not None and context.num_input_pipelines > 1:
-        order = order[context.input_pipeline_id::context.num_input_pipelines]
-    order = order[skip:]
-    ds = tf.data.Dataset.from_tensor_slices(
-        (split.paths[order], split.labels[order], order.astype(np.int64)))
-    return ds.map(lambda path, label, position: (tf.io.read_file(path), label, position, path),
-                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def _shard_shuffle_skip(ds, buffer_size, shard_records, context, training, seed, epoch, skip):
-    """The record-stream steps shared by TFRecords and TFDS: split records between
-    pipelines when files are too few, shuffle in a buffer seeded by (seed, epoch), skip
-    what a resumed run consumed; yields (position, record)."""
-    if shard_records:
-        ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
-    if training:
-        ds = ds.shuffle(buffer_size, seed=_shuffle_seed(seed, epoch),
-                        reshuffle_each_iteration=False)
-    return ds.skip(skip).enumerate(start=skip)
-
-
-def _tfrecord_records(split: RecordSplit, training, seed, epoch, skip, context):
-    """(encoded, label, position, name) from TFRecord shards."""
-    files = np.array(split.files)
-    if training:
-        files = files[train_order(len(files), seed, epoch)]
-    shard_records = False
-    if context is not None and context.num_input_pipelines > 1:
-        if len(files) >= context.num_input_pipelines:
-            files = files[context.input_pipeline_id::context.num_input_pipelines]
-        else:
-            shard_records = True  # fewer files than pipelines: split records instead
-    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-        cycle_length=min(len(files), 16), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = _shard_shuffle_skip(ds, split.shuffle_buffer, shard_records, context, training,
-                             seed, epoch, skip)
-
-    def parse(position, record):
-        encoded, label, name = tfrecords.parse(record, split.label_offset)
-        return encoded, label, position, name
-
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def _tfds_records(split: TfdsSplit, training, seed, epoch, skip, context):
-    """(encoded, label, position, name) from a prepared TFDS builder, images undecoded.
-
-    The same order of operations as TFRecords: TFDS shuffles its files with a seed
-    from (seed, epoch) and shards them by ``input_context`` (by records when there are
-    fewer files than pipelines), then a seeded buffer shuffles examples; the skip of
-    a resumed run comes before any decoding. Names are TFDS ids (file and index).
-    """
-    tfds = sources.import_tfds()
-    builder = split.builder or sources.tfds_builder(split.name, split.data_dir)
-    shard_records, read_context = False, None
-    if context is not None and context.num_input_pipelines > 1:
-        if split.num_files >= context.num_input_pipelines:
-            read_context = context
-        else:
-            shard_records = True  # fewer files than pipelines: split records instead
-    read_config = tfds.ReadConfig(
-        shuffle_seed=_shuffle_seed(seed, epoch, _TFDS_FILE_ORDER) if training else None,
-        shuffle_reshuffle_each_iteration=False, input_context=read_context,
-        interleave_cycle_length=min(split.num_files, 16), interleave_block_length=1,
-        add_tfds_id=True, try_autocache=False, skip_prefetch=True,
-        enable_ordering_guard=False)  # the order is ours, and deterministic either way
-    ds = builder.as_dataset(split=split.split, shuffle_files=training,
-                            decoders={split.image_key: tfds.decode.SkipDecoding()},
-                            read_config=read_config)
-    ds = _shard_shuffle_skip(ds, split.shuffle_buffer, shard_records, context, training,
-                             seed, epoch, skip)
-
-    def parse(position, example):
-        return (example[split.image_key], tf.cast(example[split.label_key], tf.int32),
-                position, example["tfds_id"])
-
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def mixing_enabled(data_config) -> bool:
@@ -193,10 +97,12 @@ def _image_fn(data_config, norm, light, image_size, training, ten_crop, on_devic
         if on_device:
             return lambda e, s: {"image": preprocess.modern_crop(e, s, image_size=image_size),
                                  "flip": preprocess.flip_draw(s), "alpha": tf.zeros([3])}
-        layer = (preprocess.make_rand_augment(d.randaugment_num_ops, d.randaugment_magnitude)
-                 if d.randaugment_num_ops > 0 else None)
+        rand_augment = None
+        if d.randaugment_num_ops > 0:
+            layer = augment.make_rand_augment(d.randaugment_num_ops, d.randaugment_magnitude)
+            rand_augment = functools.partial(augment.rand_augment, layer=layer)
         return lambda e, s: preprocess.modern_train_image(e, s, image_size=image_size, norm=norm,
-                                                          rand_augment_layer=layer)
+                                                          rand_augment=rand_augment)
     if d.augmentation == "paper":
         if on_device:
             def fn(e, s):
@@ -247,8 +153,8 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
     (`mixing_enabled`): soft labels, float32 [B, num_classes], each row summing to 1.
 
     Args:
-      split: a `sources.Split` (image files), `sources.RecordSplit` (TFRecords) or
-        `sources.TfdsSplit` (a prepared TFDS builder).
+      split: any `alexnet_tf.data.sources.DataSource` (image folder, TFRecords, TFDS,
+        ...): its `records` give steps 1-3.
       data_config: ``config.data``.
       image_size: the model's input side (the crop size).
       batch_size: examples per batch of this pipeline (the per-replica batch under
@@ -269,12 +175,8 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
     d = data_config
     num_classes = num_classes or len(split.class_names)
     on_device = training and d.augment_on_device  # alexnet_tf.config checks what it combines with
-    if isinstance(split, RecordSplit):
-        records = _tfrecord_records(split, training, seed, epoch, skip_examples, input_context)
-    elif isinstance(split, TfdsSplit):
-        records = _tfds_records(split, training, seed, epoch, skip_examples, input_context)
-    else:
-        records = _file_records(split, training, seed, epoch, skip_examples, input_context)
+    records = split.records(training=training, seed=seed, epoch=epoch, skip=skip_examples,
+                            input_context=input_context)
     norm = normalization(d) if norm is None else norm
     light = lighting(d) if light is None else light
     image_fn = _image_fn(d, norm, light, image_size, training, ten_crop, on_device)
@@ -356,14 +258,14 @@ def _mix(ds, data_config, num_classes, seed, epoch, first_batch, context):
     Stateless, so the map may run in parallel; ``deterministic`` keeps the order.
     """
     d = data_config
-    mixup = preprocess.make_mixup(d.mixup_alpha) if d.mixup_alpha > 0 else None
-    cutmix = preprocess.make_cutmix(d.cutmix_alpha) if d.cutmix_alpha > 0 else None
+    mixup = augment.make_mixup(d.mixup_alpha) if d.mixup_alpha > 0 else None
+    cutmix = augment.make_cutmix(d.cutmix_alpha) if d.cutmix_alpha > 0 else None
     pipeline_id = context.input_pipeline_id if context is not None else 0
 
     def mix(index, images, labels):
         onehot = tf.one_hot(labels, num_classes, dtype=tf.float32)
-        return preprocess.mix_batch(images, onehot, batch_mix_seed(seed, epoch, pipeline_id, index),
-                                    mixup=mixup, cutmix=cutmix)
+        return augment.mix_batch(images, onehot, batch_mix_seed(seed, epoch, pipeline_id, index),
+                                 mixup=mixup, cutmix=cutmix)
 
     return ds.enumerate(start=first_batch).map(
         lambda index, batch: mix(index, *batch),

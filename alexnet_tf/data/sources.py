@@ -1,33 +1,41 @@
-"""Where examples come from: one split of a dataset, with its class names.
+"""Where examples come from: one split of a dataset, as a `DataSource`.
 
-Sources (``config.data.source``):
-* ``image_folder``: ``DATA_DIR/<split>/<class>/<image>``, class indices in sorted
-  folder-name order (ImageNet's sorted wnids). A validation split may also be flat
-  (``DATA_DIR/val/*.JPEG``) with ImageNet's label file (``data.val_labels_file``).
-* ``tfrecord``: ``DATA_DIR/<split>-*`` shards in the ImageNet schema
+Sources (``config.data.source``), one `DataSource` subclass each, registered in `SOURCES`:
+* ``image_folder`` (`ImageFolderSource`): ``DATA_DIR/<split>/<class>/<image>``, class
+  indices in sorted folder-name order (ImageNet's sorted wnids). A validation split may
+  also be flat (``DATA_DIR/val/*.JPEG``) with ImageNet's label file
+  (``data.val_labels_file``).
+* ``tfrecord`` (`TFRecordSource`): ``DATA_DIR/<split>-*`` shards in the ImageNet schema
   (`alexnet_tf.data.tfrecords`), with the ``metadata.json`` that
   tools/build_tfrecords.py writes (split sizes and class names) when present.
-* ``tfds``: a prepared TensorFlow Datasets image-classification builder,
+* ``tfds`` (`TfdsSource`): a prepared TensorFlow Datasets image-classification builder,
   ``data.tfds_name`` (e.g. "imagenet2012") in ``data.data_dir`` (TFDS's data_dir;
   "" for TFDS's default), read with its images undecoded so that this package's
   own (fused) preprocessing decodes them; split sizes and class names come from the
   builder's info. Needs the optional ``tensorflow-datasets`` package.
-* ``demo``: the embedded procedurally generated set (`alexnet_tf.data.demo`),
-  written as an image folder and read as one.
+* ``demo`` (`DemoSource`): the embedded procedurally generated set
+  (`alexnet_tf.data.demo`), written as an image folder and read as one.
 
-A file split is read into memory as two arrays (paths and integer labels): the
-pipeline shuffles and shards these lists itself, which makes the data order a pure
-function of (seed, epoch) and lets a resumed run skip to its position without
-decoding anything.
+`load_split` builds the configured source from ``config.data`` and a split name. Its
+users (`alexnet_tf.data.pipeline.make_dataset`, `alexnet_tf.analysis.retrieval`, the
+training loop and evaluation) use only the `DataSource` interface, so a new source is one
+subclass here, its entry in `SOURCES` and its name in `alexnet_tf.config.DATA_SOURCES`.
+
+An image-folder split is read into memory as two arrays (paths and integer labels):
+`DataSource.records` shuffles and shards these lists itself, which makes the data order
+a pure function of (seed, epoch) and lets a resumed run skip to its position without
+decoding anything. Record streams (TFRecords, TFDS) are ordered by their files and a
+seeded shuffle buffer instead.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import glob
+import hashlib
 import json
 import os
-
 from typing import Any
 
 import numpy as np
@@ -36,26 +44,298 @@ from absl import logging
 
 from alexnet_tf.data import tfrecords
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 TFRECORD_METADATA = "metadata.json"
 
+_TFDS_FILE_ORDER = 2  # the `_shuffle_seed` stream of TFDS's file shuffle
+
+
+def train_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The permutation of a split's examples (or shard files) used for training epoch
+    ``epoch``: int64 [num_examples], a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def _shuffle_seed(seed: int, epoch: int, stream: int = 1) -> int:
+    """A shuffle seed drawn from (seed, epoch); ``stream`` separates independent uses."""
+    return int(np.random.default_rng([seed, epoch, stream]).integers(1 << 62))
+
+
+class DataSource(abc.ABC):
+    """One split of a dataset: its examples, their integer labels, the class names.
+
+    Attributes:
+      class_names: one str per class index (label ``i`` is ``class_names[i]``), e.g.
+        ImageNet's wnids.
+      readable_names: human-readable class names in the same order, or None.
+
+    Examples are encoded images (JPEG, PNG, GIF or BMP bytes), decoded later by
+    `alexnet_tf.data.preprocess`. A source never decodes.
+    """
+
+    class_names: tuple[str, ...]
+    readable_names: tuple[str, ...] | None
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, data_config, split: str) -> DataSource:
+        """The split ``split`` (e.g. "train") of the source ``data_config`` describes.
+
+        Raises:
+          ValueError, FileNotFoundError: naming the config key or path that is wrong.
+        """
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """The number of examples of the split (bad records included)."""
+
+    @abc.abstractmethod
+    def records(self, *, training: bool, seed: int = 0, epoch: int = 0, skip: int = 0,
+                input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        """One epoch of this pipeline's examples, before any decoding.
+
+        Args:
+          training: order by (seed, epoch); else the stored order.
+          seed, epoch: the run's seed and the 0-based epoch.
+          skip: examples of this pipeline's epoch already consumed (a resumed run).
+          input_context: from ``distribute_datasets_from_function``; None: one pipeline.
+
+        Elements ``(encoded, label, position, name)``: tf.string scalar, int32 scalar
+        (0-based; -1 or out of range for a bad record, which the pipeline skips), int64
+        scalar, tf.string scalar (a file path or record id, for messages). The order of
+        operations (alexnet_tf.data.pipeline, steps 1-3):
+          1. order: with ``training``, a pure function of (seed, epoch): a permutation of
+             the examples (`train_order`), or of the shard files plus a shuffle buffer
+             seeded by `_shuffle_seed`; without, the stored order, deterministic;
+          2. shard: with ``input_context`` of several pipelines, this pipeline's part,
+             disjoint from the others' and together covering the split: by files when
+             there are at least as many as pipelines, else by records;
+          3. skip: the first ``skip`` examples of this pipeline's epoch are dropped
+             before anything is read or decoded (a resumed run).
+        ``position`` is the example's index in the split (file lists) or in this
+        pipeline's epoch stream (record streams), counting the skipped examples: a
+        resumed run gives each example the position, and so the augmentation seed
+        ``(seed, epoch * len(self) + position)``, it had in the uninterrupted epoch.
+        """
+
+    @abc.abstractmethod
+    def fingerprint(self, split_name: str) -> dict:
+        """A JSON-serialisable dict that changes when the split's content listing does
+        (files, labels, shards, sizes): retrieval's feature cache is reused only while
+        it is the same. ``split_name`` is the name the split was loaded by."""
+
+    def ordered_records(self, positions=None) -> tf.data.Dataset:
+        """Every example (or those at ``positions``) in one fixed order, undecoded.
+
+        Elements ``(location, encoded, label, name)``: int64 [2], tf.string scalar,
+        int32 scalar, tf.string scalar. ``location`` says where the example is stored,
+        for `read_encoded`: ``(-1, i)`` for the i-th example of the fixed order, or
+        ``(shard, offset)`` for a record of shard file ``shard_files[shard]``.
+
+        Args:
+          positions: optional int sequence of indices into the fixed order (each in
+            [0, len(self))); only those examples are given, in the fixed order (sorted,
+            without repeats).
+
+        Raises:
+          ValueError: a position outside [0, len(self)).
+
+        The default: `records` without training, located ``(-1, position)``.
+        """
+        ds = self.records(training=False).map(
+            lambda encoded, label, position, name: (
+                tf.stack([tf.constant(-1, tf.int64), position]), encoded, label, name))
+        return ds if positions is None else _at_positions(ds, positions, len(self))
+
+    def read_encoded(self, locations) -> list[bytes]:
+        """The encoded images at ``locations`` (int64 [K, 2], as `ordered_records` gives
+        them), in the same order; K byte strings.
+
+        Raises:
+          KeyError: a location the split does not hold.
+
+        The default streams `ordered_records` once, up to the last location asked for.
+        """
+        locations = np.asarray(locations, np.int64).reshape(-1, 2)
+        wanted = np.unique(locations, axis=0)
+        if not len(wanted):
+            return []
+        table = tf.constant(wanted)
+        ds = self.ordered_records().filter(
+            lambda location, *rest: tf.reduce_any(tf.reduce_all(tf.equal(table, location), 1)))
+        found = {tuple(location.numpy().tolist()): encoded.numpy()
+                 for location, encoded, _, _ in ds.take(len(wanted))}
+        return [_found(found, tuple(l), self) for l in locations.tolist()]
+
+    @property
+    def shard_files(self) -> tuple[str, ...]:
+        """The files that a location ``(shard, offset)`` counts its shards in; empty when
+        locations are ``(-1, i)``. Retrieval writes them into its cache's manifest."""
+        return ()
+
+
+def _found(found: dict, location: tuple, source: DataSource) -> bytes:
+    if location not in found:
+        raise KeyError(f"{type(source).__name__} of {len(source)} examples holds no example at "
+                       f"location {location}; expected a location its ordered_records gives.")
+    return found[location]
+
+
+def _check_positions(positions, num_examples: int) -> np.ndarray:
+    """Sorted unique int64 positions, each checked to be in [0, num_examples)."""
+    positions = np.unique(np.asarray(positions, np.int64).reshape(-1))
+    outside = positions[(positions < 0) | (positions >= num_examples)].tolist()
+    if outside:
+        raise ValueError(f"Positions {outside} are outside [0, {num_examples}) of a split of "
+                         f"{num_examples} examples.")
+    return positions
+
+
+def _at_positions(ds: tf.data.Dataset, positions, num_examples: int) -> tf.data.Dataset:
+    """The elements of ``ds`` at ``positions``; the stream stops after the last one."""
+    positions = _check_positions(positions, num_examples)
+    wanted = tf.constant(positions)
+    return (ds.enumerate()
+            .filter(lambda position, element: tf.reduce_any(tf.equal(wanted, position)))
+            .take(len(positions))
+            .map(lambda position, element: element))
+
+
+def _shard_shuffle_skip(ds, buffer_size, shard_records, context, training, seed, epoch, skip):
+    """The record-stream steps shared by TFRecords and TFDS: split records between
+    pipelines when files are too few, shuffle in a buffer seeded by (seed, epoch), skip
+    what a resumed run consumed; yields (position, record)."""
+    if shard_records:
+        ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
+    if training:
+        ds = ds.shuffle(buffer_size, seed=_shuffle_seed(seed, epoch),
+                        reshuffle_each_iteration=False)
+    return ds.skip(skip).enumerate(start=skip)
+
+
+def _data_dir(data_config) -> str:
+    """``config.data.data_dir``, checked to name a directory."""
+    d = data_config
+    if not d.data_dir:
+        raise ValueError(f"config.data.data_dir is empty; data.source={d.source!r} needs "
+                         f"--config.data.data_dir=DIR.")
+    if not os.path.isdir(d.data_dir):
+        raise FileNotFoundError(f"config.data.data_dir {d.data_dir!r} is not a directory.")
+    return d.data_dir
+
+
+# ---------------------------------------------------------------------- image folders
 
 @dataclasses.dataclass(frozen=True)
-class Split:
-    """One split of image files: paths, integer labels, class names (and readable names)."""
+class ImageFolderSource(DataSource):
+    """One split of image files: paths, integer labels, class names (and readable names).
+
+    Locations are ``(-1, i)``: file ``paths[i]``.
+    """
 
     paths: np.ndarray  # str, shape [N]
     labels: np.ndarray  # int32, shape [N]
     class_names: tuple[str, ...]
     readable_names: tuple[str, ...] | None = None
 
+    @classmethod
+    def from_config(cls, data_config, split: str) -> ImageFolderSource:
+        d = data_config
+        return cls.from_directory(_data_dir(d), split, val_labels_file=d.val_labels_file,
+                                  val_meta_file=d.val_meta_file, synsets_file=d.synsets_file)
+
+    @classmethod
+    def from_directory(cls, data_dir: str, split: str, *, val_labels_file: str = "",
+                       val_meta_file: str = "", synsets_file: str = "") -> ImageFolderSource:
+        """Lists ``data_dir/split/<class>/*`` (or a flat ImageNet validation folder,
+        `alexnet_tf.data.imagenet.list_split`, whose errors it raises)."""
+        from alexnet_tf.data import imagenet
+
+        root = os.path.join(data_dir, split)
+        paths, labels, class_names = imagenet.list_split(
+            data_dir, split, val_labels_file=val_labels_file or None,
+            val_meta_file=val_meta_file or None)
+        readable = None
+        if synsets_file:
+            names = imagenet.read_synset_names(synsets_file)
+            readable = tuple(names.get(c, c) for c in class_names)
+        logging.info("%s: %d images in %d classes", root, len(paths), len(class_names))
+        return cls(np.array(paths), np.array(labels, np.int32), tuple(class_names), readable)
+
     def __len__(self) -> int:
         return len(self.paths)
 
+    def records(self, *, training, seed=0, epoch=0, skip=0, input_context=None):
+        """A full permutation of the file list per (seed, epoch), sharded by files;
+        ``position`` is the file's index in the split."""
+        n = len(self)
+        order = train_order(n, seed, epoch) if training else np.arange(n)
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            order = order[input_context.input_pipeline_id::input_context.num_input_pipelines]
+        order = order[skip:]
+        ds = tf.data.Dataset.from_tensor_slices(
+            (self.paths[order], self.labels[order], order.astype(np.int64)))
+        return ds.map(lambda path, label, position: (tf.io.read_file(path), label, position, path),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def fingerprint(self, split_name: str) -> dict:
+        """kind "files": a sha256 of every (absolute path, label) line."""
+        digest = hashlib.sha256()
+        for path, label in zip(self.paths, self.labels):
+            digest.update(f"{os.path.abspath(str(path))}\t{int(label)}\n".encode())
+        return {"kind": "files", "split": split_name, "num_examples": len(self),
+                "sha256": digest.hexdigest()}
+
+    def ordered_records(self, positions=None):
+        """The files in listing order; only the files asked for are read."""
+        n = len(self)
+        index = np.arange(n) if positions is None else _check_positions(positions, n)
+        locations = np.stack([np.full(len(index), -1, np.int64), index.astype(np.int64)], axis=1)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (locations, self.paths[index].astype(str), self.labels[index].astype(np.int32)))
+        return ds.map(lambda location, path, label: (location, tf.io.read_file(path), label, path),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def read_encoded(self, locations) -> list[bytes]:
+        result = []
+        for shard, index in np.asarray(locations, np.int64).reshape(-1, 2).tolist():
+            if shard != -1 or not 0 <= index < len(self):
+                raise KeyError(f"An image folder of {len(self)} files holds no example at "
+                               f"location {(shard, index)}; expected (-1, i), 0 <= i < "
+                               f"{len(self)}.")
+            with open(self.paths[index], "rb") as f:
+                result.append(f.read())
+        return result
+
+
+def default_demo_dir() -> str:
+    """Where the demo set is cached: $XDG_CACHE_HOME/alexnet_tf/demo (~/.cache/...)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "alexnet_tf", "demo")
+
+
+class DemoSource(ImageFolderSource):
+    """The demo set (`alexnet_tf.data.demo`): written (once, atomically) by
+    `alexnet_tf.data.demo.ensure_demo_dataset` into ``data.data_dir`` (default
+    `default_demo_dir`), then read as an image folder."""
+
+    @classmethod
+    def from_config(cls, data_config, split: str) -> DemoSource:
+        from alexnet_tf.data import demo  # deferred: only the demo draws images
+
+        d = data_config
+        root = demo.ensure_demo_dataset(
+            d.data_dir or default_demo_dir(), seed=d.demo_seed,
+            train_per_class=d.demo_train_per_class, val_per_class=d.demo_val_per_class)
+        return cls.from_directory(str(root), split)
+
+
+# ------------------------------------------------------------------------- TFRecords
 
 @dataclasses.dataclass(frozen=True)
-class RecordSplit:
-    """One split stored as TFRecord shards."""
+class TFRecordSource(DataSource):
+    """One split stored as TFRecord shards in the ImageNet schema
+    (`alexnet_tf.data.tfrecords`). Locations are ``(shard, offset)``: record ``offset``
+    of ``files[shard]``."""
 
     files: tuple[str, ...]
     num_examples: int
@@ -64,29 +344,147 @@ class RecordSplit:
     label_offset: int = tfrecords.LABEL_OFFSET
     shuffle_buffer: int = 10_000
 
+    @classmethod
+    def from_config(cls, data_config, split: str) -> TFRecordSource:
+        d = data_config
+        return cls.from_directory(_data_dir(d), split, label_offset=d.tfrecord_label_offset,
+                                  shuffle_buffer=d.shuffle_buffer)
+
+    @classmethod
+    def from_directory(cls, data_dir: str, split: str, *, label_offset: int,
+                       shuffle_buffer: int) -> TFRecordSource:
+        """The shards ``data_dir/<split>-*`` and the split's size and class names.
+
+        Sizes and class names come from ``metadata.json`` (tools/build_tfrecords.py);
+        without it the records are counted once (logged: slow for large sets) and the
+        class names are read from ``image/class/synset``.
+
+        Raises:
+          FileNotFoundError: no shard matches.
+          ValueError: ``metadata.json`` lacks the split or has another label offset, or
+            the records hold labels below ``label_offset``.
+        """
+        pattern = os.path.join(data_dir, f"{split}-*")
+        files = tuple(sorted(f for f in glob.glob(pattern) if not f.endswith((".json", ".tmp"))))
+        if not files:
+            raise FileNotFoundError(f"No TFRecord files match {pattern!r}; expected shards named "
+                                    f"<split>-00000-of-NNNNN as tools/build_tfrecords.py writes.")
+        metadata_path = os.path.join(data_dir, TFRECORD_METADATA)
+        if os.path.exists(metadata_path):
+            with open(metadata_path) as f:
+                metadata = json.load(f)
+            if split not in metadata.get("splits", {}):
+                raise ValueError(f"{metadata_path} describes splits "
+                                 f"{sorted(metadata.get('splits', {}))}, not {split!r}.")
+            classes = metadata["classes"]
+            if metadata.get("label_offset", label_offset) != label_offset:
+                raise ValueError(
+                    f"{metadata_path} says labels are stored with offset "
+                    f"{metadata['label_offset']}, but config.data.tfrecord_label_offset is "
+                    f"{label_offset}.")
+            return cls(files, int(metadata["splits"][split]["num_records"]),
+                       tuple(c["wnid"] for c in classes),
+                       tuple(c.get("name") or c["wnid"] for c in classes),
+                       label_offset, shuffle_buffer)
+        logging.info("No %s: counting the records of %d file(s) matching %s.", metadata_path,
+                     len(files), pattern)
+        count, synsets = 0, {}
+        spec = {"image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+                "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value="")}
+        for batch in tf.data.TFRecordDataset(list(files)).batch(4096).map(
+                lambda r: tf.io.parse_example(r, spec)):
+            labels = batch["image/class/label"].numpy()
+            count += len(labels)
+            for label, synset in zip(labels, batch["image/class/synset"].numpy()):
+                synsets.setdefault(int(label) - label_offset, synset.decode())
+        if not synsets or min(synsets) < 0:
+            raise ValueError(f"The records in {pattern!r} hold labels below label_offset="
+                             f"{label_offset}; check config.data.tfrecord_label_offset.")
+        classes = tuple(synsets.get(i) or f"class_{i}" for i in range(max(synsets) + 1))
+        return cls(files, count, classes, None, label_offset, shuffle_buffer)
+
     def __len__(self) -> int:
         return self.num_examples
 
+    def records(self, *, training, seed=0, epoch=0, skip=0, input_context=None):
+        """Shard files permuted per (seed, epoch), read interleaved, then a shuffle buffer
+        of ``shuffle_buffer`` records; ``position`` counts this pipeline's stream."""
+        files = np.array(self.files)
+        if training:
+            files = files[train_order(len(files), seed, epoch)]
+        shard_records = False
+        context = input_context
+        if context is not None and context.num_input_pipelines > 1:
+            if len(files) >= context.num_input_pipelines:
+                files = files[context.input_pipeline_id::context.num_input_pipelines]
+            else:
+                shard_records = True  # fewer files than pipelines: split records instead
+        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+            lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+            cycle_length=min(len(files), 16), block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = _shard_shuffle_skip(ds, self.shuffle_buffer, shard_records, context, training,
+                                 seed, epoch, skip)
 
-@dataclasses.dataclass(frozen=True)
-class TfdsSplit:
-    """One split of a prepared TFDS builder (an Image feature and a ClassLabel feature)."""
+        def parse(position, record):
+            encoded, label, name = tfrecords.parse(record, self.label_offset)
+            return encoded, label, position, name
 
-    name: str  # the builder name as given, e.g. "imagenet2012" or "imagenet2012:5.1.0"
-    data_dir: str  # TFDS's data_dir; "" for its default
-    split: str  # a TFDS split, slices included ("train[:10%]")
-    num_examples: int
-    class_names: tuple[str, ...]
-    image_key: str = "image"
-    label_key: str = "label"
-    num_files: int = 1  # files the split reads (sharding by file needs one per pipeline)
-    shuffle_buffer: int = 10_000
-    readable_names: tuple[str, ...] | None = None
-    builder: Any = dataclasses.field(default=None, compare=False, repr=False)
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def __len__(self) -> int:
-        return self.num_examples
+    def fingerprint(self, split_name: str) -> dict:
+        """kind "tfrecord": a sha256 of every (absolute shard path, size in bytes) line."""
+        digest = hashlib.sha256()
+        for f in self.files:
+            digest.update(f"{os.path.abspath(f)}\t{os.path.getsize(f)}\n".encode())
+        return {"kind": "tfrecord", "split": split_name, "num_examples": len(self),
+                "sha256": digest.hexdigest()}
 
+    def ordered_records(self, positions=None):
+        """The shards interleaved in blocks of 16 records, located ``(shard, offset)``."""
+        def shard(shard_id, path):
+            return tf.data.TFRecordDataset(path).enumerate().map(
+                lambda offset, record: (tf.stack([shard_id, offset]), record))
+
+        files = tf.data.Dataset.from_tensor_slices(
+            (tf.range(len(self.files), dtype=tf.int64), list(self.files)))
+        ds = files.interleave(shard, cycle_length=min(len(self.files), 8), block_length=16,
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if positions is not None:  # before parsing: records passed over stay unparsed
+            ds = _at_positions(ds, positions, len(self))
+
+        def parse(location, record):
+            encoded, label, name = tfrecords.parse(record, self.label_offset)
+            return location, encoded, label, name
+
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def read_encoded(self, locations) -> list[bytes]:
+        """Each shard asked for is read once, up to its last offset asked for."""
+        locations = np.asarray(locations, np.int64).reshape(-1, 2).tolist()
+        wanted = {}
+        for shard, offset in locations:
+            if not 0 <= shard < len(self.files):
+                raise KeyError(f"TFRecordSource of {len(self.files)} shard files holds no "
+                               f"example at location {(shard, offset)}; expected (shard, "
+                               f"offset), 0 <= shard < {len(self.files)}.")
+            wanted.setdefault(shard, set()).add(offset)
+        found = {}
+        for shard, offsets in wanted.items():
+            last = max(offsets)
+            for offset, record in enumerate(tf.data.TFRecordDataset(self.files[shard])):
+                if offset in offsets:
+                    found[(shard, offset)] = tfrecords.parse(record)[0].numpy()
+                if offset >= last:
+                    break
+        return [_found(found, tuple(l), self) for l in locations]
+
+    @property
+    def shard_files(self) -> tuple[str, ...]:
+        return self.files
+
+
+# ------------------------------------------------------------------------------ TFDS
 
 def import_tfds():
     """tensorflow_datasets, or an ImportError that says how to install it."""
@@ -141,141 +539,150 @@ def tfds_builder(name: str, data_dir: str):
     return builder
 
 
-def read_tfds(name: str, data_dir: str, split: str, *, shuffle_buffer: int) -> TfdsSplit:
-    """One split of a prepared TFDS image-classification builder: its size, file count
-    and class names from the builder's info; images are read undecoded later."""
-    tfds = import_tfds()
-    builder = tfds_builder(name, data_dir)
-    info = builder.info
-    try:
-        split_info = info.splits[split]
-    except (KeyError, ValueError) as error:
-        raise ValueError(
-            f"TFDS dataset {name!r} has splits {sorted(info.splits.keys())}, not {split!r} "
-            f"({error}); set config.data.train_split / config.data.eval_split (TFDS calls "
-            f"ImageNet's validation split 'validation').") from None
-    keys = info.supervised_keys
-    if (isinstance(keys, (tuple, list)) and len(keys) == 2
-            and all(isinstance(k, str) for k in keys)):
-        image_key, label_key = keys
-    else:
-        image_key, label_key = "image", "label"
-    features = info.features
-    feature_keys = set(features.keys())
-    if (image_key not in feature_keys or label_key not in feature_keys
-            or not isinstance(features[image_key], tfds.features.Image)
-            or not isinstance(features[label_key], tfds.features.ClassLabel)):
-        raise ValueError(
-            f"TFDS dataset {name!r} is not an image-classification dataset this package can "
-            f"read: expected an Image feature {image_key!r} and a ClassLabel feature "
-            f"{label_key!r} (its supervised_keys, or 'image' and 'label'); it has "
-            f"{ {k: type(features[k]).__name__ for k in sorted(feature_keys)} }.")
-    class_names = tuple(features[label_key].names)
-    logging.info("TFDS %s (%s) split %s: %d examples in %d file(s), %d classes.", name,
-                 builder.data_dir, split, split_info.num_examples,
-                 len(split_info.file_instructions), len(class_names))
-    return TfdsSplit(name=name, data_dir=data_dir, split=split,
-                     num_examples=int(split_info.num_examples), class_names=class_names,
-                     image_key=image_key, label_key=label_key,
-                     num_files=max(1, len(split_info.file_instructions)),
-                     shuffle_buffer=shuffle_buffer, builder=builder)
+@dataclasses.dataclass(frozen=True)
+class TfdsSource(DataSource):
+    """One split of a prepared TFDS builder (an Image feature and a ClassLabel feature).
 
-
-def read_image_folder(data_dir: str, split: str, *, val_labels_file: str = "",
-                      val_meta_file: str = "", synsets_file: str = "") -> Split:
-    """Lists ``data_dir/split/<class>/*`` (or a flat ImageNet validation folder)."""
-    from alexnet_tf.data import imagenet
-
-    root = os.path.join(data_dir, split)
-    paths, labels, class_names = imagenet.list_split(
-        data_dir, split, val_labels_file=val_labels_file or None,
-        val_meta_file=val_meta_file or None)
-    readable = None
-    if synsets_file:
-        names = imagenet.read_synset_names(synsets_file)
-        readable = tuple(names.get(c, c) for c in class_names)
-    logging.info("%s: %d images in %d classes", root, len(paths), len(class_names))
-    return Split(np.array(paths), np.array(labels, np.int32), tuple(class_names), readable)
-
-
-def read_tfrecords(data_dir: str, split: str, *, label_offset: int,
-                   shuffle_buffer: int) -> RecordSplit:
-    """The shards ``data_dir/<split>-*`` and the split's size and class names.
-
-    Sizes and class names come from ``metadata.json`` (tools/build_tfrecords.py);
-    without it the records are counted once (logged: slow for large sets) and the
-    class names are read from ``image/class/synset``.
+    Locations are ``(-1, i)``: the i-th example of the split in TFDS's stored order
+    (the evaluation order of `records`); `read_encoded` streams the split to them.
     """
-    pattern = os.path.join(data_dir, f"{split}-*")
-    files = tuple(sorted(f for f in glob.glob(pattern) if not f.endswith((".json", ".tmp"))))
-    if not files:
-        raise FileNotFoundError(f"No TFRecord files match {pattern!r}; expected shards named "
-                                f"<split>-00000-of-NNNNN as tools/build_tfrecords.py writes.")
-    metadata_path = os.path.join(data_dir, TFRECORD_METADATA)
-    if os.path.exists(metadata_path):
-        with open(metadata_path) as f:
-            metadata = json.load(f)
-        if split not in metadata.get("splits", {}):
-            raise ValueError(f"{metadata_path} describes splits {sorted(metadata.get('splits', {}))}, "
-                             f"not {split!r}.")
-        classes = metadata["classes"]
-        if metadata.get("label_offset", label_offset) != label_offset:
-            raise ValueError(
-                f"{metadata_path} says labels are stored with offset {metadata['label_offset']}, "
-                f"but config.data.tfrecord_label_offset is {label_offset}.")
-        return RecordSplit(files, int(metadata["splits"][split]["num_records"]),
-                           tuple(c["wnid"] for c in classes),
-                           tuple(c.get("name") or c["wnid"] for c in classes),
-                           label_offset, shuffle_buffer)
-    logging.info("No %s: counting the records of %d file(s) matching %s.", metadata_path,
-                 len(files), pattern)
-    count, synsets = 0, {}
-    spec = {"image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-            "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value="")}
-    for batch in tf.data.TFRecordDataset(list(files)).batch(4096).map(
-            lambda r: tf.io.parse_example(r, spec)):
-        labels = batch["image/class/label"].numpy()
-        count += len(labels)
-        for label, synset in zip(labels, batch["image/class/synset"].numpy()):
-            synsets.setdefault(int(label) - label_offset, synset.decode())
-    if not synsets or min(synsets) < 0:
-        raise ValueError(f"The records in {pattern!r} hold labels below label_offset="
-                         f"{label_offset}; check config.data.tfrecord_label_offset.")
-    classes = tuple(synsets.get(i) or f"class_{i}" for i in range(max(synsets) + 1))
-    return RecordSplit(files, count, classes, None, label_offset, shuffle_buffer)
 
+    name: str  # the builder name as given, e.g. "imagenet2012" or "imagenet2012:5.1.0"
+    data_dir: str  # TFDS's data_dir; "" for its default
+    split: str  # a TFDS split, slices included ("train[:10%]")
+    num_examples: int
+    class_names: tuple[str, ...]
+    image_key: str = "image"
+    label_key: str = "label"
+    num_files: int = 1  # files the split reads (sharding by file needs one per pipeline)
+    shuffle_buffer: int = 10_000
+    readable_names: tuple[str, ...] | None = None
+    builder: Any = dataclasses.field(default=None, compare=False, repr=False)
 
-def default_demo_dir() -> str:
-    """Where the demo set is cached: $XDG_CACHE_HOME/alexnet_tf/demo (~/.cache/...)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "alexnet_tf", "demo")
-
-
-def load_split(data_config, split: str):
-    """The examples of one split of the configured source (a Split, RecordSplit or
-    TfdsSplit)."""
-    d = data_config
-    if d.source == "tfds":
+    @classmethod
+    def from_config(cls, data_config, split: str) -> TfdsSource:
+        d = data_config
         if not d.tfds_name:
             raise ValueError("config.data.tfds_name is empty; data.source='tfds' needs a "
                              "prepared TFDS builder, e.g. --config.data.tfds_name=imagenet2012.")
-        return read_tfds(d.tfds_name, d.data_dir, split, shuffle_buffer=d.shuffle_buffer)
-    if d.source == "demo":
-        from alexnet_tf.data import demo  # deferred: only the demo draws images
+        return cls.from_prepared(d.tfds_name, d.data_dir, split, shuffle_buffer=d.shuffle_buffer)
 
-        root = demo.ensure_demo_dataset(
-            d.data_dir or default_demo_dir(), seed=d.demo_seed,
-            train_per_class=d.demo_train_per_class, val_per_class=d.demo_val_per_class)
-        return read_image_folder(str(root), split)
-    if not d.data_dir:
-        raise ValueError(f"config.data.data_dir is empty; data.source={d.source!r} needs "
-                         f"--config.data.data_dir=DIR.")
-    if not os.path.isdir(d.data_dir):
-        raise FileNotFoundError(f"config.data.data_dir {d.data_dir!r} is not a directory.")
-    if d.source == "image_folder":
-        return read_image_folder(d.data_dir, split, val_labels_file=d.val_labels_file,
-                                 val_meta_file=d.val_meta_file, synsets_file=d.synsets_file)
-    if d.source == "tfrecord":
-        return read_tfrecords(d.data_dir, split, label_offset=d.tfrecord_label_offset,
-                              shuffle_buffer=d.shuffle_buffer)
-    raise ValueError(f"Unknown data source {d.source!r}.")
+    @classmethod
+    def from_prepared(cls, name: str, data_dir: str, split: str, *,
+                      shuffle_buffer: int) -> TfdsSource:
+        """One split of a prepared TFDS image-classification builder: its size, file count
+        and class names from the builder's info; images are read undecoded later.
+
+        Raises:
+          ImportError: tensorflow-datasets is not installed (`import_tfds`).
+          FileNotFoundError: TFDS does not know ``name`` or it is not prepared in
+            ``data_dir`` (`tfds_builder`).
+          ValueError: the builder has no split ``split``, or no Image and ClassLabel
+            features.
+        """
+        tfds = import_tfds()
+        builder = tfds_builder(name, data_dir)
+        info = builder.info
+        try:
+            split_info = info.splits[split]
+        except (KeyError, ValueError) as error:
+            raise ValueError(
+                f"TFDS dataset {name!r} has splits {sorted(info.splits.keys())}, not {split!r} "
+                f"({error}); set config.data.train_split / config.data.eval_split (TFDS calls "
+                f"ImageNet's validation split 'validation').") from None
+        keys = info.supervised_keys
+        if (isinstance(keys, (tuple, list)) and len(keys) == 2
+                and all(isinstance(k, str) for k in keys)):
+            image_key, label_key = keys
+        else:
+            image_key, label_key = "image", "label"
+        features = info.features
+        feature_keys = set(features.keys())
+        if (image_key not in feature_keys or label_key not in feature_keys
+                or not isinstance(features[image_key], tfds.features.Image)
+                or not isinstance(features[label_key], tfds.features.ClassLabel)):
+            raise ValueError(
+                f"TFDS dataset {name!r} is not an image-classification dataset this package "
+                f"can read: expected an Image feature {image_key!r} and a ClassLabel feature "
+                f"{label_key!r} (its supervised_keys, or 'image' and 'label'); it has "
+                f"{ {k: type(features[k]).__name__ for k in sorted(feature_keys)} }.")
+        class_names = tuple(features[label_key].names)
+        logging.info("TFDS %s (%s) split %s: %d examples in %d file(s), %d classes.", name,
+                     builder.data_dir, split, split_info.num_examples,
+                     len(split_info.file_instructions), len(class_names))
+        return cls(name=name, data_dir=data_dir, split=split,
+                   num_examples=int(split_info.num_examples), class_names=class_names,
+                   image_key=image_key, label_key=label_key,
+                   num_files=max(1, len(split_info.file_instructions)),
+                   shuffle_buffer=shuffle_buffer, builder=builder)
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def _builder(self):
+        return self.builder or tfds_builder(self.name, self.data_dir)
+
+    def records(self, *, training, seed=0, epoch=0, skip=0, input_context=None):
+        """The same order of operations as TFRecords: TFDS shuffles its files with a seed
+        from (seed, epoch) and shards them by ``input_context`` (by records when there are
+        fewer files than pipelines), then a seeded buffer shuffles examples; the skip of
+        a resumed run comes before any decoding. Names are TFDS ids (file and index)."""
+        tfds = import_tfds()
+        context = input_context
+        shard_records, read_context = False, None
+        if context is not None and context.num_input_pipelines > 1:
+            if self.num_files >= context.num_input_pipelines:
+                read_context = context
+            else:
+                shard_records = True  # fewer files than pipelines: split records instead
+        read_config = tfds.ReadConfig(
+            shuffle_seed=_shuffle_seed(seed, epoch, _TFDS_FILE_ORDER) if training else None,
+            shuffle_reshuffle_each_iteration=False, input_context=read_context,
+            interleave_cycle_length=min(self.num_files, 16), interleave_block_length=1,
+            add_tfds_id=True, try_autocache=False, skip_prefetch=True,
+            enable_ordering_guard=False)  # the order is ours, and deterministic either way
+        ds = self._builder().as_dataset(
+            split=self.split, shuffle_files=training,
+            decoders={self.image_key: tfds.decode.SkipDecoding()}, read_config=read_config)
+        ds = _shard_shuffle_skip(ds, self.shuffle_buffer, shard_records, context, training,
+                                 seed, epoch, skip)
+
+        def parse(position, example):
+            return (example[self.image_key], tf.cast(example[self.label_key], tf.int32),
+                    position, example["tfds_id"])
+
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def fingerprint(self, split_name: str) -> dict:
+        """kind "tfds": the builder's name, version and directory, the TFDS split and its
+        size (a prepared version's files do not change)."""
+        builder = self._builder()
+        return {"kind": "tfds", "split": split_name, "num_examples": len(self),
+                "builder": self.name, "version": str(builder.version),
+                "data_dir": os.path.abspath(str(builder.data_dir)), "tfds_split": self.split}
+
+
+# ----------------------------------------------------------------------------- registry
+
+# config.data.source -> its class; alexnet_tf.config.DATA_SOURCES lists the same names
+# (the config imports no TensorFlow, so it cannot import this table; a test compares them).
+SOURCES: dict[str, type[DataSource]] = {
+    "demo": DemoSource,
+    "image_folder": ImageFolderSource,
+    "tfrecord": TFRecordSource,
+    "tfds": TfdsSource,
+}
+
+
+def load_split(data_config, split: str) -> DataSource:
+    """The split ``split`` of the source ``config.data.source`` names (`SOURCES`).
+
+    Raises:
+      ValueError: an unknown source; or the source's own errors (`DataSource.from_config`).
+    """
+    try:
+        source = SOURCES[data_config.source]
+    except KeyError:
+        raise ValueError(f"Unknown data source {data_config.source!r}; expected one of "
+                         f"{sorted(SOURCES)}.") from None
+    return source.from_config(data_config, split)

@@ -69,13 +69,15 @@ from tqdm import tqdm
 
 FORMAT_VERSION = 1
 
+# Sec. 2 subtracts the mean image; this per-channel ImageNet mean (R, G, B on 0..255) is
+# what most reimplementations subtract instead, and this package's default
+# (`alexnet_tf.convention.InputConvention`, ``config.data.mean_rgb``).
+IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)
+
 # Opponent-colour axes (R, G, B), the reference directions of the sign convention.
 OPPONENT_AXES = np.array([[-1.0, 1.0, 1.0],
                           [-1.0, 0.0, -2.0],
                           [-1.0, -1.0, 1.0]])  # columns: luminance, red-blue, magenta-green
-
-# Sec. 2: the per-channel ImageNet mean most reimplementations subtract (R, G, B, 0..255).
-IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)
 
 EIGVAL_CONVENTION = (
     "eigval: eigenvalues (variances, not square roots), descending, of the 3x3 covariance "

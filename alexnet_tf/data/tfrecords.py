@@ -57,8 +57,9 @@ def make_example(encoded: bytes, label: int, *, synset: str = "", text: str = ""
     }))
 
 
-# A missing label parses as -1 - offset, i.e. below 0 after the offset: the pipeline
-# then counts the record as bad instead of training on a made-up class.
+# A missing label parses as this large negative number; `parse` clamps it to -1 after
+# the offset, and the pipeline counts the record as bad instead of training on a
+# made-up class.
 _MISSING_LABEL = -(1 << 30)
 
 FEATURES = {

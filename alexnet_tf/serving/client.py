@@ -1,16 +1,7 @@
-r"""alexnet-predict: classify image files with an exported model, and print the top-5.
+r"""The client of an exported model: TF Serving over REST or gRPC, or the SavedModel in-process.
 
-    alexnet-predict --rest=http://localhost:8501 cat.jpg dog.png        # TF Serving, REST
-    alexnet-predict --grpc=localhost:8500 cat.jpg                       # TF Serving, gRPC
-    alexnet-predict --saved_model=exports/alexnet cat.jpg               # in-process, no server
-
-(or ``python -m alexnet_tf.serving.client ...``, ``python tools/serving_client.py ...``).
-The image files are sent as they are (JPEG, PNG, GIF or BMP; any size): the export
-decodes, resizes, crops and normalises them. ``--model_name``, ``--version`` or
-``--label``, ``--signature``, ``--form`` and ``--timeout`` choose what is asked; --help
-lists them with their defaults.
-
-The library functions behind it return the signature's outputs as numpy arrays:
+The ``alexnet-predict`` binary (`alexnet_tf.cli.predict`) is a thin command over it.
+The functions return the signature's outputs as numpy arrays:
 `predict_rest` (urllib), `predict_grpc` (tensorflow-serving-api's PredictionService stub
 over grpcio) and `predict_local` (``tf.saved_model.load``); `predict_files` reads image
 files and calls one of them, `describe` makes the text the command prints. A failed
@@ -23,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 from typing import Mapping, Sequence
@@ -31,27 +21,10 @@ from typing import Mapping, Sequence
 import grpc
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from alexnet_tf.serving import protocol
 from alexnet_tf.serving.protocol import DEFAULT_SIGNATURE, ServingError
-
-_REST = flags.DEFINE_string("rest", None, "TF Serving's REST address, e.g. "
-                            "http://localhost:8501.")
-_GRPC = flags.DEFINE_string("grpc", None, "TF Serving's gRPC address, e.g. localhost:8500.")
-_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Run this export in-process "
-                                   "instead: a version directory, or the export directory "
-                                   "(its highest version).")
-_MODEL_NAME = flags.DEFINE_string("model_name", "alexnet", "The model's name on the server "
-                                  "(MODEL_NAME).")
-_VERSION = flags.DEFINE_integer("version", None, "A model version (default: the server's "
-                                "latest).")
-_LABEL = flags.DEFINE_string("label", None, "A version label from the server's "
-                             "models.config.")
-_SIGNATURE = flags.DEFINE_string("signature", DEFAULT_SIGNATURE, "The signature to call.")
-_FORM = flags.DEFINE_enum("form", "row", ["row", "columnar"], "REST request body form.")
-_TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,45 +210,3 @@ def describe(labels: Sequence[str], outputs: Mapping[str, np.ndarray]) -> str:
     (name, values), *_ = outputs.items()
     return "\n".join(f"{label}: {name} {row.shape} {np.array2string(row[:8])}..."
                      for label, row in zip(labels, np.asarray(values)))
-
-
-# ---------------------------------------------------------------------- binary
-
-
-def main(argv: Sequence[str]) -> int:
-    """The ``alexnet-predict`` command, for ``app.run``: ``argv`` is the program name and
-    the image files. Returns 0, or 1 after printing one line for an unreadable file or a
-    failed prediction; wrong arguments raise `app.UsageError`."""
-    files = list(argv[1:])
-    try:
-        outputs = predict_files(
-            files, rest=_REST.value, grpc=_GRPC.value, saved_model=_SAVED_MODEL.value,
-            model_name=_MODEL_NAME.value, version=_VERSION.value, label=_LABEL.value,
-            signature_name=_SIGNATURE.value, form=_FORM.value, timeout=_TIMEOUT.value)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    except (OSError, ServingError) as error:
-        print(f"alexnet-predict: {error}", file=sys.stderr)
-        return 1
-    print(describe(files, outputs))
-    return 0
-
-
-def run() -> None:
-    """Console-script entry point (``alexnet-predict``): ``app.run(main)``.
-
-    absl's --help prints ``__main__``'s docstring and the flags of the module named
-    ``sys.argv[0]``; under a console script (whose ``__main__`` is pip's wrapper) this
-    module's docstring and flags stand in for them.
-    """
-    main_module = sys.modules["__main__"]
-    if main_module is not sys.modules.get(__name__):
-        for flag in flags.FLAGS.get_key_flags_for_module(__name__):
-            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-        if not main_module.__doc__:
-            main_module.__doc__ = __doc__
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()

@@ -131,6 +131,7 @@ def _train(config, plan: _Plan) -> dict:
             logging.warning("Resuming with a changed config (%s); the previous one is kept as "
                             "%s.", ", ".join(plan.changed[:10]), kept)
         run.write_classes(plan.train_split.class_names, plan.train_split.readable_names)
+        run.write_convention(plan.task.convention)
 
     # Micikevicius et al. 2018 for float16.
     keras.mixed_precision.set_global_policy(_PRECISION_POLICIES[t.mixed_precision])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from alexnet_tf import architecture
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 
 
@@ -67,56 +68,58 @@ def check_towerable(model) -> None:
 
 
 def two_tower_forward(model, images, devices=("/CPU:0", "/CPU:1"), training: bool = False):
-    """The logits of a ``paper`` model with tower A on ``devices[0]`` and B on ``devices[1]``."""
+    """The logits of a ``paper`` model with tower A on ``devices[0]`` and B on ``devices[1]``.
+
+    Follows the variant table (`alexnet_tf.architecture.VARIANTS["paper"]`): a stage
+    whose kernels are grouped (conv2, conv4, conv5) runs on each tower's own maps; conv1
+    sees the whole image; the other stages (conv3) and the hidden fully connected
+    layers read both towers, each device computing half of the outputs (Sec. 3.2).
+
+    Args:
+      model: a `create_model("paper", ...)` model (any width, image size, classes).
+      images: float [B, S, S, 3], normalised.
+      devices: the two devices, e.g. ("/GPU:0", "/GPU:1").
+      training: applies the fc layers' dropout (Sec. 4.2).
+    Returns:
+      float logits [B, num_classes], on ``devices[0]``.
+    Raises:
+      ValueError: the model has no two towers, or ``devices`` is not two devices.
+    """
     check_towerable(model)
     if len(devices) != 2:
         raise ValueError(f"devices must name two devices (one per tower), got {devices!r}.")
+    variant = architecture.get_variant("paper")
     get = model.get_layer
-    dropout = get("fc6_dropout").rate
 
-    # conv1: each tower's 48 kernels see the whole image.
-    conv1 = get("conv1")
-    towers = []
-    for part, device in enumerate(devices):
-        with tf.device(device):
-            towers.append(_conv(conv1, images, _half(conv1.kernel, part), _half(conv1.bias, part)))
-    towers = _lrn(get("norm1"), towers, devices)
-    towers = [get("pool1")(t) for t in towers]
-
-    # conv2: grouped, each tower reads only its own maps.
-    conv2 = get("conv2")
-    for part, device in enumerate(devices):
-        with tf.device(device):
-            towers[part] = _conv(conv2, towers[part], _half(conv2.kernel, part),
-                                 _half(conv2.bias, part))
-    towers = _lrn(get("norm2"), towers, devices)
-    for part, device in enumerate(devices):
-        with tf.device(device):
-            towers[part] = get("pool2")(towers[part])
-
-    # conv3: the towers talk; each computes half of the outputs from both.
-    conv3 = get("conv3")
-    both = towers
-    towers = []
-    for part, device in enumerate(devices):
-        with tf.device(device):
-            x = tf.concat(both, -1)
-            towers.append(_conv(conv3, x, _half(conv3.kernel, part), _half(conv3.bias, part)))
-
-    for name in ("conv4", "conv5"):  # grouped again: each tower on its own
-        layer = get(name)
+    towers = None
+    for spec in variant.convs:
+        layer = get(spec.name)
+        outputs = []
         for part, device in enumerate(devices):
             with tf.device(device):
-                towers[part] = _conv(layer, towers[part], _half(layer.kernel, part),
-                                     _half(layer.bias, part))
-    for part, device in enumerate(devices):
-        with tf.device(device):
-            towers[part] = get("pool5")(towers[part])
+                if towers is None:  # conv1: each tower's kernels see the whole image
+                    x = images
+                elif spec.groups > 1:  # grouped: each tower reads only its own maps
+                    x = towers[part]
+                else:  # connected across towers: both halves in, half of the outputs out
+                    x = tf.concat(towers, -1)
+                outputs.append(_conv(layer, x, _half(layer.kernel, part),
+                                     _half(layer.bias, part)))
+        towers = outputs
+        if spec.lrn:
+            towers = _lrn(get(f"norm{spec.name[-1]}"), towers, devices)
+        if spec.pool:
+            pool = get(f"pool{spec.name[-1]}")
+            for part, device in enumerate(devices):
+                with tf.device(device):
+                    towers[part] = pool(towers[part])
 
-    # fc6, fc7: fully connected across towers; each device computes half of the units.
+    # The hidden fully connected layers read both towers; each device computes half
+    # of the units, with the dropout that follows them (Sec. 4.2).
     both = towers
-    for name in ("fc6", "fc7"):
-        layer = get(name)
+    for i in range(len(variant.fc_units)):
+        layer = get(f"fc{6 + i}")
+        dropout = get(f"fc{6 + i}_dropout").rate
         halves = []
         for part, device in enumerate(devices):
             with tf.device(device):
@@ -127,7 +130,7 @@ def two_tower_forward(model, images, devices=("/CPU:0", "/CPU:1"), training: boo
                     y = tf.nn.dropout(y, rate=dropout)
                 halves.append(y)
         both = halves
-    fc8 = get("fc8")
+    fc8 = get(architecture.LOGITS_LAYER)
     with tf.device(devices[0]):
         x = tf.concat(both, -1)
         return tf.matmul(tf.cast(x, fc8.kernel.dtype), fc8.kernel) + fc8.bias

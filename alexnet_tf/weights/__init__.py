@@ -6,32 +6,33 @@
   ``one_tower`` variant; input RGB, ImageNet mean/std, 224x224. Files need torch
   (``pip install torch``), imported only then.
 
-Both return ``(keras.Model, InputConvention)``; `save_converted` writes the model as
-``model.keras`` with ``input_convention.json`` beside it, `load_converted` reads them.
+Both return ``(keras.Model, WeightsInfo)`` (the input convention and model settings the
+weights need); `save_converted` writes a converted-weights directory, `load_converted`
+reads it.
 Layouts, and the evidence for them, are in the modules' docstrings.
 """
 
 from alexnet_tf.weights.caffe_npy import (
     CAFFE_LAYERS,
-    caffe_input_convention,
+    caffe_weights_info,
     convert_caffe_weights,
     load_caffe_npy,
     read_caffe_npy,
 )
-from alexnet_tf.weights.convention import InputConvention, load_converted, save_converted
+from alexnet_tf.weights.convention import WeightsInfo, load_converted, save_converted
 from alexnet_tf.weights.torchvision_pth import (
     TORCHVISION_KEYS,
     convert_torchvision_weights,
     load_torchvision,
     read_torchvision_state_dict,
-    torchvision_input_convention,
+    torchvision_weights_info,
 )
 
 __all__ = [
     "CAFFE_LAYERS",
     "TORCHVISION_KEYS",
-    "InputConvention",
-    "caffe_input_convention",
+    "WeightsInfo",
+    "caffe_weights_info",
     "convert_caffe_weights",
     "convert_torchvision_weights",
     "load_caffe_npy",
@@ -40,5 +41,5 @@ __all__ = [
     "read_caffe_npy",
     "read_torchvision_state_dict",
     "save_converted",
-    "torchvision_input_convention",
+    "torchvision_weights_info",
 ]

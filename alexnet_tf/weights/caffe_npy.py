@@ -54,7 +54,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from alexnet_tf.weights import _common
-from alexnet_tf.weights.convention import InputConvention
+from alexnet_tf.convention import InputConvention
+from alexnet_tf.weights.convention import WeightsInfo
 
 CAFFE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 LAYOUTS = ("caffe_tensorflow", "caffe_blobs")
@@ -76,13 +77,15 @@ _VARIANT = "paper"
 _IMAGE_SIZE = 227
 
 
-def caffe_input_convention(num_classes: int = 1000) -> InputConvention:
-    """Caffe bvlc_alexnet's input: BGR, 0..255, ImageNet mean subtracted, 227x227 crops
-    of 256x256 images."""
+def caffe_weights_info(num_classes: int = 1000) -> WeightsInfo:
+    """Caffe bvlc_alexnet: the ``paper`` variant with Caffe's LRN constants; input BGR,
+    0..255, ImageNet mean subtracted, 227x227 crops of 256x256 images."""
     b, g, r = CAFFE_MEAN_BGR
-    return InputConvention(
-        source="caffe:bvlc_alexnet", channel_order="BGR", mean_rgb=(r, g, b),
-        std_rgb=(1.0, 1.0, 1.0), image_size=_IMAGE_SIZE, resize_size=256,
+    return WeightsInfo(
+        source="caffe:bvlc_alexnet",
+        convention=InputConvention(channel_order="BGR", mean_rgb=(r, g, b),
+                                   std_rgb=(1.0, 1.0, 1.0), image_size=_IMAGE_SIZE,
+                                   resize_size=256),
         variant=_VARIANT, num_classes=num_classes, lrn_bias=CAFFE_LRN_BIAS,
         lrn_alpha=CAFFE_LRN_ALPHA,
         notes=("Caffe trained on images warped to 256x256 (aspect ratio not kept) minus the "
@@ -264,7 +267,7 @@ def convert_caffe_weights(weights: Mapping, num_classes: int | None = None,
 
 def load_caffe_npy(path, num_classes: int | None = None, *, layout: str = "auto",
                    fc6_input_order: str = "auto", grouped_conv_implementation: str = "auto"):
-    """Caffe's bvlc_alexnet from its ``.npy`` form, as ``(keras.Model, InputConvention)``.
+    """Caffe's bvlc_alexnet from its ``.npy`` form, as ``(keras.Model, WeightsInfo)``.
 
     Args:
       path: a ``bvlc_alexnet.npy`` file (or the dict it holds).
@@ -287,4 +290,4 @@ def load_caffe_npy(path, num_classes: int | None = None, *, layout: str = "auto"
         lrn_bias=CAFFE_LRN_BIAS, lrn_alpha=CAFFE_LRN_ALPHA,
         grouped_conv_implementation=grouped_conv_implementation)
     _common.assign(model, converted)
-    return model, caffe_input_convention(info["num_classes"])
+    return model, caffe_weights_info(info["num_classes"])

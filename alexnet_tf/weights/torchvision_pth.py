@@ -25,7 +25,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from alexnet_tf.weights import _common
-from alexnet_tf.weights.convention import InputConvention
+from alexnet_tf.convention import InputConvention
+from alexnet_tf.weights.convention import WeightsInfo
 
 # Our layer -> torchvision's module prefix.
 TORCHVISION_KEYS = {
@@ -41,15 +42,17 @@ _VARIANT = "one_tower"
 _IMAGE_SIZE = 224
 
 
-def torchvision_input_convention(num_classes: int = 1000) -> InputConvention:
-    """torchvision's ImageNet input: RGB, ``(x / 255 - mean) / std``, i.e. mean
-    ``255 * (0.485, 0.456, 0.406)`` and std ``255 * (0.229, 0.224, 0.225)`` on the
-    0..255 scale; shorter side resized to 256, 224x224 centre crop."""
-    return InputConvention(
-        source="torchvision:alexnet", channel_order="RGB",
-        mean_rgb=tuple(255.0 * m for m in TORCHVISION_MEAN),
-        std_rgb=tuple(255.0 * s for s in TORCHVISION_STD),
-        image_size=_IMAGE_SIZE, resize_size=256, variant=_VARIANT, num_classes=num_classes,
+def torchvision_weights_info(num_classes: int = 1000) -> WeightsInfo:
+    """torchvision's alexnet: the ``one_tower`` variant; input RGB, ``(x / 255 - mean) /
+    std``, i.e. mean ``255 * (0.485, 0.456, 0.406)`` and std ``255 * (0.229, 0.224,
+    0.225)`` on the 0..255 scale; shorter side resized to 256, 224x224 centre crop."""
+    return WeightsInfo(
+        source="torchvision:alexnet",
+        convention=InputConvention(channel_order="RGB",
+                                   mean_rgb=tuple(255.0 * m for m in TORCHVISION_MEAN),
+                                   std_rgb=tuple(255.0 * s for s in TORCHVISION_STD),
+                                   image_size=_IMAGE_SIZE, resize_size=256),
+        variant=_VARIANT, num_classes=num_classes,
         notes="torchvision resizes with antialiasing (PIL bilinear); TF's resize may differ slightly.")
 
 
@@ -138,7 +141,7 @@ def convert_torchvision_weights(state_dict: Mapping, num_classes: int | None = N
 
 
 def load_torchvision(path_or_state_dict, num_classes: int | None = None):
-    """torchvision's alexnet as ``(keras.Model, InputConvention)``.
+    """torchvision's alexnet as ``(keras.Model, WeightsInfo)``.
 
     Args:
       path_or_state_dict: a ``.pth`` file holding ``model.state_dict()`` (needs
@@ -157,4 +160,4 @@ def load_torchvision(path_or_state_dict, num_classes: int | None = None):
     converted, num_classes = convert_torchvision_weights(state_dict, num_classes)
     model = models.create_model(_VARIANT, num_classes=num_classes, image_size=_IMAGE_SIZE)
     _common.assign(model, converted)
-    return model, torchvision_input_convention(num_classes)
+    return model, torchvision_weights_info(num_classes)

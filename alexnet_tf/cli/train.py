@@ -4,10 +4,11 @@ r"""alexnet-train: train and evaluate AlexNet from a config file.
     alexnet-train --config=configs/paper.py --workdir=runs/paper \
         --config.data.source=image_folder --config.data.data_dir=/data/imagenet
 
-``--config=FILE[:arg]`` names a config file (its ``get_config(arg)``),
-``--config.key=value`` overrides one of its keys, ``--workdir`` receives the
-resolved config, checkpoints, TensorBoard logs and metrics. The config is
-validated before anything is written.
+(or ``python -m alexnet_tf.train``). ``--config=FILE[:arg]`` names a config file (its
+``get_config(arg)``), ``--config.key=value`` overrides one of its keys, ``--workdir``
+receives the resolved config, checkpoints, TensorBoard logs and metrics. The config is
+validated before anything is written. The keys and their defaults are in
+alexnet_tf/config.py (``base_config``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from alexnet_tf.cli import app as cli_app
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py), optionally with :arg.", lock_config=True)
@@ -70,8 +73,8 @@ def parse_flags(argv):
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main, flags_parser=parse_flags)
+    """Console-script entry point (``alexnet-train``)."""
+    cli_app.run(main, __name__, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

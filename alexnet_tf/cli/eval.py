@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from alexnet_tf.cli import app as cli_app
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's work directory.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest",
                                   "'latest', 'best' or a checkpoint path.")
@@ -33,8 +35,8 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main)
+    """Console-script entry point (``alexnet-eval``)."""
+    cli_app.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,11 @@
+"""The package's binaries. Every binary lives here, as a thin absl ``app.run`` over
+library functions: module-level ``flags.DEFINE_*``, a ``main(argv)`` that checks its
+arguments, imports the library and calls it, and a docstring that opens with the commands
+that run it. `alexnet_tf.cli.app.run` starts each one, so that its --help lists its own
+flags; --help imports neither TensorFlow nor Keras (binaries import the library inside
+``main``).
+
+* `alexnet_tf.cli.train`: ``alexnet-train``
+* `alexnet_tf.cli.eval`: ``alexnet-eval``
+* `alexnet_tf.cli.export`: ``alexnet-export``
+"""

@@ -1,0 +1,74 @@
+r"""alexnet-export: a training run as a SavedModel for TensorFlow Serving.
+
+    alexnet-export --workdir=runs/demo --export_dir=exports/alexnet
+    alexnet-export --workdir=runs/paper --export_dir=exports/alexnet --version=7 --checkpoint=latest
+
+(or ``python -m alexnet_tf.cli.export ...``). Writes EXPORT_DIR/<version>/, the next free
+version unless --version is given (an existing one is never overwritten), and
+EXPORT_DIR/<version>.keras; TF Serving loads the highest version. The library function is
+`alexnet_tf.export.export`; docs/SERVING.md has the server commands. A run, checkpoint or
+version that cannot give an export prints one line and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from alexnet_tf.cli import app as cli_app
+from alexnet_tf.export import limits  # the default limits, without TensorFlow
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "TF Serving's model base path: the "
+                                  "export is written to EXPORT_DIR/<version>/.")
+_VERSION = flags.DEFINE_integer("version", None, "Version to write (default: the next free "
+                                "one).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "auto", "auto (best if the run has one, else "
+                                  "latest), best, latest, a checkpoint prefix, or a "
+                                  "directory of checkpoints.")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes returned per image.")
+_MAX_PIXELS = flags.DEFINE_integer("max_pixels", limits.DEFAULT_MAX_PIXELS,
+                                   "Largest image accepted, in pixels.")
+_MAX_ASPECT_RATIO = flags.DEFINE_float(
+    "max_aspect_ratio", limits.DEFAULT_MAX_ASPECT_RATIO,
+    "Largest accepted ratio of an image's longer side to its shorter side.")
+
+
+def _fail(message: str) -> int:
+    """One line on stderr for an error the user caused; the exit status 1."""
+    print(f"alexnet-export: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv) -> int:
+    """The ``alexnet-export`` command, for ``app.run``; returns the exit status (0, or 1
+    after printing one line for missing flags, extra arguments or a run that cannot
+    give an export)."""
+    rest = list(argv[1:])
+    if rest or not _WORKDIR.value or not _EXPORT_DIR.value:
+        return _fail("give --workdir and --export_dir, and no other arguments "
+                     f"(got {rest}); --help for more.")
+    # Imported here: the library needs TensorFlow, --help does not.
+    from alexnet_tf import config as config_lib
+    from alexnet_tf import export as export_lib
+    from alexnet_tf import run as run_lib
+
+    try:
+        path = export_lib.export(_WORKDIR.value, _EXPORT_DIR.value, version=_VERSION.value,
+                                 checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value,
+                                 max_pixels=_MAX_PIXELS.value,
+                                 max_aspect_ratio=_MAX_ASPECT_RATIO.value)
+    except (export_lib.ExportError, config_lib.ConfigError, run_lib.RunError) as error:
+        return _fail(str(error))
+    print(f"Exported {path} (and {path}.keras).")
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point (``alexnet-export``)."""
+    cli_app.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

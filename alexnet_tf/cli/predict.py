@@ -1,0 +1,69 @@
+r"""alexnet-predict: classify image files with an exported model, and print the top-5.
+
+    alexnet-predict --rest=http://localhost:8501 cat.jpg dog.png        # TF Serving, REST
+    alexnet-predict --grpc=localhost:8500 cat.jpg                       # TF Serving, gRPC
+    alexnet-predict --saved_model=exports/alexnet cat.jpg               # in-process, no server
+
+(or ``python -m alexnet_tf.cli.predict ...``, ``python tools/serving_client.py ...``).
+The image files are sent as they are (JPEG, PNG, GIF or BMP; any size): the export
+decodes, resizes, crops and normalises them. ``--model_name``, ``--version`` or
+``--label``, ``--signature``, ``--form`` and ``--timeout`` choose what is asked. A failed
+prediction (HTTP 400 or gRPC INVALID_ARGUMENT for a bad image) or an unreadable file
+prints one line and exits 1. The library behind it is `alexnet_tf.serving.client`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from absl import app, flags
+
+from alexnet_tf.cli import app as cli_app
+
+_REST = flags.DEFINE_string("rest", None, "TF Serving's REST address, e.g. "
+                            "http://localhost:8501.")
+_GRPC = flags.DEFINE_string("grpc", None, "TF Serving's gRPC address, e.g. localhost:8500.")
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Run this export in-process "
+                                   "instead: a version directory, or the export directory "
+                                   "(its highest version).")
+_MODEL_NAME = flags.DEFINE_string("model_name", "alexnet", "The model's name on the server "
+                                  "(MODEL_NAME).")
+_VERSION = flags.DEFINE_integer("version", None, "A model version (default: the server's "
+                                "latest).")
+_LABEL = flags.DEFINE_string("label", None, "A version label from the server's "
+                             "models.config.")
+# TF Serving's name for a SavedModel's default signature (DEFAULT_SERVING_SIGNATURE_DEF_KEY).
+_SIGNATURE = flags.DEFINE_string("signature", "serving_default", "The signature to call.")
+_FORM = flags.DEFINE_enum("form", "row", ["row", "columnar"], "REST request body form.")
+_TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server.")
+
+
+def main(argv: Sequence[str]) -> int:
+    """``argv``: the program name and the image files. Returns 0, or 1 after printing one
+    line for an unreadable file or a failed prediction; wrong arguments raise
+    `app.UsageError`."""
+    from alexnet_tf.serving import client  # TensorFlow loads here, after --help
+
+    files = list(argv[1:])
+    try:
+        outputs = client.predict_files(
+            files, rest=_REST.value, grpc=_GRPC.value, saved_model=_SAVED_MODEL.value,
+            model_name=_MODEL_NAME.value, version=_VERSION.value, label=_LABEL.value,
+            signature_name=_SIGNATURE.value, form=_FORM.value, timeout=_TIMEOUT.value)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    except (OSError, client.ServingError) as error:
+        print(f"alexnet-predict: {error}", file=sys.stderr)
+        return 1
+    print(client.describe(files, outputs))
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point (``alexnet-predict``)."""
+    cli_app.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

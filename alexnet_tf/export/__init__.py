@@ -1,0 +1,51 @@
+"""A training run as a SavedModel for TensorFlow Serving (the ``alexnet-export`` binary
+is `alexnet_tf.cli.export`; docs/SERVING.md has the server commands).
+
+* `alexnet_tf.export.saved_model`: `export(workdir, export_dir)` writes
+  ``EXPORT_DIR/<version>/`` (the SavedModel, its assets and TF Serving's warmup file) and
+  ``<version>.keras``; versions on disk (`existing_versions`, `next_version`); the model
+  restored through `alexnet_tf.run.Run` (`restore_model`); `warmup_requests`.
+* `alexnet_tf.export.module`: `ServingModule` and its signatures in one table
+  (`SIGNATURE_TABLE` of `Signature` rows; `SIGNATURES`, the names): ``serving_default``
+  (image bytes -> top-k classes, ids, names, scores, probabilities), ``pixels``,
+  ``pixels_float``, ``features`` (fc7, Sec. 6.1).
+* `alexnet_tf.export.input_checks`: the checks of every input before it is decoded
+  (format, truncation, size read from the header: `header_size`, `check_encoded_image`).
+* `alexnet_tf.export.limits`: the default input limits, `DEFAULT_MAX_PIXELS` and
+  `DEFAULT_MAX_ASPECT_RATIO`.
+
+The names below are this package's API. Importing it imports no TensorFlow: each name
+loads its module on first use (PEP 562), as ``alexnet_tf`` does, so that
+``alexnet-export --help`` starts without it.
+"""
+
+import importlib
+
+from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
+
+_LAZY = {
+    **dict.fromkeys(
+        ["EXPORT_INFO_FILENAME", "export", "existing_versions", "next_version",
+         "restore_model", "warmup_images", "warmup_requests"],
+        "alexnet_tf.export.saved_model"),
+    **dict.fromkeys(
+        ["ExportError", "ServingModule", "Signature", "SIGNATURE_TABLE", "SIGNATURES",
+         "FEATURES_SIGNATURE", "FEATURES_INPUT", "FEATURES_OUTPUT", "build_serving_module"],
+        "alexnet_tf.export.module"),
+    **dict.fromkeys(["check_encoded_image", "header_size"],
+                    "alexnet_tf.export.input_checks"),
+}
+
+__all__ = [*_LAZY, "DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_PIXELS"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once: later lookups skip this function
+        return value
+    raise AttributeError(f"module 'alexnet_tf.export' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

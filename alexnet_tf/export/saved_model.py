@@ -1,0 +1,225 @@
+"""`export(workdir, export_dir)`: a training run written as a SavedModel version for
+TensorFlow Serving.
+
+`export` rebuilds the model from the run's ``config.json``, restores its weights from a
+checkpoint of ``<workdir>/checkpoints`` (through `alexnet_tf.run.Run`) and writes
+
+    EXPORT_DIR/<version>/             the SavedModel (TF Serving loads the highest version)
+        saved_model.pb, variables/
+        assets/classes.json           the run's class index -> id -> name table
+        assets/config.json            the run's resolved config
+        assets/export.json            checkpoint, signatures, preprocessing, input limits
+        assets.extra/tf_serving_warmup_requests   PredictionLog records TF Serving replays
+    EXPORT_DIR/<version>.keras        the same model as a .keras file (normalised images ->
+                                      logits), for Python users
+
+``<version>`` is the next free integer unless given; an existing version is never
+overwritten. Everything is written under a hidden temporary name and renamed into place
+when complete, so a server polling EXPORT_DIR never sees a half-written version. The
+signatures are those of `alexnet_tf.export.module.SIGNATURE_TABLE`.
+
+"best" checkpoints: ``<workdir>/checkpoints/best/`` written by a
+``tf.train.CheckpointManager`` (so ``tf.train.latest_checkpoint`` finds it) of a
+``tf.train.Checkpoint`` that has the model under the key ``model``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from alexnet_tf import run as run_lib
+from alexnet_tf.data import pipeline
+from alexnet_tf.export import module as module_lib
+from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
+from alexnet_tf.export.module import ExportError
+from alexnet_tf.serving import protocol
+
+EXPORT_INFO_FILENAME = "export.json"
+
+
+# ------------------------------------------------------------------ the run
+
+
+def restore_model(run: run_lib.Run, checkpoint: str = "auto") -> run_lib.RestoredModel:
+    """The run's model with the weights of ``checkpoint``, as the export traces it.
+
+    The grouped convolutions (``model.grouped_conv_implementation``) are traced into
+    the SavedModel as they resolve now. "auto" is exported as "split", two
+    convolutions on the channel halves, which every server runs: the "native" grouped
+    convolution needs cuDNN or TF's oneDNN CPU kernels, which a CPU build of TF
+    Serving may lack. A run configured with "native" exports native.
+
+    Raises ExportError unless every model variable was restored
+    (`alexnet_tf.run.restore_weights`).
+    """
+    implementation = ("split" if run.config.model.grouped_conv_implementation == "auto"
+                      else None)
+    try:
+        return run.restore_model(checkpoint, grouped_conv_implementation=implementation)
+    except run_lib.RunError as error:
+        raise ExportError(str(error)) from None
+
+
+# -------------------------------------------------------------- versions on disk
+
+
+def existing_versions(export_dir: str) -> list[int]:
+    """The integer version directories (TF Serving's servable versions) of export_dir."""
+    if not os.path.isdir(export_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(export_dir)
+                  if name.isdigit() and os.path.isdir(os.path.join(export_dir, name)))
+
+
+def next_version(export_dir: str) -> int:
+    """One more than the highest version: TF Serving serves the highest by default."""
+    return max(existing_versions(export_dir), default=0) + 1
+
+
+# ---------------------------------------------------------------------- warmup
+
+
+def warmup_images(resize_size: int) -> dict:
+    """Synthetic images of realistic shapes, by the keys the table's ``warmup`` names:
+    "jpeg" a 4:3 JPEG and "png" a 3:4 PNG (bytes, one image each), "pixels" the JPEG's
+    pixels (uint8 [1, resize_size, resize_size * 4 // 3, 3], a batch of one)."""
+    def gradient(height, width):
+        y, x = np.mgrid[0:height, 0:width]
+        return np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1),
+                         (x + y) * 255 // max(height + width - 2, 1)], -1).astype(np.uint8)
+
+    landscape = gradient(resize_size, resize_size * 4 // 3)
+    portrait = gradient(resize_size * 4 // 3, resize_size)
+    return {
+        "jpeg": tf.io.encode_jpeg(landscape, quality=90).numpy(),
+        "png": tf.io.encode_png(portrait).numpy(),
+        "pixels": landscape[None],
+    }
+
+
+def _warmup_input(spec: tf.TensorSpec, images: list):
+    """One input of a warmup request: encoded images as a list of bytes for a string
+    input, else the (batched) pixel arrays joined and cast to the input's dtype."""
+    if spec.dtype == tf.string:
+        return images
+    return np.concatenate(images).astype(spec.dtype.as_numpy_dtype)
+
+
+def warmup_requests(resize_size: int, model_name: str = "alexnet") -> list[bytes]:
+    """Serialised PredictRequests: every signature of `module_lib.SIGNATURE_TABLE` with
+    each of its ``warmup`` batches, in table order (serving_default at batch 1 and a
+    mixed batch of 4), so that the first real requests find every function traced."""
+    images = warmup_images(resize_size)
+    requests = []
+    for row in module_lib.SIGNATURE_TABLE:
+        for batch in row.warmup:
+            inputs = {spec.name: _warmup_input(spec, [images[key] for key in batch])
+                      for spec in row.inputs}
+            requests.append(protocol.predict_request_bytes(
+                inputs, model_name=model_name, signature_name=row.name))
+    return requests
+
+
+# ---------------------------------------------------------------------- export
+
+
+def export(workdir: str, export_dir: str, *, version: int | None = None,
+           checkpoint: str = "auto", top_k: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
+           max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> str:
+    """Exports a training run for TF Serving; returns the new ``EXPORT_DIR/<version>``.
+
+    Args:
+      workdir: the run's work directory (config.json, classes.json, checkpoints/).
+      export_dir: TF Serving's model base path; created if missing.
+      version: the integer version to write; default: one more than the highest there.
+        An existing version is never overwritten (ExportError).
+      checkpoint: "auto" (best if the run has one, else latest), "best", "latest", a
+        checkpoint prefix or a directory of checkpoints (see `run.resolve_checkpoint`).
+      top_k: classes returned per image (at most the number of classes).
+      max_pixels, max_aspect_ratio: the largest image the signatures accept.
+
+    Raises:
+      ExportError: the run, its checkpoint or the version cannot give an export.
+    """
+    run = run_lib.Run(workdir)
+    try:
+        config = run.config
+        classes = run.classes(config.model.num_classes)
+        checkpoint_path = run.checkpoint(checkpoint)
+    except run_lib.RunError as error:
+        raise ExportError(str(error)) from None
+    if version is not None and (isinstance(version, bool) or int(version) != version
+                                or version < 0):
+        raise ExportError(f"version must be an integer >= 0, got {version!r}.")
+    os.makedirs(export_dir, exist_ok=True)
+    version = next_version(export_dir) if version is None else int(version)
+    target = os.path.join(export_dir, str(version))
+    keras_target = os.path.join(export_dir, f"{version}.keras")
+    for path in (target, keras_target):
+        if os.path.exists(path):
+            raise ExportError(f"{path!r} exists: versions are never overwritten; choose "
+                              f"another --version or leave it out for the next free one.")
+    if existing_versions(export_dir) and version < max(existing_versions(export_dir)):
+        logging.warning("Version %d is lower than %d: TF Serving's default version policy "
+                        "keeps serving the highest.", version, max(existing_versions(export_dir)))
+
+    restored = restore_model(run, checkpoint_path)
+    model, step = restored.model, restored.step
+    staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=export_dir)
+    try:
+        norm = pipeline.normalization(config.data)
+        info = {
+            "format": "alexnet_tf.export/1",
+            "workdir": os.path.abspath(workdir),
+            "checkpoint": os.path.abspath(checkpoint_path),
+            "step": step,
+            "version": version,
+            "signatures": list(module_lib.SIGNATURES),
+            "top_k": min(top_k, config.model.num_classes),
+            "max_pixels": int(max_pixels),
+            "max_aspect_ratio": float(max_aspect_ratio),
+            "preprocessing": {
+                "function": "alexnet_tf.data.preprocess.eval_image",
+                "image_size": config.model.image_size,
+                "resize_size": config.data.resize_size,
+                "mean_rgb": list(norm.mean_rgb),
+                "std_rgb": list(norm.std_rgb),
+                "channel_order": norm.channel_order,
+                "mean_image": norm.mean_image is not None,
+            },
+            "keras_file": os.path.basename(keras_target),
+            "tensorflow": tf.__version__,
+        }
+        sources = os.path.join(staging, "assets-src")
+        os.makedirs(sources)
+        shutil.copyfile(run.classes_path, os.path.join(sources, run_lib.CLASSES_FILENAME))
+        shutil.copyfile(run.config_path, os.path.join(sources, run_lib.CONFIG_FILENAME))
+        with open(os.path.join(sources, EXPORT_INFO_FILENAME), "w") as f:
+            json.dump(info, f, indent=1)
+        module = module_lib.build_serving_module(
+            config, model, classes, top_k=top_k, max_pixels=max_pixels,
+            max_aspect_ratio=max_aspect_ratio,
+            assets=[os.path.join(sources, name) for name in
+                    (run_lib.CLASSES_FILENAME, run_lib.CONFIG_FILENAME, EXPORT_INFO_FILENAME)])
+        saved = os.path.join(staging, "saved_model")
+        tf.saved_model.save(module, saved, signatures=module.signatures())
+        extra = os.path.join(saved, "assets.extra")
+        os.makedirs(extra)
+        count = protocol.write_warmup_file(os.path.join(extra, protocol.WARMUP_FILENAME),
+                                           warmup_requests(config.data.resize_size))
+        keras_tmp = os.path.join(staging, "model.keras")
+        model.save(keras_tmp)
+        os.rename(saved, target)  # atomic: the server sees a complete version or none
+        os.rename(keras_tmp, keras_target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logging.info("Exported %s (step %s) to %s with %d warmup requests, and %s.",
+                 checkpoint_path, step, target, count, keras_target)
+    return target

@@ -130,7 +130,12 @@ class InputConvention:
         ``data.channel_order``, ``data.resize_size``, ``model.image_size``; with
         ``data.stats_file`` (tools/dataset_stats.py) its mean, and with
         ``data.mean="image"`` its mean image (Sec. 2)."""
-        d = config.data
+        return cls.from_data_config(config.data, config.model.image_size)
+
+    @classmethod
+    def from_data_config(cls, data_config, image_size: int) -> "InputConvention":
+        """`from_config` from ``config.data`` and the model's input side."""
+        d = data_config
         mean_rgb, mean_image = tuple(d.mean_rgb), None
         if d.stats_file:
             dataset_stats = stats.load(d.stats_file, image_size=d.resize_size)
@@ -138,8 +143,7 @@ class InputConvention:
             if d.mean == "image":
                 mean_image = dataset_stats.mean_image
         return cls(mean_rgb=mean_rgb, std_rgb=tuple(d.std_rgb), channel_order=d.channel_order,
-                   image_size=config.model.image_size, resize_size=d.resize_size,
-                   mean_image=mean_image)
+                   image_size=image_size, resize_size=d.resize_size, mean_image=mean_image)
 
     def config_overrides(self) -> dict[str, Any]:
         """The `alexnet_tf.config.base_config` keys (dotted) that reproduce this convention

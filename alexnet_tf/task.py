@@ -125,14 +125,13 @@ class ClassificationTask:
         # The input convention, built here once: saved with the run, handed to the
         # pipeline (`pipeline_args`) and to the on-device tail (data.augment_on_device).
         self.convention = InputConvention.from_config(config)
-        self.normalization = pipeline.normalization(config.data)
         self.lighting = pipeline.lighting(config.data)
         self.tower_devices = tuple(d.strip() for d in config.train.tower_devices.split(",")
                                    if d.strip())
 
     def pipeline_args(self) -> dict:
         """The keyword arguments of `pipeline.make_dataset` that this task owns."""
-        return {"norm": self.normalization, "light": self.lighting}
+        return {"norm": self.convention, "light": self.lighting}
 
     def loss(self, labels, logits):
         """Per-example cross-entropy: float32 [B]."""
@@ -150,7 +149,7 @@ class ClassificationTask:
         tower_devices = self.tower_devices
         if tower_devices:
             towers.check_towerable(model)
-        norm, light = self.normalization, self.lighting
+        norm, light = self.convention, self.lighting
 
         def forward(images):
             if tower_devices:

@@ -133,10 +133,10 @@ def plain_pipeline(source: str, data_dir: str, *, image_size: int = 227, batch_s
     side to 256 (float32 from there on), central 256 crop, random 227 crop, random
     flip, PCA lighting, per-channel mean subtraction; batch; AUTOTUNE and prefetch.
     """
-    from alexnet_tf.data import preprocess
+    from alexnet_tf.data import stats
 
-    eigval = tf.constant(preprocess.IMAGENET_PCA_EIGVAL)
-    eigvec = tf.constant(preprocess.IMAGENET_PCA_EIGVEC)
+    eigval = tf.constant(stats.IMAGENET_PCA_EIGVAL)
+    eigvec = tf.constant(stats.IMAGENET_PCA_EIGVEC)
     mean = tf.constant([123.68, 116.78, 103.94])
 
     def augment(encoded, label):
@@ -184,6 +184,7 @@ def project_pipeline(source: str, data_dir: str, *, image_size: int = 227,
     over a source; with ``on_device`` the pipeline stops at the uint8 crop and returns
     the batched tail (`pipeline.finish_on_device`) as a tf.function to apply per batch."""
     from alexnet_tf import config as config_lib
+    from alexnet_tf.convention import InputConvention
     from alexnet_tf.data import pipeline, sources
 
     d = config_lib.base_config().data
@@ -196,7 +197,8 @@ def project_pipeline(source: str, data_dir: str, *, image_size: int = 227,
                                training=True, seed=seed)
     finish = None
     if on_device:
-        norm, light = pipeline.normalization(d), pipeline.lighting(d)
+        norm = InputConvention.from_data_config(d, image_size)
+        light = pipeline.lighting(d)
         finish = tf.function(lambda inputs: pipeline.finish_on_device(inputs, norm, light))
     return ds, finish
 

@@ -557,7 +557,7 @@ def test_retrieve_on_a_trained_run(tiny_run, tmp_path):
     assert len(result.skipped) == 1 and "notes.txt" in result.skipped[0]
     # Exact neighbours: the brute-force answer over the cached features.
     loaded = model_io.load_model(str(workdir))
-    extractor = retrieval.keras_extractor(loaded.model, loaded.data_config, fingerprint={})
+    extractor = retrieval.keras_extractor(loaded.model, loaded.convention, fingerprint={})
     query_features = retrieval.query_features(extractor, result.queries)
     expected, _ = _brute_force(query_features, np.asarray(result.database.features), 3)
     np.testing.assert_array_equal(result.neighbours, expected)

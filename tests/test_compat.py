@@ -39,6 +39,14 @@ def test_v1_run_evaluates_to_the_metrics_it_wrote(old_run):
 def test_v1_run_exports_and_the_export_matches_the_v1_export(old_run, tmp_path):
     from alexnet_tf import export
 
+    from alexnet_tf import run as run_lib
+    from alexnet_tf.convention import InputConvention
+
+    # A v1 run has no input_convention.json: its config says what it is.
+    assert not (old_run / "input_convention.json").exists()
+    assert run_lib.Run(old_run).convention == InputConvention(
+        mean_rgb=(127.5, 127.5, 127.5), std_rgb=(64.0, 64.0, 64.0), image_size=67,
+        resize_size=76)
     path = export.export(str(old_run), str(tmp_path / "exports"))
     new = tf.saved_model.load(path)
     old = tf.saved_model.load(str(V1 / "export" / "1"))
@@ -71,6 +79,12 @@ def test_v1_converted_weights_load_with_their_convention():
 
     loaded = model_io.load_model(model_path=str(V1 / "converted"))
     assert loaded.channel_order == "BGR"
+    assert loaded.convention.mean_rgb == (120.0, 115.0, 100.0)
+    from alexnet_tf import weights
+
+    _, info = weights.load_converted(V1 / "converted")  # the one-file layout of v1
+    assert (info.source, info.variant, info.num_classes, info.lrn_bias) == (
+        "test:tiny", "paper", 10, 1.0)
     assert loaded.model.get_layer("fc7").units == 256
     assert loaded.model.get_layer("norm1").bias == pytest.approx(1.0)
 

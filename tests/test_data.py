@@ -8,10 +8,11 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_tf import config as config_lib
-from alexnet_tf.data import pipeline, preprocess, sources
+from alexnet_tf.convention import InputConvention
+from alexnet_tf.data import pipeline, preprocess, sources, stats
 
 SEED = tf.constant([7, 11], tf.int64)
-NORM = preprocess.Normalization(mean_rgb=(1.0, 2.0, 3.0), std_rgb=(4.0, 5.0, 6.0))
+NORM = InputConvention(mean_rgb=(1.0, 2.0, 3.0), std_rgb=(4.0, 5.0, 6.0))
 
 
 def _jpeg(array, mode="RGB", fmt="JPEG"):
@@ -86,8 +87,8 @@ def test_pca_lighting_adds_the_papers_shift_per_image():
     out = preprocess.pca_lighting(image, 0.1, SEED).numpy()
     alpha = preprocess.lighting_draw(0.1, SEED).numpy()
     assert alpha.shape == (3,) and np.all(alpha != 0)
-    p = np.array(preprocess.IMAGENET_PCA_EIGVEC)
-    expected_shift = p @ (alpha * np.array(preprocess.IMAGENET_PCA_EIGVAL)) * 255
+    p = np.array(stats.IMAGENET_PCA_EIGVEC)
+    expected_shift = p @ (alpha * np.array(stats.IMAGENET_PCA_EIGVAL)) * 255
     np.testing.assert_allclose(out - 100.0, np.broadcast_to(expected_shift, out.shape), atol=1e-4)
     assert np.abs(expected_shift).max() > 0.1  # it does something
     np.testing.assert_array_equal(preprocess.pca_lighting(image, 0.0, SEED), image)
@@ -106,7 +107,7 @@ def test_resize_shorter_side_and_central_crop():
 def test_eval_image_is_the_centre_of_the_resized_image_normalised():
     image = _image(64, 96)
     png = tf.constant(_jpeg(image, fmt="PNG"))  # lossless, so pixels compare exactly
-    norm = preprocess.Normalization(mean_rgb=(10, 20, 30), std_rgb=(2, 4, 5))
+    norm = InputConvention(mean_rgb=(10, 20, 30), std_rgb=(2, 4, 5))
     out = preprocess.eval_image(png, image_size=40, resize_size=64, norm=norm).numpy()
     expected = (image[12:52, 28:68].astype(np.float32) - [10, 20, 30]) / [2, 4, 5]
     np.testing.assert_allclose(out, expected, atol=1e-5)
@@ -120,7 +121,7 @@ def test_decode_rgb_expands_greyscale_and_reads_png():
 
 def test_modern_crop_has_the_model_size_and_is_seeded():
     encoded = tf.constant(_jpeg(_image(80, 120)))
-    kwargs = dict(image_size=32, norm=preprocess.Normalization((0, 0, 0), (1, 1, 1)))
+    kwargs = dict(image_size=32, norm=InputConvention((0, 0, 0), (1, 1, 1)))
     a = preprocess.modern_train_image(encoded, SEED, **kwargs).numpy()
     b = _in_dataset(lambda e, s: preprocess.modern_train_image(e, s, **kwargs), encoded, SEED)
     assert a.shape == (32, 32, 3)
@@ -263,14 +264,14 @@ def test_flip_image_single_and_batched_agree_with_numpy():
 @pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
 def test_finish_paper_image_is_flip_lighting_and_normalisation(channel_order):
     image = _image(8, 9, seed=3)
-    norm = preprocess.Normalization(mean_rgb=(1.0, 2.0, 3.0), std_rgb=(4.0, 5.0, 6.0),
+    norm = InputConvention(mean_rgb=(1.0, 2.0, 3.0), std_rgb=(4.0, 5.0, 6.0),
                                     channel_order=channel_order)
     light = preprocess.Lighting(0.1)
     alpha = np.array([0.3, -1.2, 0.7], np.float32)
     out = preprocess.finish_paper_image(tf.constant(image), tf.constant(True),
                                         tf.constant(alpha), norm, light).numpy()
-    shift = np.array(preprocess.IMAGENET_PCA_EIGVEC) @ (
-        alpha * np.array(preprocess.IMAGENET_PCA_EIGVAL)) * 255
+    shift = np.array(stats.IMAGENET_PCA_EIGVEC) @ (
+        alpha * np.array(stats.IMAGENET_PCA_EIGVAL)) * 255
     expected = (image[:, ::-1].astype(np.float64) + shift - [1, 2, 3]) / [4, 5, 6]
     expected = expected[..., ::-1] if channel_order == "BGR" else expected
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-5)

@@ -20,7 +20,7 @@ from PIL import Image
 from alexnet_tf import config as config_lib
 from alexnet_tf import export, models
 from alexnet_tf import run as run_lib
-from alexnet_tf.data import demo, pipeline, preprocess
+from alexnet_tf.data import demo, preprocess
 from alexnet_tf.train import loop
 from conftest import REPO_ROOT
 from test_config import load_config_file
@@ -111,7 +111,7 @@ def mixed_images(run):
 
 def reference_inputs(run, images):
     d = run.config.data
-    norm = pipeline.normalization(d)
+    norm = run_lib.Run(run.workdir).convention
     return tf.stack([preprocess.eval_image(tf.constant(b), image_size=run.config.model.image_size,
                                            resize_size=d.resize_size, norm=norm)
                      for b in images])
@@ -279,6 +279,13 @@ def test_export_layout_assets_and_keras_file(run):
     assert info["preprocessing"]["mean_rgb"] == [127.5, 127.5, 127.5]  # the demo config's
     assert info["preprocessing"]["std_rgb"] == [64.0, 64.0, 64.0]
     assert (run.path / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
+    # The input convention travels with the export: the run's, as the run saved it.
+    from alexnet_tf.convention import InputConvention
+
+    exported = InputConvention.load(assets)
+    assert exported == InputConvention.load(run.workdir) == run_lib.Run(run.workdir).convention
+    assert (exported.mean_rgb, exported.image_size, exported.resize_size) == (
+        (127.5, 127.5, 127.5), 67, 76)
     # The .keras file beside the export is the same network (normalised image -> logits).
     keras_model = __import__("keras").models.load_model(run.export_dir / "1.keras")
     inputs = reference_inputs(run, run.val_jpegs[:3])

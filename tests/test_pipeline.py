@@ -10,7 +10,8 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_tf import config as config_lib
-from alexnet_tf.data import pipeline, preprocess, sources, tfrecords
+from alexnet_tf.convention import InputConvention
+from alexnet_tf.data import pipeline, preprocess, sources, stats, tfrecords
 
 SEED = tf.constant([3, 5], tf.int64)
 
@@ -45,7 +46,7 @@ def test_ten_crop_takes_the_papers_ten_patches():
     image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     png = tf.constant(_encode(image, "PNG"))
     crops = preprocess.ten_crop_images(png, image_size=40, resize_size=64,
-                                       norm=preprocess.Normalization((0, 0, 0), (1, 1, 1))).numpy()
+                                       norm=InputConvention((0, 0, 0), (1, 1, 1))).numpy()
     square = image[:, 8:72]  # central 64x64 of the 64x80 image (no resize needed)
     boxes = [(0, 0), (0, 24), (24, 0), (24, 24), (12, 12)]
     assert preprocess.ten_crop_windows(40, 64) == tuple(boxes)
@@ -57,8 +58,8 @@ def test_ten_crop_takes_the_papers_ten_patches():
 def test_bgr_channel_order_reverses_after_normalising():
     png = tf.constant(_encode(_smooth_image(40, 40), "PNG"))
     rgb = preprocess.eval_image(png, image_size=32, resize_size=40,
-                                norm=preprocess.Normalization((10, 20, 30), (1, 2, 3))).numpy()
-    bgr = preprocess.eval_image(png, image_size=32, resize_size=40, norm=preprocess.Normalization(
+                                norm=InputConvention((10, 20, 30), (1, 2, 3))).numpy()
+    bgr = preprocess.eval_image(png, image_size=32, resize_size=40, norm=InputConvention(
         (10, 20, 30), (1, 2, 3), channel_order="BGR")).numpy()
     np.testing.assert_array_equal(rgb[..., ::-1], bgr)
 
@@ -84,7 +85,7 @@ def test_eval_crop_is_the_centre_on_both_the_fused_and_the_decoding_path():
     # A PNG takes the decode-resize-crop path, a JPEG stored at 76 the fused one;
     # both give exactly the central 67x67 of what the file decodes to.
     image = _smooth_image(76, 90)
-    norm = preprocess.Normalization((0, 0, 0), (1, 1, 1))
+    norm = InputConvention((0, 0, 0), (1, 1, 1))
     via_png = preprocess.eval_image(tf.constant(_encode(image, "PNG")), image_size=67,
                                     resize_size=76, norm=norm).numpy()
     np.testing.assert_array_equal(via_png, image[4:71, 11:78])
@@ -101,8 +102,8 @@ def test_pca_lighting_statistics_follow_the_eigenvectors():
     alphas = tf.stack([preprocess.lighting_draw(0.1, tf.constant([9, i], tf.int64))
                        for i in range(n)])
     shifts = preprocess.lighting_shift(alphas).numpy()
-    p = np.array(preprocess.IMAGENET_PCA_EIGVEC)
-    lam = np.array(preprocess.IMAGENET_PCA_EIGVAL)
+    p = np.array(stats.IMAGENET_PCA_EIGVEC)
+    lam = np.array(stats.IMAGENET_PCA_EIGVAL)
     along = shifts @ p  # coordinates in the eigenbasis
     expected_std = 255 * 0.1 * lam
     np.testing.assert_allclose(along.mean(0), 0, atol=4 * expected_std.max() / np.sqrt(n))
@@ -263,7 +264,7 @@ def test_augment_on_device_equals_the_per_image_path(small_demo_dir):
                                augment_on_device=True)
     raw, labels = next(iter(pipeline.make_dataset(split, data_device, **kwargs)))
     assert raw["image"].dtype == tf.uint8  # the pipeline hands over uint8 crops
-    finished = pipeline.finish_on_device(raw, pipeline.normalization(data_device))
+    finished = pipeline.finish_on_device(raw, InputConvention.from_data_config(data_device, 67))
     np.testing.assert_array_equal(labels, per_image[1])
     np.testing.assert_allclose(finished.numpy(), per_image[0].numpy(), atol=1e-4)
     assert bool(tf.reduce_any(raw["flip"])) and not bool(tf.reduce_all(raw["flip"]))
@@ -272,15 +273,13 @@ def test_augment_on_device_equals_the_per_image_path(small_demo_dir):
 # --- dataset statistics in the pipeline ---------------------------------------------------
 
 def test_stats_file_supplies_mean_image_and_pca(tmp_path):
-    from alexnet_tf.data import stats
-
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (6, 76, 76, 3), dtype=np.uint8)
     computed = stats.compute_stats(list(images), image_size=76, progress=False)
     path = str(tmp_path / "stats.npz")
     computed.save(path)
     data = _data_config(stats_file=path, mean="image")
-    norm = pipeline.normalization(data)
+    norm = InputConvention.from_data_config(data, 67)
     np.testing.assert_allclose(norm.mean_image, images.mean(0), atol=1e-3)
     light = pipeline.lighting(data)
     np.testing.assert_allclose(light.eigval, computed.eigval)

@@ -53,6 +53,10 @@ def test_run_writes_config_metrics_checkpoints_and_logs(trained_run):
     assert json.load(open(workdir / "metrics.json")) == metrics
     assert json.load(open(workdir / "classes.json"))[0] == {
         "index": 0, "id": "checkerboard", "name": "checkerboard"}
+    # The input convention is saved with the run: the one its config describes.
+    from alexnet_tf.convention import InputConvention
+
+    assert InputConvention.load(workdir) == InputConvention.from_config(config)
     assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-108")
     for name in ("train", "eval"):
         assert os.listdir(workdir / "tensorboard" / name)

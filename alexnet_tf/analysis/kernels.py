@@ -253,16 +253,18 @@ def kernel_grid_image(model, *, channel_order: str = "RGB", std_rgb=(1.0, 1.0, 1
     return grid[None]
 
 
-def write_summaries(model, data_config=None, step=None) -> list[TowerScores]:
+def write_summaries(model, convention=None, step=None) -> list[TowerScores]:
     """Logs the conv1 grid (image ``conv1_kernels``) and each tower's mean colour
     specificity (scalars ``conv1_colour_specificity/tower<t>``) to the default
     ``tf.summary`` writer. Call inside ``with writer.as_default(step=...)``, or pass
-    ``step``. ``data_config`` (``config.data``) gives the channel order and std."""
+    ``step``. ``convention`` (the model's `alexnet_tf.convention.InputConvention`) gives
+    the channel order and std; None: RGB, unit std."""
     import tensorflow as tf
 
-    channel_order = data_config.channel_order if data_config is not None else "RGB"
-    std_rgb = tuple(data_config.std_rgb) if data_config is not None else (1.0, 1.0, 1.0)
-    kernels = conv1_kernels(model, channel_order, std_rgb)
+    if convention is None:
+        kernels = conv1_kernels(model)
+    else:
+        kernels = conv1_kernels(model, convention.channel_order, convention.std_rgb)
     towers = num_towers(model)
     scores = tower_scores(kernels, towers)
     grid, _ = kernel_grid(kernels, towers, labels=tower_labels(scores))

@@ -27,6 +27,7 @@ import keras
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import run as run_lib
+from alexnet_tf.convention import InputConvention
 
 
 
@@ -38,8 +39,8 @@ class LoadedModel:
       model: the Keras model (images -> logits).
       data_config: ``config.data`` of the run, or one built from a converted model's
         input convention; None for a bare ``.keras`` file.
-      channel_order: "RGB" or "BGR": the channel order of the model's input.
-      std_rgb: per-channel divisor of the input convention, R, G, B order.
+      convention: the model's input convention (the run's, or the converted
+        weights'); None for a bare ``.keras`` file, which does not say.
       fingerprint: identifies the weights (a hash of the checkpoint index or the file).
       description: where the weights came from, for messages.
       class_names: readable class names by index, when known.
@@ -47,8 +48,7 @@ class LoadedModel:
 
     model: keras.Model
     data_config: object | None
-    channel_order: str
-    std_rgb: tuple
+    convention: InputConvention | None
     fingerprint: dict
     description: str
     class_names: list[str] | None = None
@@ -56,6 +56,16 @@ class LoadedModel:
     @property
     def image_size(self) -> int:
         return int(self.model.input_shape[1])
+
+    @property
+    def channel_order(self) -> str:
+        """The channel order of the model's input ("RGB" when the convention is unknown)."""
+        return self.convention.channel_order if self.convention else "RGB"
+
+    @property
+    def std_rgb(self) -> tuple:
+        """The convention's per-channel divisor, R, G, B ((1, 1, 1) when unknown)."""
+        return self.convention.std_rgb if self.convention else (1.0, 1.0, 1.0)
 
 
 def file_sha256(path: str, chunk_bytes: int = 1 << 22) -> str:
@@ -96,7 +106,7 @@ def load_model(workdir: str | None = None, *, checkpoint: str = "latest",
         run_config = run.config
         class_names = run.class_names()
     if model_path:
-        return _load_model_file(model_path, run_config, class_names)
+        return _load_model_file(model_path, run if workdir else None, class_names)
 
     restored = run.restore_model(checkpoint)
     model, path = restored.model, restored.checkpoint
@@ -106,11 +116,10 @@ def load_model(workdir: str | None = None, *, checkpoint: str = "latest",
                    # changes whenever any weight does.
                    "index_sha256": file_sha256(path + ".index"),
                    "model": run_config.model.to_dict()}
-    return LoadedModel(model, d, d.channel_order, tuple(d.std_rgb), fingerprint, path,
-                       class_names)
+    return LoadedModel(model, d, run.convention, fingerprint, path, class_names)
 
 
-def _load_model_file(model_path: str, run_config, class_names) -> LoadedModel:
+def _load_model_file(model_path: str, run, class_names) -> LoadedModel:
     from alexnet_tf import layers  # noqa: F401  (registers the custom layers for loading)
     from alexnet_tf.weights import convention as convention_lib
 
@@ -120,18 +129,16 @@ def _load_model_file(model_path: str, run_config, class_names) -> LoadedModel:
                  (convention_lib.MODEL_FILENAME, convention_lib.CONVENTION_FILENAME,
                   convention_lib.INFO_FILENAME)]
         files = [f for f in files if os.path.exists(f)]  # weights_info.json: newer layout
-        data = run_config.data if run_config else _data_config_from_convention(info)
-        channel_order, std_rgb = info.convention.channel_order, info.convention.std_rgb
+        data = run.config.data if run else _data_config_from_convention(info)
+        convention = info.convention  # the weights' own, whatever run gives the data
     elif model_path.endswith(".keras") and os.path.isfile(model_path):
         model = keras.saving.load_model(model_path)
         files = [model_path]
-        data = run_config.data if run_config else None
-        channel_order = data.channel_order if data else "RGB"
-        std_rgb = tuple(data.std_rgb) if data else (1.0, 1.0, 1.0)
+        data = run.config.data if run else None
+        convention = run.convention if run else None
     else:
         raise FileNotFoundError(f"{model_path!r} is neither a .keras file nor a directory "
                                 f"holding model.keras and input_convention.json.")
     fingerprint = {"kind": "keras_file", "path": os.path.abspath(model_path),
                    "sha256": [file_sha256(f) for f in files]}
-    return LoadedModel(model, data, channel_order, std_rgb, fingerprint, model_path,
-                       class_names)
+    return LoadedModel(model, data, convention, fingerprint, model_path, class_names)

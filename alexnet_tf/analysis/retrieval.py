@@ -41,6 +41,7 @@ not an image is skipped with a message naming it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Callable, Sequence
@@ -90,39 +91,42 @@ class Extractor:
     fingerprint: dict
 
 
-def keras_extractor(model, data_config, *, fingerprint: dict, description: str = "",
-                    image_size: int | None = None) -> Extractor:
+def keras_extractor(model, convention, *, fingerprint: dict,
+                    description: str = "") -> Extractor:
     """fc7 features of a Keras AlexNet on images preprocessed as evaluation does
-    (centre crop of the shorter-side ``data_config.resize_size`` image, the run's
-    normalisation)."""
-    from alexnet_tf import architecture, models
-    from alexnet_tf.data import pipeline
+    (centre crop of the shorter-side ``convention.resize_size`` image, normalised by the
+    model's input convention, an `alexnet_tf.convention.InputConvention`).
 
-    if data_config is None:
+    Raises ValueError when ``convention`` is None (a bare ``.keras`` file) or crops
+    another size than the model takes."""
+    from alexnet_tf import architecture, models
+
+    if convention is None:
         raise ValueError(
             "A bare .keras file does not say how its input is normalised: give the run's "
             "work directory (its config.json) or a converted-weights directory with "
             "input_convention.json.")
+    size, resize_size = convention.image_size, convention.resize_size
+    if int(model.input_shape[1]) != size:
+        raise ValueError(f"The input convention crops {size} pixels; the model takes "
+                         f"{model.input_shape[1]}.")
     feature_model = models.feature_extractor(model)
-    size = int(image_size or model.input_shape[1])
-    norm = pipeline.normalization(data_config)
-    resize_size = int(data_config.resize_size)
 
     def prepare(encoded):
         return preprocess.eval_image(encoded, image_size=size, resize_size=resize_size,
-                                     norm=norm)
+                                     norm=convention)
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     def run(images):
         return tf.cast(feature_model(images, training=False), tf.float32)
 
-    d = data_config
-    stats = d.stats_file
-    fingerprint = dict(fingerprint, preprocess={
-        "image_size": size, "resize_size": resize_size, "mean_rgb": list(d.mean_rgb),
-        "std_rgb": list(d.std_rgb), "channel_order": d.channel_order, "mean": d.mean,
-        "stats_file": stats, "stats_sha256": _sha256_file(stats) if stats else ""},
-        layer=architecture.FEATURE_LAYER)
+    # The convention as saved, plus its mean image's digest: a cache of features made
+    # with another preprocessing is never reused.
+    preprocessing = convention.to_dict()
+    if convention.mean_image is not None:
+        preprocessing["mean_image_sha256"] = hashlib.sha256(
+            convention.mean_image.tobytes()).hexdigest()
+    fingerprint = dict(fingerprint, preprocess=preprocessing, layer=architecture.FEATURE_LAYER)
     return Extractor(description or model.name, int(feature_model.output_shape[-1]), prepare,
                      lambda batch: run(batch).numpy(), fingerprint)
 
@@ -632,7 +636,7 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
     else:
         loaded = model_io.load_model(workdir, checkpoint=checkpoint, model_path=model_path)
         loaded_data = loaded.data_config
-        extractor = keras_extractor(loaded.model, loaded.data_config,
+        extractor = keras_extractor(loaded.model, loaded.convention,
                                     fingerprint=loaded.fingerprint,
                                     description=loaded.description)
     data = _data_config(loaded_data, data_dir, data_source)

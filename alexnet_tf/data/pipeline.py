@@ -37,6 +37,7 @@ import functools
 
 import tensorflow as tf
 
+from alexnet_tf.convention import InputConvention
 from alexnet_tf.data import augment, preprocess
 
 
@@ -45,21 +46,6 @@ def _load_stats(path: str, image_size: int):
     from alexnet_tf.data import stats  # deferred: only runs with a stats file
 
     return stats.load(path, image_size=image_size)
-
-
-def normalization(data_config) -> preprocess.Normalization:
-    """The input convention of ``config.data``: mean (per channel, or the mean image
-    with ``data.mean="image"``), std and channel order. With ``data.stats_file``, the
-    means come from that file (tools/dataset_stats.py), else from ``data.mean_rgb``."""
-    d = data_config
-    mean_rgb, mean_image = tuple(d.mean_rgb), None
-    if d.stats_file:
-        dataset_stats = _load_stats(d.stats_file, d.resize_size)
-        mean_rgb = tuple(float(v) for v in dataset_stats.mean_rgb)
-        if d.mean == "image":
-            mean_image = dataset_stats.mean_image
-    return preprocess.Normalization(mean_rgb=mean_rgb, std_rgb=tuple(d.std_rgb),
-                                    channel_order=d.channel_order, mean_image=mean_image)
 
 
 def lighting(data_config) -> preprocess.Lighting:
@@ -117,7 +103,7 @@ def _image_fn(data_config, norm, light, image_size, training, ten_crop, on_devic
     raise ValueError(f"Unknown augmentation {d.augmentation!r}.")
 
 
-def finish_on_device(inputs, norm: preprocess.Normalization,
+def finish_on_device(inputs, norm: InputConvention,
                      light: preprocess.Lighting = preprocess.Lighting()):
     """The batched tail of the paper pipeline: flip, PCA lighting, normalisation.
 
@@ -145,7 +131,7 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
                  skip_examples: int = 0, ten_crop: bool = False,
                  input_context: tf.distribute.InputContext | None = None,
                  bad_records: tf.Variable | None = None,
-                 norm: preprocess.Normalization | None = None,
+                 norm: InputConvention | None = None,
                  light: preprocess.Lighting | None = None) -> tf.data.Dataset:
     """One epoch of batches of (model inputs, labels).
 
@@ -168,16 +154,17 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
       input_context: from ``distribute_datasets_from_function``; shards by pipeline.
       bad_records: an int64 variable that counts the records skipped as bad.
       norm, light: the input convention and the PCA lighting; default: built from
-        ``data_config`` (`normalization`, `lighting`). A run passes its task's
-        (`alexnet_tf.task.ClassificationTask.pipeline_args`), so that the pipeline and
-        the on-device tail use one object.
+        ``data_config`` and ``image_size`` (`InputConvention.from_data_config`,
+        `lighting`). A run passes its task's
+        (`alexnet_tf.task.ClassificationTask.pipeline_args`), so that the pipeline, the
+        on-device tail and the saved run use one object.
     """
     d = data_config
     num_classes = num_classes or len(split.class_names)
     on_device = training and d.augment_on_device  # alexnet_tf.config checks what it combines with
     records = split.records(training=training, seed=seed, epoch=epoch, skip=skip_examples,
                             input_context=input_context)
-    norm = normalization(d) if norm is None else norm
+    norm = InputConvention.from_data_config(d, image_size) if norm is None else norm
     light = lighting(d) if light is None else light
     image_fn = _image_fn(d, norm, light, image_size, training, ten_crop, on_device)
     fail_fast = d.on_bad_record == "fail"

@@ -16,7 +16,8 @@ The recipe (Krizhevsky et al. 2012):
 The modern recipe (`modern_train_image`): Inception-style random-resized crop and flip;
 its optional extras, RandAugment per image and MixUp/CutMix per batch, are Keras 3's
 layers made stateless in `alexnet_tf.data.augment` (RandAugment comes in as an argument,
-so this module needs no Keras).
+so this module needs no Keras). Normalisation follows the model's input convention
+(`alexnet_tf.convention.InputConvention`: mean or mean image, std, channel order).
 
 Speed: when a JPEG is already stored with shorter side ``resize_size`` (as
 tools/build_tfrecords.py can store it), the crop is decoded directly with
@@ -30,39 +31,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
-import numpy as np
 import tensorflow as tf
 
-# Sec. 4.1: eigen-decomposition of the ImageNet RGB covariance, widely used values for
-# pixels scaled to [0, 1] (eigenvectors are the columns).
-IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-                       (-0.5808, -0.0045, -0.8140),
-                       (-0.5836, -0.6948, 0.4203))
+from alexnet_tf.convention import InputConvention
+from alexnet_tf.data.stats import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC
 
 # Sub-seed indices: fixed per op so that each op's randomness is independent of the others.
 # 5 is RandAugment's (alexnet_tf.data.augment); a new op takes the next free index.
 _CROP, _FLIP, _LIGHTING, _CROP_LEFT = 1, 2, 3, 4
-
-
-@dataclasses.dataclass(frozen=True)
-class Normalization:
-    """How float model inputs are made from 0..255 RGB pixels: the input convention.
-
-    ``(pixel - mean) / std`` per channel, then reversed to BGR if ``channel_order``
-    says so (weights trained in Caffe). ``mean_image`` (optional, resize_size x
-    resize_size x 3) replaces the per-channel mean by the paper's mean image (Sec. 2),
-    cropped at the same window as the image.
-    """
-
-    mean_rgb: tuple = (123.68, 116.78, 103.94)
-    std_rgb: tuple = (1.0, 1.0, 1.0)
-    channel_order: str = "RGB"
-    mean_image: np.ndarray | None = None
-
-    def __post_init__(self):
-        if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +174,7 @@ def pca_lighting(image, std: float, seed, eigval: Sequence[float] = IMAGENET_PCA
     return image + tf.cast(shift, image.dtype)
 
 
-def normalize(image, norm: Normalization, mean_window=None):
+def normalize(image, norm: InputConvention, mean_window=None):
     """float32 ``(image - mean) / std`` per channel (Sec. 2 subtracts the mean).
 
     With ``norm.mean_image``, ``mean_window`` = (top, left) of the image within the
@@ -215,12 +191,12 @@ def normalize(image, norm: Normalization, mean_window=None):
     return to_channel_order(image, norm)
 
 
-def to_channel_order(image, norm: Normalization):
+def to_channel_order(image, norm: InputConvention):
     """RGB as it is, or reversed to BGR (weights trained in Caffe)."""
     return tf.reverse(image, [-1]) if norm.channel_order == "BGR" else image
 
 
-def finish_paper_image(image, flip, alpha, norm: Normalization,
+def finish_paper_image(image, flip, alpha, norm: InputConvention,
                        light: "Lighting"):
     """Sec. 4.1's tail after the crop: flip, PCA lighting, mean subtraction, scaling.
 
@@ -281,14 +257,14 @@ def paper_crop(encoded, seed, *, image_size: int, resize_size: int):
 
 
 def paper_train_image(encoded, seed, *, image_size: int, resize_size: int,
-                      lighting: Lighting, norm: Normalization):
+                      lighting: Lighting, norm: InputConvention):
     """Sec. 2 and 4.1 for training: crop, flip, PCA lighting, normalisation."""
     image, window = paper_crop(encoded, seed, image_size=image_size, resize_size=resize_size)
     if norm.mean_image is not None:
         # The mean image is subtracted at the crop's own window, before the reflection
         # moves pixels; lighting is a per-image constant shift, so order is free.
-        image = normalize(image, dataclasses.replace(norm, std_rgb=(1.0, 1.0, 1.0),
-                                                     channel_order="RGB"), window)
+        image = normalize(image, norm.replace(std_rgb=(1.0, 1.0, 1.0), channel_order="RGB"),
+                          window)
         image = random_flip(image, seed)
         image = pca_lighting(image, lighting.std, seed, lighting.eigval, lighting.eigvec)
         image = image / tf.constant(norm.std_rgb, tf.float32)
@@ -322,7 +298,7 @@ def modern_crop(encoded, seed, *, image_size: int, area_range=(0.08, 1.0),
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def modern_train_image(encoded, seed, *, image_size: int, norm: Normalization,
+def modern_train_image(encoded, seed, *, image_size: int, norm: InputConvention,
                        rand_augment: Callable | None = None):
     """Random-resized crop, flip, optionally RandAugment, then normalisation (the mean
     image does not apply to resized crops): float32 [image_size, image_size, 3].
@@ -335,7 +311,7 @@ def modern_train_image(encoded, seed, *, image_size: int, norm: Normalization,
     image = random_flip(modern_crop(encoded, seed, image_size=image_size), seed)
     if rand_augment is not None:
         image = rand_augment(image, seed)
-    return normalize(image, dataclasses.replace(norm, mean_image=None))
+    return normalize(image, norm.replace(mean_image=None))
 
 
 def center_window(image_size: int, resize_size: int):
@@ -343,7 +319,7 @@ def center_window(image_size: int, resize_size: int):
     return offset, offset
 
 
-def eval_image(encoded, *, image_size: int, resize_size: int, norm: Normalization):
+def eval_image(encoded, *, image_size: int, resize_size: int, norm: InputConvention):
     """Evaluation and serving: the central ``image_size`` crop of the shorter-side
     ``resize_size`` image (Sec. 4.1's single-crop testing), normalised."""
     top, left = center_window(image_size, resize_size)
@@ -351,7 +327,7 @@ def eval_image(encoded, *, image_size: int, resize_size: int, norm: Normalizatio
     return normalize(image, norm, (top, left))
 
 
-def eval_pixels(image, *, image_size: int, resize_size: int, norm: Normalization):
+def eval_pixels(image, *, image_size: int, resize_size: int, norm: InputConvention):
     """`eval_image` for clients that decode themselves: uint8 [H, W, 3] pixels in."""
     top, left = center_window(image_size, resize_size)
     crop = _pixels_crop_of_centre_square(image, image_size, resize_size, top, left)
@@ -367,7 +343,7 @@ def ten_crop_windows(image_size: int, resize_size: int):
     return ((0, 0), (0, far), (far, 0), (far, far), (centre, centre))
 
 
-def ten_crop_images(encoded, *, image_size: int, resize_size: int, norm: Normalization):
+def ten_crop_images(encoded, *, image_size: int, resize_size: int, norm: InputConvention):
     """Sec. 4.1: the four corner patches and the centre patch, then their horizontal
     reflections: a [10, image_size, image_size, 3] float tensor, normalised."""
     square = central_crop(resize_shorter_side(decode_rgb(encoded), resize_size), resize_size)

@@ -74,6 +74,13 @@ FORMAT_VERSION = 1
 # (`alexnet_tf.convention.InputConvention`, ``config.data.mean_rgb``).
 IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)
 
+# Sec. 4.1: eigen-decomposition of the ImageNet RGB covariance, widely used values
+# (fb.resnet.torch) for pixels scaled to [0, 1] (eigenvectors are the columns).
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                       (-0.5808, -0.0045, -0.8140),
+                       (-0.5836, -0.6948, 0.4203))
+
 # Opponent-colour axes (R, G, B), the reference directions of the sign convention.
 OPPONENT_AXES = np.array([[-1.0, 1.0, 1.0],
                           [-1.0, 0.0, -2.0],
@@ -289,10 +296,8 @@ def imagenet_defaults(image_size: int = 256) -> DatasetStats:
     No mean image was ever published with them: ``mean_image`` is ``mean_rgb`` broadcast
     to ``image_size`` x ``image_size`` and ``mean_image_is_broadcast`` is True.
     """
-    from alexnet_tf.data import preprocess  # the one place the PCA constants live
-
-    eigval = np.array(preprocess.IMAGENET_PCA_EIGVAL, np.float64)
-    eigvec = np.array(preprocess.IMAGENET_PCA_EIGVEC, np.float64)
+    eigval = np.array(IMAGENET_PCA_EIGVAL, np.float64)
+    eigvec = np.array(IMAGENET_PCA_EIGVEC, np.float64)
     mean_rgb = np.array(IMAGENET_MEAN_RGB, np.float64)
     return DatasetStats(
         mean_rgb=mean_rgb,

@@ -19,7 +19,7 @@ is one row and its compute function.
 
 Inside, every image goes through the evaluation preprocessing of the data module
 (`preprocess.eval_image`: shorter side to data.resize_size, central crop, normalisation
-with the run's `pipeline.normalization(config.data)`), one image at a time with
+with the run's `alexnet_tf.convention.InputConvention`), one image at a time with
 ``tf.map_fn``, so a batch may mix sizes and formats. Decoded pixels take the same resize,
 crop and normalisation (`preprocess.eval_pixels`, the same steps after decoding). Inputs
 are checked first (`alexnet_tf.export.input_checks`).
@@ -35,7 +35,8 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import models
-from alexnet_tf.data import pipeline, preprocess
+from alexnet_tf.convention import InputConvention
+from alexnet_tf.data import preprocess
 from alexnet_tf.export import input_checks
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 
@@ -56,8 +57,7 @@ class ServingModule(tf.Module):
     """
 
     def __init__(self, model: keras.Model, *, classes: list[dict],
-                 norm: preprocess.Normalization, image_size: int, resize_size: int,
-                 top_k: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 convention: InputConvention, top_k: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO, assets=()):
         super().__init__(name="alexnet_serving")
         num_classes = int(model.output.shape[-1])
@@ -71,9 +71,12 @@ class ServingModule(tf.Module):
         self._class_ids = np.array([c["id"].encode("utf-8") for c in classes], dtype=object)
         self._class_names = np.array([c["name"].encode("utf-8") for c in classes],
                                      dtype=object)
-        self._norm = norm
-        self._image_size = image_size
-        self._resize_size = resize_size
+        if int(model.input_shape[1]) != convention.image_size:
+            raise ExportError(f"The input convention crops {convention.image_size} pixels; "
+                              f"the model takes {model.input_shape[1]}.")
+        self._norm = convention
+        self._image_size = convention.image_size
+        self._resize_size = convention.resize_size
         self._top_k = min(top_k, num_classes)
         self._max_pixels = int(max_pixels)
         self._max_aspect_ratio = float(max_aspect_ratio)
@@ -239,13 +242,12 @@ FEATURES_INPUT = FEATURES.inputs[0].name
 FEATURES_OUTPUT = FEATURES.outputs[0]
 
 
-def build_serving_module(config, model: keras.Model, classes: list[dict], *, top_k: int = 5,
-                         max_pixels: int = DEFAULT_MAX_PIXELS,
+def build_serving_module(convention: InputConvention, model: keras.Model, classes: list[dict],
+                         *, top_k: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
                          max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
                          assets=()) -> ServingModule:
-    """The serving module of a run's config and restored model."""
-    return ServingModule(model, classes=classes, norm=pipeline.normalization(config.data),
-                         image_size=config.model.image_size,
-                         resize_size=config.data.resize_size, top_k=top_k,
+    """The serving module of a restored model with its run's input convention
+    (`alexnet_tf.run.Run.convention`)."""
+    return ServingModule(model, classes=classes, convention=convention, top_k=top_k,
                          max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,
                          assets=assets)

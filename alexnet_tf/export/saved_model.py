@@ -34,8 +34,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from alexnet_tf import convention as convention_lib
 from alexnet_tf import run as run_lib
-from alexnet_tf.data import pipeline
 from alexnet_tf.export import module as module_lib
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 from alexnet_tf.export.module import ExportError
@@ -151,6 +151,7 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
     run = run_lib.Run(workdir)
     try:
         config = run.config
+        convention = run.convention
         classes = run.classes(config.model.num_classes)
         checkpoint_path = run.checkpoint(checkpoint)
     except run_lib.RunError as error:
@@ -174,7 +175,6 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
     model, step = restored.model, restored.step
     staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=export_dir)
     try:
-        norm = pipeline.normalization(config.data)
         info = {
             "format": "alexnet_tf.export/1",
             "workdir": os.path.abspath(workdir),
@@ -187,12 +187,12 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
             "max_aspect_ratio": float(max_aspect_ratio),
             "preprocessing": {
                 "function": "alexnet_tf.data.preprocess.eval_image",
-                "image_size": config.model.image_size,
-                "resize_size": config.data.resize_size,
-                "mean_rgb": list(norm.mean_rgb),
-                "std_rgb": list(norm.std_rgb),
-                "channel_order": norm.channel_order,
-                "mean_image": norm.mean_image is not None,
+                "image_size": convention.image_size,
+                "resize_size": convention.resize_size,
+                "mean_rgb": list(convention.mean_rgb),
+                "std_rgb": list(convention.std_rgb),
+                "channel_order": convention.channel_order,
+                "mean_image": convention.mean_image is not None,
             },
             "keras_file": os.path.basename(keras_target),
             "tensorflow": tf.__version__,
@@ -203,17 +203,23 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
         shutil.copyfile(run.config_path, os.path.join(sources, run_lib.CONFIG_FILENAME))
         with open(os.path.join(sources, EXPORT_INFO_FILENAME), "w") as f:
             json.dump(info, f, indent=1)
+        # The convention travels with the export (assets/input_convention.json), so a
+        # reader of the SavedModel or its .keras file knows the model's input.
+        convention.save(sources)
+        asset_names = [run_lib.CLASSES_FILENAME, run_lib.CONFIG_FILENAME, EXPORT_INFO_FILENAME,
+                       convention_lib.FILENAME]
+        if convention.mean_image is not None:
+            asset_names.append(convention_lib.MEAN_IMAGE_FILENAME)
         module = module_lib.build_serving_module(
-            config, model, classes, top_k=top_k, max_pixels=max_pixels,
+            convention, model, classes, top_k=top_k, max_pixels=max_pixels,
             max_aspect_ratio=max_aspect_ratio,
-            assets=[os.path.join(sources, name) for name in
-                    (run_lib.CLASSES_FILENAME, run_lib.CONFIG_FILENAME, EXPORT_INFO_FILENAME)])
+            assets=[os.path.join(sources, name) for name in asset_names])
         saved = os.path.join(staging, "saved_model")
         tf.saved_model.save(module, saved, signatures=module.signatures())
         extra = os.path.join(saved, "assets.extra")
         os.makedirs(extra)
         count = protocol.write_warmup_file(os.path.join(extra, protocol.WARMUP_FILENAME),
-                                           warmup_requests(config.data.resize_size))
+                                           warmup_requests(convention.resize_size))
         keras_tmp = os.path.join(staging, "model.keras")
         model.save(keras_tmp)
         os.rename(saved, target)  # atomic: the server sees a complete version or none

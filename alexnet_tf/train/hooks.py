@@ -168,13 +168,13 @@ class KernelSummaries:
     """Sec. 6.1, Fig. 3: the conv1 kernels of each tower and their colour specificity,
     written to ``tensorboard/train`` at each epoch's end."""
 
-    def __init__(self, model, data_config, writer):
+    def __init__(self, model, convention, writer):
         self.model = model
-        self.data_config = data_config
+        self.convention = convention
         self.writer = writer
 
     def epoch_end(self, step: int) -> None:
         from alexnet_tf.analysis import kernels  # deferred: PIL drawing, epoch ends only
 
         with self.writer.as_default(step=step):
-            kernels.write_summaries(self.model, self.data_config)
+            kernels.write_summaries(self.model, self.convention)

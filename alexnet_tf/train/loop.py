@@ -186,7 +186,7 @@ def _train(config, plan: _Plan) -> dict:
             evaluate.eval_dataset_fn(plan.eval_split, config, task, config.eval.ten_crop)))
 
     logger = hooks.TrainLogger(run, strategy, plan.chief, t.total_epochs)
-    kernel_summaries = hooks.KernelSummaries(model, config.data, logger.writers["train"])
+    kernel_summaries = hooks.KernelSummaries(model, task.convention, logger.writers["train"])
     metrics = {}
     logging.info("Training %s (%s parameters) on %d replica(s): %d epochs of %d steps, "
                  "global batch %d, %s%s.", model.name, f"{model.count_params():,}",

@@ -9,7 +9,6 @@ their modules on first use (PEP 562), so that config files and every binary's
 ``--help`` start without them.
 """
 
-import importlib
 import os
 
 # Keras reads its backend once, at first import; choose TensorFlow unless the user
@@ -28,14 +27,6 @@ _LAZY = {
 
 __all__ = [*_LAZY, "__version__"]
 
+from alexnet_tf._lazy import attach  # noqa: E402  (after the backend choice above)
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # once: later lookups skip this function
-        return value
-    raise AttributeError(f"module 'alexnet_tf' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = attach(__name__, _LAZY)

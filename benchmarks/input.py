@@ -137,7 +137,7 @@ def plain_pipeline(source: str, data_dir: str, *, image_size: int = 227, batch_s
 
     eigval = tf.constant(stats.IMAGENET_PCA_EIGVAL)
     eigvec = tf.constant(stats.IMAGENET_PCA_EIGVEC)
-    mean = tf.constant([123.68, 116.78, 103.94])
+    mean = tf.constant(stats.IMAGENET_MEAN_RGB)
 
     def augment(encoded, label):
         image = tf.io.decode_jpeg(encoded, channels=3)

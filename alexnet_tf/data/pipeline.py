@@ -112,8 +112,7 @@ def finish_on_device(inputs, norm: InputConvention,
     Equals the per-image `preprocess.paper_train_image` on the same draws
     (`preprocess.finish_paper_image` is the one implementation of both). Compiled
     with XLA, which fuses the reflection, cast, offset and scale into one pass over
-    the batch (the unfused tail measured 188 ms per batch of 128 on CPU, under XLA
-    20 ms; docs/BENCHMARKS.md).
+    the batch (the speed-up: docs/BENCHMARKS.md).
     """
     if not isinstance(inputs, dict):
         return inputs

@@ -87,8 +87,8 @@ def resize_shorter_side(image, size: int):
     Model Garden's default) reads every input pixel while the image shrinks by at most
     2x, which covers ImageNet's typical 500x375 photos; shrinking further, it would skip
     pixels and alias, so there the kernel is widened by the scale factor
-    (``antialias=True``, Pillow's BILINEAR). Antialiasing every image would cost 2.4 ms
-    of the 4.2 ms it takes to prepare a 500x375 JPEG (docs/BENCHMARKS.md).
+    (``antialias=True``, Pillow's BILINEAR). Antialiasing every image would more than
+    double the cost of preparing a 500x375 JPEG (docs/BENCHMARKS.md).
     """
     shape = tf.shape(image)
     height, width = shape[0], shape[1]

@@ -19,8 +19,7 @@ loads its module on first use (PEP 562), as ``alexnet_tf`` does, so that
 ``alexnet-export --help`` starts without it.
 """
 
-import importlib
-
+from alexnet_tf._lazy import attach
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 
 _LAZY = {
@@ -37,15 +36,4 @@ _LAZY = {
 }
 
 __all__ = [*_LAZY, "DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_PIXELS"]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # once: later lookups skip this function
-        return value
-    raise AttributeError(f"module 'alexnet_tf.export' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = attach(__name__, _LAZY)

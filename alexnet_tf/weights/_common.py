@@ -30,23 +30,18 @@ class LayerShape:
 def keras_layer_shapes(variant: str, num_classes: int,
                        image_size: int | None = None) -> list[LayerShape]:
     """The weight shapes `create_model(variant, num_classes, image_size)` has, at
-    width 1, computed from the variant table without building the model."""
-    spec = architecture.get_variant(variant)
-    image_size = spec.default_image_size if image_size is None else image_size
+    width 1, from the variant's geometry (`architecture.resolve_layers`) without
+    building the model."""
+    geometry = architecture.resolve_layers(variant, num_classes, image_size)
     shapes = []
-    channels = 3
-    for conv in spec.convs:
+    for conv in geometry.convs:
         k = conv.kernel_size
-        shapes.append(LayerShape(conv.name, "conv", (k, k, channels // conv.groups, conv.filters),
+        shapes.append(LayerShape(conv.name, "conv",
+                                 (k, k, conv.in_channels // conv.groups, conv.filters),
                                  (conv.filters,), groups=conv.groups))
-        channels = conv.filters
-    if spec.adaptive_pool:
-        side = spec.adaptive_pool
-    else:
-        side = architecture.spatial_sizes(spec, image_size)[-1][1]
-    flat = (side, side, channels)
+    flat = geometry.flat_input
     fan_in = math.prod(flat)
-    for i, units in enumerate(spec.fc_units):
+    for i, units in enumerate(geometry.fc_units):
         shapes.append(LayerShape(f"fc{6 + i}", "dense", (fan_in, units), (units,),
                                  flat_input=flat if i == 0 else None))
         fan_in = units

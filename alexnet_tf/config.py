@@ -330,23 +330,48 @@ def write_config(config: ml_collections.ConfigDict, path: str) -> str:
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:
-    """Reads a config written by `write_config` back into a validated ConfigDict."""
-    with open(path) as f:
-        values = json.load(f)
-    config = base_config()
+    """Reads a config written by `write_config` back into a validated ConfigDict.
+
+    Keys the schema gained since the file was written take their defaults; a file that
+    is not JSON, not an object, or lacks a whole group of keys (``model``, ``data``,
+    ``train``, ``eval``) raises ConfigError naming the path.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as error:
+        raise ConfigError(f"{path!r} is not a saved config (JSON): {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path!r} must hold a JSON object, got {type(values).__name__}.")
+    schema = base_config()
+    groups = [k for k in schema if isinstance(schema[k], ml_collections.ConfigDict)]
+    missing = [k for k in groups if k not in values]
+    if missing:
+        raise ConfigError(f"{path!r} lacks the config groups {missing}: it was not written "
+                          f"by alexnet-train.")
+    config = schema
     config.unlock()
-    _merge(config, values, "")
+    try:
+        _merge(config, values, "")
+    except ConfigError as error:
+        raise ConfigError(f"{path!r}: {error}") from None
     config.lock()
     return validate(config)
 
 
 def _merge(config, values: dict, prefix: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.')!r} in the saved config must be a group of keys, "
+                          f"got {values!r}.")
     for key, value in values.items():
         if key not in config:
             raise ConfigError(f"{prefix + key!r} in the saved config is not a known key.")
         if isinstance(config[key], ml_collections.ConfigDict):
             _merge(config[key], value, prefix + key + ".")
         elif isinstance(config[key], tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{prefix + key!r} in the saved config must be a list, "
+                                  f"got {value!r}.")
             config[key] = tuple(value)
         else:
             config[key] = value

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from typing import Any
 
@@ -39,14 +40,18 @@ class ConventionError(ValueError):
     """An input convention with a value outside what it accepts, or a file that is not one."""
 
 
+# The largest side the package handles; larger "sizes" are typing errors, not images.
+MAX_SIZE = 1 << 15
+
+
 def _triple(name: str, value) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) != 3:
-        raise ConventionError(f"{name} must hold three numbers (R, G, B), got {value!r}.")
-    return values
+    """Three finite numbers (R, G, B) from a list or tuple, else ConventionError."""
+    numbers = isinstance(value, (list, tuple, np.ndarray)) and len(value) == 3 and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+        for v in value)
+    if not numbers or not all(math.isfinite(float(v)) for v in value):
+        raise ConventionError(f"{name} must hold three finite numbers (R, G, B), got {value!r}.")
+    return tuple(float(v) for v in value)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -87,19 +92,32 @@ class InputConvention:
                                   f"{self.channel_order!r}.")
         for name in ("image_size", "resize_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConventionError(f"{name} must be a positive integer, got {value!r}.")
+            if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                    or not 1 <= value <= MAX_SIZE):
+                raise ConventionError(f"{name} must be an integer in [1, {MAX_SIZE}], got "
+                                      f"{value!r}.")
             object.__setattr__(self, name, int(value))
         if self.resize_size < self.image_size:
             raise ConventionError(f"resize_size ({self.resize_size}) must be at least "
                                   f"image_size ({self.image_size}): crops come from the "
                                   f"resized image.")
         if self.mean_image is not None:
-            mean_image = np.asarray(self.mean_image, np.float32)
+            given = np.asarray(self.mean_image)
             expected = (self.resize_size, self.resize_size, 3)
-            if mean_image.shape != expected:
+            if given.dtype.kind not in "iuf":
+                raise ConventionError(f"mean_image must hold real numbers, got dtype "
+                                      f"{given.dtype}.")
+            if given.shape != expected:
                 raise ConventionError(f"mean_image must have shape {expected} (resize_size "
-                                      f"x resize_size x RGB), got {mean_image.shape}.")
+                                      f"x resize_size x RGB), got {given.shape}.")
+            # A private, read-only copy: the caller's array cannot change the convention
+            # (or its hash) afterwards.
+            with np.errstate(over="ignore", invalid="ignore"):  # refused just below
+                mean_image = np.array(given, np.float32)
+            if not np.isfinite(mean_image).all():
+                raise ConventionError("mean_image must be finite (float32); it holds NaN, "
+                                      "infinity, or values beyond float32's range.")
+            mean_image.setflags(write=False)
             object.__setattr__(self, "mean_image", mean_image)
 
     # ------------------------------------------------------------- identity
@@ -180,15 +198,28 @@ class InputConvention:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], mean_image=None) -> "InputConvention":
-        """Reads `to_dict`'s fields. Unknown fields are refused, naming them."""
+        """Reads `to_dict`'s fields. Every field is required (no silent defaults);
+        unknown fields and another format are refused, naming them."""
+        if not isinstance(values, dict):
+            raise ConventionError(f"An input convention is a JSON object, got "
+                                  f"{type(values).__name__}.")
         values = dict(values)
-        values.pop("format", None)
+        fmt = values.pop("format", FORMAT)  # absent in converted weights' legacy layout
+        if fmt != FORMAT:
+            raise ConventionError(f"Input convention format {fmt!r} is not {FORMAT!r}, the "
+                                  f"one this version reads.")
         has_mean_image = values.pop("has_mean_image", False)
+        if not isinstance(has_mean_image, bool):
+            raise ConventionError(f"has_mean_image must be true or false, got "
+                                  f"{has_mean_image!r}.")
         names = {f.name for f in dataclasses.fields(cls)} - {"mean_image"}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConventionError(f"Unknown input-convention fields {unknown}; known: "
                                   f"{sorted(names)}.")
+        missing = sorted(names - set(values))
+        if missing:
+            raise ConventionError(f"The input convention lacks {missing}.")
         if has_mean_image and mean_image is None:
             raise ConventionError("The input convention names a mean image, but none was "
                                   "given (it is saved as " + MEAN_IMAGE_FILENAME + ").")
@@ -217,10 +248,25 @@ class InputConvention:
         path = os.path.join(directory, FILENAME)
         try:
             with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ConventionError(f"{path!r} is not JSON: {error}") from None
+                # NaN and Infinity are not JSON numbers; Python's reader would take them.
+                values = json.load(f, parse_constant=_refuse_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
+            raise ConventionError(f"{path!r} is not an input convention: {error}") from None
         mean_image = None
-        if values.get("has_mean_image"):
-            mean_image = np.load(os.path.join(directory, MEAN_IMAGE_FILENAME))
-        return cls.from_dict(values, mean_image)
+        if isinstance(values, dict) and values.get("has_mean_image") is True:
+            image_path = os.path.join(directory, MEAN_IMAGE_FILENAME)
+            try:
+                mean_image = np.load(image_path, allow_pickle=False)
+            except FileNotFoundError:
+                raise ConventionError(f"{path!r} names a mean image, but {image_path!r} is "
+                                      f"missing.") from None
+            except ValueError as error:
+                raise ConventionError(f"{image_path!r} is not a mean image: {error}") from None
+        try:
+            return cls.from_dict(values, mean_image)
+        except ConventionError as error:
+            raise ConventionError(f"{path!r}: {error}") from None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number this file may hold")

@@ -58,7 +58,9 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "latest", split: str 
     data = sources.load_split(config.data, split)
     with strategy.scope():
         restored = run.restore_model(path)
-    task = task_lib.ClassificationTask(config, strategy)
+    # The run's own convention (`Run.convention` refuses one that disagrees with its
+    # config): the export serves with the same one.
+    task = task_lib.ClassificationTask(config, strategy, convention=run.convention)
     step = task.eval_step(restored.model, ten_crop)
     dataset = strategy.distribute_datasets_from_function(
         eval_dataset_fn(data, config, task, ten_crop))

@@ -172,10 +172,34 @@ class Run:
     @property
     def convention(self) -> convention_lib.InputConvention:
         """The run's input convention: its input_convention.json, or, for runs written
-        before that file was, the one its config describes."""
-        if os.path.exists(self.convention_path):
-            return convention_lib.InputConvention.load(self.workdir)
-        return convention_lib.InputConvention.from_config(self.config)
+        before that file was, the one its config describes.
+
+        Raises RunError when the file cannot be read, or says another thing than the
+        config does (then training, evaluation and the export would disagree about
+        what the model's input is)."""
+        described = None
+        try:
+            described = convention_lib.InputConvention.from_config(self.config)
+        except (OSError, ValueError) as error:
+            if not os.path.exists(self.convention_path):
+                raise RunError(f"The input convention of {self.workdir!r} cannot be built "
+                               f"from its config: {error}") from None
+            # The saved file is the record (e.g. the stats file has moved since).
+        if not os.path.exists(self.convention_path):
+            return described
+        try:
+            saved = convention_lib.InputConvention.load(self.workdir)
+        except (OSError, convention_lib.ConventionError) as error:
+            raise RunError(f"{self.convention_path!r} cannot be read: {error}") from None
+        if described is not None and saved != described:
+            fields = [k for k, v in saved.to_dict().items() if described.to_dict()[k] != v]
+            if saved.mean_image is not None and described.mean_image is not None:
+                fields.append("mean_image")
+            raise RunError(
+                f"{self.convention_path!r} disagrees with {CONFIG_FILENAME} in {fields}: "
+                f"the file says {saved.to_dict()}, the config describes "
+                f"{described.to_dict()}. Restore the file, or remove it to take the config's.")
+        return saved
 
     def write_convention(self, convention: convention_lib.InputConvention) -> str:
         return convention.save(self.workdir)
@@ -183,8 +207,16 @@ class Run:
     # ---------------------------------------------------------------- classes
 
     def write_classes(self, class_names, readable_names=None) -> str:
-        """Writes classes.json: index -> id (e.g. a wnid) -> readable name."""
+        """Writes classes.json: index -> id (e.g. a wnid) -> readable name.
+
+        Raises RunError unless the ids (and readable names, when given) are strings, one
+        per class, so that the file always reads back (`classes`)."""
         readable = readable_names or class_names
+        if len(readable) != len(class_names) or not all(
+                isinstance(n, str) and n for n in (*class_names, *readable)):
+            raise RunError(f"Classes need one non-empty string id and name each; got "
+                           f"{len(class_names)} ids {list(class_names)[:5]}... and "
+                           f"{len(readable)} names {list(readable)[:5]}...")
         classes = [{"index": i, "id": c, "name": n}
                    for i, (c, n) in enumerate(zip(class_names, readable))]
         os.makedirs(self.workdir, exist_ok=True)
@@ -204,8 +236,13 @@ class Run:
         except FileNotFoundError:
             raise RunError(f"{path!r} is missing: the training loop writes it at the start "
                            f"of a run.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as error:
+            raise RunError(f"{path!r} is not JSON: {error}") from None
+        if not isinstance(classes, list):
+            raise RunError(f"{path!r} must hold a JSON list of classes, got "
+                           f"{type(classes).__name__}.")
         expected = len(classes) if num_classes is None else num_classes
-        if (not isinstance(classes, list) or len(classes) != expected
+        if (len(classes) != expected
                 or any(not isinstance(c, dict) or c.get("index") != i
                        or not isinstance(c.get("id"), str) or not isinstance(c.get("name"), str)
                        for i, c in enumerate(classes))):
@@ -214,10 +251,11 @@ class Run:
         return classes
 
     def class_names(self) -> list[str] | None:
-        """Readable class names by index, or None when the run has no classes.json."""
+        """Readable class names by index (as many as the model's classes), or None when
+        the run has no classes.json."""
         if not os.path.exists(self.classes_path):
             return None
-        return [c["name"] or c["id"] for c in self.classes()]
+        return [c["name"] or c["id"] for c in self.classes(self.config.model.num_classes)]
 
     # ---------------------------------------------------------------- metrics
 
@@ -271,6 +309,11 @@ def resolve_checkpoint(workdir: str | None, checkpoint: str = "latest") -> str:
     """
     import tensorflow as tf
 
+    if not isinstance(checkpoint, str) or not checkpoint:
+        raise CheckpointError(f"checkpoint must be one of {list(CHECKPOINT_CHOICES)} or a "
+                              f"path, got {checkpoint!r}.")
+    if checkpoint.endswith(".index") and tf.io.gfile.exists(checkpoint):
+        checkpoint = checkpoint[:-len(".index")]  # the prefix is what TF reads
     if checkpoint in CHECKPOINT_CHOICES:
         if not workdir:
             raise CheckpointError(f"checkpoint={checkpoint!r} needs the run's work directory.")
@@ -326,7 +369,9 @@ def restore_weights(model, path: str) -> None:
         raise CheckpointError(f"Model variables {untracked} are not saved by "
                               f"tf.train.Checkpoint, so no checkpoint can restore them.")
     try:
-        status = tf.train.Checkpoint(model=model).restore(path)
+        # read(), not restore(): it neither needs nor creates the reader's own
+        # save_counter, so checkpoints written with Checkpoint.write() load too.
+        status = tf.train.Checkpoint(model=model).read(path)
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise CheckpointError(f"Checkpoint {path!r} does not hold every variable of the model "

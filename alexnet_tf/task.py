@@ -88,7 +88,9 @@ def check_strategy(train_config, strategy) -> None:
       with Keras' own optimizers too. One CPU device per process
       (MultiWorkerMirroredStrategy) and GPUs are not affected.
     * ``train.tower_devices`` (one model over two devices, Sec. 3.2) with more than
-      one data-parallel replica.
+      one data-parallel replica, or naming anything but two devices that exist here
+      (soft placement would otherwise move a tower to another device, and say
+      nothing). The same device twice is allowed: the two-device code path on one.
     """
     local_devices = _local_devices(strategy)
     if train_config.jit_compile and len(local_devices) > 1 and all(
@@ -98,10 +100,38 @@ def check_strategy(train_config, strategy) -> None:
             f"CPU devices {list(local_devices)} of one process (TF's XLA cannot reach the "
             f"other devices' variables); set --config.train.jit_compile=False (XLA is slower "
             f"on CPU anyway, docs/BENCHMARKS.md) or use one device per process.")
-    if train_config.tower_devices and strategy.num_replicas_in_sync != 1:
-        raise ValueError(f"train.tower_devices={train_config.tower_devices!r} places one model "
-                         f"on two devices; it cannot be combined with "
-                         f"{strategy.num_replicas_in_sync} data-parallel replicas.")
+    if train_config.tower_devices:
+        check_tower_devices(train_config.tower_devices)
+        if strategy.num_replicas_in_sync != 1:
+            raise ValueError(f"train.tower_devices={train_config.tower_devices!r} places one "
+                             f"model on two devices; it cannot be combined with "
+                             f"{strategy.num_replicas_in_sync} data-parallel replicas.")
+
+
+def check_tower_devices(text: str) -> tuple[str, str]:
+    """The two devices of ``train.tower_devices`` ("DEV_A,DEV_B"), or ValueError unless
+    both are among this process's logical devices."""
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    available = {}
+    for device in tf.config.list_logical_devices():
+        spec = tf.DeviceSpec.from_string(device.name)
+        available[(spec.device_type, spec.device_index)] = device.name
+    keys = []
+    for name in names:
+        try:
+            spec = tf.DeviceSpec.from_string(name)
+        except ValueError as error:
+            raise ValueError(f"train.tower_devices names {name!r}, which is not a device "
+                             f"name ({error}); expected e.g. '/GPU:0,/GPU:1'.") from None
+        keys.append((spec.device_type, spec.device_index))
+    if len(names) != 2:
+        raise ValueError(f"train.tower_devices={text!r} must name two devices, e.g. "
+                         f"'/GPU:0,/GPU:1'.")
+    missing = [n for n, k in zip(names, keys) if k not in available]
+    if missing:
+        raise ValueError(f"train.tower_devices names {missing}, which this process does not "
+                         f"have; its devices are {sorted(available.values())}.")
+    return tuple(names)
 
 
 class ClassificationTask:
@@ -113,9 +143,12 @@ class ClassificationTask:
         global batch, XLA and the tower placement, ``eval.ten_crop``).
       strategy: the `tf.distribute` strategy the steps run under (default: the
         current one). Raises ValueError when it cannot run the config (`check_strategy`).
+      convention: the model's input convention; default: the one the config describes
+        (`InputConvention.from_config`). Evaluation passes the run's saved one.
     """
 
-    def __init__(self, config, strategy: tf.distribute.Strategy | None = None):
+    def __init__(self, config, strategy: tf.distribute.Strategy | None = None,
+                 convention: InputConvention | None = None):
         self.config = config
         self.strategy = strategy or tf.distribute.get_strategy()
         check_strategy(config.train, self.strategy)
@@ -124,7 +157,7 @@ class ClassificationTask:
         self.global_batch_size = config.train.global_batch_size
         # The input convention, built here once: saved with the run, handed to the
         # pipeline (`pipeline_args`) and to the on-device tail (data.augment_on_device).
-        self.convention = InputConvention.from_config(config)
+        self.convention = convention or InputConvention.from_config(config)
         self.lighting = pipeline.lighting(config.data)
         self.tower_devices = tuple(d.strip() for d in config.train.tower_devices.split(",")
                                    if d.strip())

@@ -65,8 +65,17 @@ def test_save_and_load_round_trip_with_and_without_a_mean_image(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"channel_order": "RBG"}, "channel_order must be one of"),
     ({"std_rgb": (1.0, 0.0, 1.0)}, r"std_rgb must be > 0"),
-    ({"mean_rgb": (1.0, 2.0)}, r"mean_rgb must hold three numbers"),
-    ({"image_size": 0}, "image_size must be a positive integer"),
+    ({"mean_rgb": (1.0, 2.0)}, r"mean_rgb must hold three finite numbers"),
+    ({"mean_rgb": (1.0, float("nan"), 2.0)}, r"mean_rgb must hold three finite numbers"),
+    ({"std_rgb": (1.0, float("inf"), 2.0)}, r"std_rgb must hold three finite numbers"),
+    ({"mean_rgb": "123"}, r"mean_rgb must hold three finite numbers"),
+    ({"mean_rgb": {1.0, 2.0, 3.0}}, r"mean_rgb must hold three finite numbers"),
+    ({"mean_rgb": (True, 2.0, 3.0)}, r"mean_rgb must hold three finite numbers"),
+    ({"image_size": 0}, r"image_size must be an integer in \[1, 32768\]"),
+    ({"image_size": 1 << 70, "resize_size": 1 << 70}, r"image_size must be an integer in"),
+    ({"mean_image": np.full((76, 76, 3), np.nan)}, "mean_image must be finite"),
+    ({"mean_image": np.full((76, 76, 3), 1e40)}, "mean_image must be finite"),
+    ({"mean_image": np.full((76, 76, 3), "x")}, "mean_image must hold real numbers"),
     ({"resize_size": 60}, r"resize_size \(60\) must be at least image_size \(67\)"),
     ({"mean_image": np.zeros((67, 67, 3))}, r"mean_image must have shape \(76, 76, 3\)"),
 ])
@@ -81,11 +90,37 @@ def test_unknown_fields_and_missing_mean_image_are_refused(tmp_path):
         InputConvention.from_dict({"colour": "blue"})
     path = tmp_path / "input_convention.json"
     path.write_text(json.dumps(dict(InputConvention().to_dict(), has_mean_image=True)))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConventionError, match="names a mean image, but .* is missing"):
         InputConvention.load(tmp_path)
     path.write_text("{not json")
-    with pytest.raises(ConventionError, match="is not JSON"):
+    with pytest.raises(ConventionError, match="is not an input convention"):
         InputConvention.load(tmp_path)
+    # No silent defaults, no other format, no non-finite JSON constants.
+    path.write_text(json.dumps({"format": "alexnet_tf.input_convention/1"}))
+    with pytest.raises(ConventionError, match=r"lacks \['channel_order', 'image_size'"):
+        InputConvention.load(tmp_path)
+    path.write_text(json.dumps(dict(InputConvention().to_dict(), format="x/99")))
+    with pytest.raises(ConventionError, match="format 'x/99' is not"):
+        InputConvention.load(tmp_path)
+    path.write_text(json.dumps(dict(InputConvention().to_dict(), has_mean_image="false")))
+    with pytest.raises(ConventionError, match="has_mean_image must be true or false"):
+        InputConvention.load(tmp_path)
+    path.write_text(json.dumps(InputConvention().to_dict()).replace("123.68", "NaN"))
+    with pytest.raises(ConventionError, match="NaN is not a number"):
+        InputConvention.load(tmp_path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ConventionError, match="is a JSON object, got list"):
+        InputConvention.load(tmp_path)
+
+
+def test_the_mean_image_is_a_private_read_only_copy():
+    array = np.ones((76, 76, 3), np.float32)
+    convention = InputConvention(image_size=67, resize_size=76, mean_image=array)
+    before = hash(convention)
+    array[0, 0, 0] = 99.0  # the caller's array changes; the convention does not
+    assert convention.mean_image[0, 0, 0] == 1.0 and hash(convention) == before
+    with pytest.raises(ValueError):
+        convention.mean_image[0, 0, 0] = 5.0
 
 
 def test_normalize_is_the_pipelines_arithmetic():

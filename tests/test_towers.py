@@ -85,3 +85,19 @@ def test_tower_devices_are_validated():
     config.model.image_size = 224
     with pytest.raises(config_lib.ConfigError, match="unless model.variant='paper'"):
         config_lib.validate(config)
+
+
+@pytest.mark.parametrize("devices, message", [
+    ("/GPU:0,/GPU:1", r"names \['/GPU:0', '/GPU:1'\], which this process does not have"),
+    ("/CPU:0,/CPU:7", r"names \['/CPU:7'\], which this process does not have"),
+    ("/XPU:7,banana", "which is not a device name"),
+])
+def test_tower_devices_must_exist_when_the_task_is_built(devices, message):
+    # Soft placement would run both towers on whatever exists, silently.
+    from alexnet_tf import config as config_lib
+    from alexnet_tf import task
+
+    config = config_lib.base_config()
+    config.train.tower_devices = devices
+    with pytest.raises(ValueError, match=message):
+        task.ClassificationTask(config)

@@ -23,10 +23,12 @@ a wrong layout or constant gives errors of order 1 (relative), checked below.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -37,7 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from alexnet_tf import config as config_module
 from alexnet_tf import architecture, models
-from alexnet_tf.convention import InputConvention
+from alexnet_tf.convention import ConventionError, InputConvention
 from alexnet_tf import weights
 from alexnet_tf.weights import _common as weights_common
 
@@ -513,7 +515,14 @@ def test_convention_config_overrides_validate(make):
 
 def test_save_converted_round_trip_and_no_overwrite(tmp_path):
     model = models.create_model("paper", num_classes=3, image_size=67, width=0.25)
-    convention = weights.caffe_weights_info(num_classes=3)
+    caffe = weights.caffe_weights_info(num_classes=3)
+    # An info must describe its model: Caffe's 227-pixel crop does not fit a 67-pixel one.
+    with pytest.raises(ConventionError, match="says 227 pixels and 3 classes; the model "
+                                              "takes 67 pixels and has 3 outputs"):
+        weights.save_converted(model, caffe, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    convention = dataclasses.replace(
+        caffe, convention=caffe.convention.replace(image_size=67, resize_size=76))
     model_path, convention_path = weights.save_converted(model, convention, tmp_path / "out")
     assert os.path.basename(model_path) == "model.keras"
     with open(convention_path) as f:
@@ -542,3 +551,38 @@ def test_convert_weights_tool_round_trip(torch_case, tmp_path):
     assert info == weights.torchvision_weights_info()
     logits = model(info.convention.normalize(torch_case["rgb"]), training=False).numpy()
     assert_logits_close(logits, torch_case["reference"])
+
+
+def test_converted_directories_with_bad_or_missing_parts_are_named(tmp_path):
+    model = models.create_model("paper", num_classes=3, image_size=67, width=0.25)
+    caffe = weights.caffe_weights_info(num_classes=3)
+    info = dataclasses.replace(
+        caffe, convention=caffe.convention.replace(image_size=67, resize_size=76))
+    weights.save_converted(model, info, tmp_path / "ok")
+
+    def broken(name, edit):
+        directory = tmp_path / name
+        shutil.copytree(tmp_path / "ok", directory)
+        edit(directory)
+        return directory
+
+    cases = {
+        "no_info_model": (lambda d: (d / "model.keras").unlink(), r"model.keras' is missing"),
+        "junk_model": (lambda d: (d / "model.keras").write_bytes(b"junk"),
+                       "is not a Keras model file"),
+        "junk_info": (lambda d: (d / "weights_info.json").write_text("{"), "is not JSON"),
+        "list_info": (lambda d: (d / "weights_info.json").write_text("[]"),
+                      "must hold a JSON object, got list"),
+        "unknown_field": (lambda d: (d / "weights_info.json").write_text(json.dumps(
+            dict(info.to_dict(), colour="red"))), r"unknown fields \['colour'\]"),
+        "bad_variant": (lambda d: (d / "weights_info.json").write_text(json.dumps(
+            dict(info.to_dict(), variant="bogus"))), "variant must be one of"),
+        "wrong_classes": (lambda d: (d / "weights_info.json").write_text(json.dumps(
+            dict(info.to_dict(), num_classes=5))), "5 classes; the model takes 67 pixels and "
+                                                    "has 3 outputs"),
+        "no_convention": (lambda d: (d / "input_convention.json").unlink(),
+                          "No such file|is missing"),
+    }
+    for name, (edit, message) in cases.items():
+        with pytest.raises((ConventionError, FileNotFoundError), match=message):
+            weights.load_converted(broken(name, edit))

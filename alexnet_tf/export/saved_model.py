@@ -26,6 +26,7 @@ signatures are those of `alexnet_tf.export.module.SIGNATURE_TABLE`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -159,6 +160,19 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
     if version is not None and (isinstance(version, bool) or int(version) != version
                                 or version < 0):
         raise ExportError(f"version must be an integer >= 0, got {version!r}.")
+    # Limits that refuse every image would export a model that serves nothing.
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ExportError(f"max_pixels must be an integer >= 1, got {max_pixels!r}.")
+    if not (isinstance(max_aspect_ratio, (int, float)) and not isinstance(max_aspect_ratio, bool)
+            and math.isfinite(max_aspect_ratio) and max_aspect_ratio >= 1):
+        raise ExportError(f"max_aspect_ratio must be a finite number >= 1 (a square image "
+                          f"has 1), got {max_aspect_ratio!r}.")
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise ExportError(f"export_dir {export_dir!r} is a file; expected a directory (TF "
+                          f"Serving's model base path).")
+    # Restored before anything is created, so that a refused export leaves no directory.
+    restored = restore_model(run, checkpoint_path)
+    model, step = restored.model, restored.step
     os.makedirs(export_dir, exist_ok=True)
     version = next_version(export_dir) if version is None else int(version)
     target = os.path.join(export_dir, str(version))
@@ -171,8 +185,6 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
         logging.warning("Version %d is lower than %d: TF Serving's default version policy "
                         "keeps serving the highest.", version, max(existing_versions(export_dir)))
 
-    restored = restore_model(run, checkpoint_path)
-    model, step = restored.model, restored.step
     staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=export_dir)
     try:
         info = {

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
 from alexnet_tf.convention import FILENAME as CONVENTION_FILENAME
-from alexnet_tf.convention import InputConvention
+from alexnet_tf.convention import ConventionError, InputConvention
 
 MODEL_FILENAME = "model.keras"
 INFO_FILENAME = "weights_info.json"
@@ -51,6 +52,41 @@ class WeightsInfo:
     lrn_bias: float | None = None
     lrn_alpha: float | None = None
     notes: str = ""
+
+    def __post_init__(self):
+        from alexnet_tf import architecture
+
+        if not isinstance(self.source, str) or not self.source:
+            raise ConventionError(f"source must be a non-empty string, got {self.source!r}.")
+        if not isinstance(self.convention, InputConvention):
+            raise ConventionError(f"convention must be an InputConvention, got "
+                                  f"{type(self.convention).__name__}.")
+        if self.variant not in architecture.VARIANTS:
+            raise ConventionError(f"variant must be one of {sorted(architecture.VARIANTS)}, "
+                                  f"got {self.variant!r}.")
+        if (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int)
+                or self.num_classes < 1):
+            raise ConventionError(f"num_classes must be a positive integer, got "
+                                  f"{self.num_classes!r}.")
+        for name in ("lrn_bias", "lrn_alpha"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise ConventionError(f"{name} must be None or a finite number >= 0, got "
+                                      f"{value!r}.")
+        if not isinstance(self.notes, str):
+            raise ConventionError(f"notes must be a string, got {self.notes!r}.")
+
+    def check_model(self, model) -> None:
+        """Raises ConventionError unless ``model`` takes the convention's crop and has
+        ``num_classes`` outputs: info and weights must describe the same network."""
+        size, classes = int(model.input_shape[1]), int(model.output_shape[-1])
+        if (size, classes) != (self.convention.image_size, self.num_classes):
+            raise ConventionError(
+                f"The weights' info says {self.convention.image_size} pixels and "
+                f"{self.num_classes} classes; the model takes {size} pixels and has "
+                f"{classes} outputs.")
 
     def to_config_overrides(self) -> dict[str, Any]:
         """The `alexnet_tf.config.base_config` keys (dotted) that reproduce this model
@@ -81,6 +117,7 @@ def save_converted(model, info: WeightsInfo, directory: str | os.PathLike,
     directory = os.fspath(directory)
     paths = [os.path.join(directory, name)
              for name in (MODEL_FILENAME, CONVENTION_FILENAME, INFO_FILENAME)]
+    info.check_model(model)  # never write an info that contradicts its weights
     if not overwrite:
         existing = [p for p in paths if os.path.exists(p)]
         if existing:
@@ -97,19 +134,54 @@ def save_converted(model, info: WeightsInfo, directory: str | os.PathLike,
     return paths[0], paths[1]
 
 
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ConventionError(f"{path!r} is missing: a converted-weights directory holds "
+                              f"{MODEL_FILENAME}, {CONVENTION_FILENAME} and "
+                              f"{INFO_FILENAME} (tools/convert_weights.py).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as error:
+        raise ConventionError(f"{path!r} is not JSON: {error}") from None
+
+
+def _info(path: str, fields, convention: InputConvention) -> WeightsInfo:
+    if not isinstance(fields, dict):
+        raise ConventionError(f"{path!r} must hold a JSON object, got {type(fields).__name__}.")
+    unknown = sorted(set(fields) - set(_INFO_FIELDS))
+    missing = sorted({"source", "variant", "num_classes"} - set(fields))
+    if unknown or missing:
+        raise ConventionError(f"{path!r}: " + "; ".join(
+            part for part in (unknown and f"unknown fields {unknown}",
+                              missing and f"missing fields {missing}") if part)
+            + f" (fields: {list(_INFO_FIELDS)}).")
+    try:
+        return WeightsInfo(convention=convention, **fields)
+    except ConventionError as error:
+        raise ConventionError(f"{path!r}: {error}") from None
+
+
 def read_info(directory: str | os.PathLike) -> WeightsInfo:
-    """The `WeightsInfo` of a converted-weights directory (either layout)."""
+    """The `WeightsInfo` of a converted-weights directory (either layout).
+
+    Raises ConventionError naming the file that is missing, not JSON, or holds a field
+    outside what `WeightsInfo` accepts."""
     directory = os.fspath(directory)
     info_path = os.path.join(directory, INFO_FILENAME)
     if os.path.exists(info_path):
-        with open(info_path, encoding="utf-8") as f:
-            fields = json.load(f)
-        return WeightsInfo(convention=InputConvention.load(directory), **fields)
+        return _info(info_path, _read_json(info_path), InputConvention.load(directory))
     # The layout before weights_info.json: one input_convention.json with every field.
-    with open(os.path.join(directory, CONVENTION_FILENAME), encoding="utf-8") as f:
-        values = json.load(f)
+    path = os.path.join(directory, CONVENTION_FILENAME)
+    values = _read_json(path)
+    if not isinstance(values, dict):
+        raise ConventionError(f"{path!r} must hold a JSON object, got {type(values).__name__}.")
     fields = {name: values.pop(name) for name in _INFO_FIELDS if name in values}
-    return WeightsInfo(convention=InputConvention.from_dict(values), **fields)
+    try:
+        convention = InputConvention.from_dict(values)
+    except ConventionError as error:
+        raise ConventionError(f"{path!r}: {error}") from None
+    return _info(path, fields, convention)
 
 
 def load_converted(directory: str | os.PathLike):
@@ -119,5 +191,12 @@ def load_converted(directory: str | os.PathLike):
     from alexnet_tf import layers  # noqa: F401  (registers the custom layers)
 
     info = read_info(directory)
-    model = keras.saving.load_model(os.path.join(os.fspath(directory), MODEL_FILENAME))
+    path = os.path.join(os.fspath(directory), MODEL_FILENAME)
+    if not os.path.isfile(path):
+        raise ConventionError(f"{path!r} is missing: the converted model itself.")
+    try:
+        model = keras.saving.load_model(path)
+    except (ValueError, OSError) as error:  # Keras says "File not found" for a bad zip
+        raise ConventionError(f"{path!r} is not a Keras model file: {error}") from None
+    info.check_model(model)
     return model, info

@@ -1,0 +1,126 @@
+"""The work directory (`alexnet_tf.run.Run`): every file it reads is checked and named when
+wrong, its input convention cannot disagree with its config, and the one way to a model
+restores every checkpoint layout. Runs on a copy of the v1 fixture run."""
+
+import json
+import shutil
+
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import config as config_lib
+from alexnet_tf import export
+from alexnet_tf import models
+from alexnet_tf import run as run_lib
+from conftest import REPO_ROOT
+
+V1_RUN = REPO_ROOT / "tests" / "fixtures" / "v1" / "run"
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    workdir = tmp_path / "run"
+    shutil.copytree(V1_RUN, workdir)
+    return workdir
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is not a saved config"),
+    ("{not json", "is not a saved config"),
+    ("[1, 2]", "must hold a JSON object, got list"),
+    ("{}", r"lacks the config groups \['data', 'eval', 'model', 'train'\]"),
+    ('{"model": 3, "data": {}, "train": {}, "eval": {}}', "'model' in the saved config must be"),
+])
+def test_a_bad_config_json_is_named(run_dir, text, message):
+    (run_dir / "config.json").write_text(text)
+    with pytest.raises(config_lib.ConfigError, match=message) as error:
+        run_lib.Run(run_dir).config
+    assert "config.json" in str(error.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "is not JSON"),
+    ("5", "must hold a JSON list of classes, got int"),
+    ("null", "must hold a JSON list of classes, got NoneType"),
+    ('[{"index": 0, "id": "a", "name": "a"}]', "must list 10 classes"),
+])
+def test_a_bad_classes_json_is_named(run_dir, text, message):
+    (run_dir / "classes.json").write_text(text)
+    with pytest.raises(run_lib.RunError, match=message):
+        run_lib.Run(run_dir).class_names()
+
+
+def test_write_classes_refuses_what_it_could_not_read_back(tmp_path):
+    run = run_lib.Run(tmp_path)
+    with pytest.raises(run_lib.RunError, match="one non-empty string id and name each"):
+        run.write_classes(["a", "b", "c"], ["A"])
+    with pytest.raises(run_lib.RunError, match="one non-empty string id and name each"):
+        run.write_classes(["a", 2])
+    assert not (tmp_path / "classes.json").exists()
+    run.write_classes(["a", "b"], ["A", "B"])
+    assert [c["name"] for c in run.classes(2)] == ["A", "B"]
+
+
+def test_a_convention_that_disagrees_with_the_config_is_refused(run_dir, tmp_path):
+    from alexnet_tf import evaluate
+
+    run = run_lib.Run(run_dir)
+    described = run.convention  # a v1 run has no file: the config's
+    described.replace(mean_rgb=(0.0, 0.0, 0.0)).save(run_dir)
+    with pytest.raises(run_lib.RunError, match=r"disagrees with config.json in \['mean_rgb'\]"):
+        run.convention
+    # Neither the export nor the evaluation reads the run with another preprocessing.
+    with pytest.raises(export.ExportError, match="disagrees with config.json"):
+        export.export(str(run_dir), str(tmp_path / "exports"))
+    assert not (tmp_path / "exports").exists()
+    with pytest.raises(run_lib.RunError, match="disagrees with config.json"):
+        evaluate.evaluate_checkpoint(str(run_dir))
+    described.save(run_dir)  # the config's own: accepted
+    assert run.convention == described
+    (run_dir / "input_convention.json").write_text("[]")
+    with pytest.raises(run_lib.RunError, match="input_convention.json' cannot be read"):
+        run.convention
+
+
+def test_checkpoints_of_every_layout_restore_and_bad_choices_are_named(run_dir, tmp_path):
+    run = run_lib.Run(run_dir)
+    restored = run.restore_model("latest")
+    # A checkpoint written with Checkpoint.write() (no save_counter) restores too.
+    written = tf.train.Checkpoint(model=restored.model).write(str(tmp_path / "w" / "model"))
+    again = models.model_from_config(run.config)
+    run_lib.restore_weights(again, written)
+    for a, b in zip(again.weights, restored.model.weights):
+        assert (a.numpy() == b.numpy()).all()
+    # The .index file names the same checkpoint as its prefix.
+    assert run.checkpoint(restored.checkpoint + ".index") == restored.checkpoint
+    for choice in (None, "", 3):
+        with pytest.raises(run_lib.CheckpointError, match="checkpoint must be one of"):
+            run.checkpoint(choice)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_pixels": -5}, "max_pixels must be an integer >= 1"),
+    ({"max_pixels": 0}, "max_pixels must be an integer >= 1"),
+    ({"max_aspect_ratio": 0.5}, "max_aspect_ratio must be a finite number >= 1"),
+    ({"max_aspect_ratio": float("nan")}, "max_aspect_ratio must be a finite number >= 1"),
+])
+def test_export_refuses_limits_that_serve_nothing(run_dir, tmp_path, kwargs, message):
+    with pytest.raises(export.ExportError, match=message):
+        export.export(str(run_dir), str(tmp_path / "exports"), **kwargs)
+    assert not (tmp_path / "exports").exists()
+
+
+def test_export_refuses_an_export_dir_that_is_a_file(run_dir, tmp_path):
+    target = tmp_path / "exports"
+    target.write_text("not a directory")
+    with pytest.raises(export.ExportError, match="is a file; expected a directory"):
+        export.export(str(run_dir), str(target))
+    assert target.read_text() == "not a directory"
+
+
+def test_saved_configs_read_back_through_the_schema(run_dir):
+    values = json.loads((run_dir / "config.json").read_text())
+    del values["data"]["label_smoothing"]  # a key the schema gained later: its default
+    (run_dir / "config.json").write_text(json.dumps(values))
+    assert run_lib.Run(run_dir).config.data.label_smoothing == 0.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from typing import Any
 
@@ -180,9 +181,16 @@ def _check_types(config):
         if expected is float and isinstance(value, int):
             continue
         if expected is tuple and isinstance(value, list):
-            continue
+            value = tuple(value)
         if not isinstance(value, expected):
             _fail(path, value, f"a {expected.__name__}")
+        # NaN and infinity pass every range check below (NaN compares False): refuse them
+        # here, for every float of the schema, before anything is written.
+        if isinstance(value, float) and not math.isfinite(value):
+            _fail(path, value, "a finite number")
+        if isinstance(value, tuple) and any(
+                isinstance(v, float) and not math.isfinite(v) for v in value):
+            _fail(path, value, "finite numbers")
 
 
 def _positive(config, path: str, allow_zero=False):

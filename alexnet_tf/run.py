@@ -345,6 +345,50 @@ def resolve_checkpoint(workdir: str | None, checkpoint: str = "latest") -> str:
         f"directory of checkpoints.")
 
 
+def checkpoint_candidates(directory: str) -> list[str]:
+    """Every checkpoint prefix in ``directory``, newest (highest number) first: the
+    ones the ``checkpoint`` state file lists and every ``ckpt-N.index`` there, so that
+    a lost or garbled state file hides none of them."""
+    import glob
+    import re
+
+    import tensorflow as tf
+
+    found = set()
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError, UnicodeDecodeError):  # a garbled state file
+        state = None
+    if state is not None:
+        found.update(os.path.join(directory, os.path.basename(p))
+                     for p in state.all_model_checkpoint_paths)
+    found.update(p[:-len(".index")] for p in glob.glob(os.path.join(directory, "ckpt-*.index")))
+
+    def number(prefix):
+        match = re.search(r"-(\d+)$", prefix)
+        return int(match.group(1)) if match else -1
+
+    return sorted(found, key=number, reverse=True)
+
+
+def checkpoint_damage(prefix: str) -> str | None:
+    """Why the checkpoint ``prefix`` cannot be read (its index or data files missing,
+    truncated or corrupt: every tensor is read and its checksum checked), or None when
+    it reads whole. Says nothing about whether it fits a model."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(prefix + ".index"):
+        return "its .index file is missing"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return f"{type(error).__name__}: {first_line[:200]}"
+    return None
+
+
 def _untracked_variables(model) -> list:
     """Model variables that a tf.train.Checkpoint of the model does not save."""
     import tensorflow as tf

@@ -42,3 +42,18 @@ def test_help_lists_own_flags_without_importing_tensorflow(module):
     first_line = out.strip().splitlines()[0]
     assert first_line.startswith("alexnet-"), first_line  # the binary's own docstring
     assert "IMPORTED: []" in out, out[-500:]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.learning_rate=nan", "'train.learning_rate' is nan; expected a finite number"),
+    ("--config.data.mean_rgb=(1e999,0.,0.)", "'data.mean_rgb' is (inf, 0.0, 0.0); expected finite"),
+])
+def test_a_non_finite_config_is_refused_before_anything_is_written(tmp_path, override, message):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.cli.train", "--config=configs/demo.py",
+         f"--workdir={workdir}", override],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-800:]
+    assert not workdir.exists()

@@ -92,6 +92,14 @@ def test_missing_key_is_named():
     ("data.channel_order", "GBR", r"'data.channel_order' is 'GBR'"),
     ("data.mean", "image", r"'data.mean' is 'image'; expected 'per_channel' unless data.stats_file"),
     ("data.stats_file", "/nonexistent.npz", r"'data.stats_file' is '/nonexistent.npz'"),
+    # NaN passes every range check (it compares False); every float must be finite.
+    ("train.learning_rate", float("nan"), r"'train.learning_rate' is nan; expected a finite"),
+    ("train.learning_rate", float("inf"), r"'train.learning_rate' is inf; expected a finite"),
+    ("train.weight_decay", float("nan"), r"'train.weight_decay' is nan; expected a finite"),
+    ("train.warmup_epochs", float("nan"), r"'train.warmup_epochs' is nan; expected a finite"),
+    ("model.width", float("nan"), r"'model.width' is nan; expected a finite"),
+    ("data.mean_rgb", (float("inf"), 0.0, 0.0), r"'data.mean_rgb' .*expected finite numbers"),
+    ("data.std_rgb", [1.0, float("nan"), 1.0], r"'data.std_rgb' .*expected finite numbers"),
 ])
 def test_bad_values_are_named(key, value, message):
     config = config_lib.base_config()

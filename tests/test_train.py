@@ -295,3 +295,23 @@ def test_decoupled_decay_spares_biases_and_batchnorm():
     np.testing.assert_allclose(after["fc/kernel"], before["fc/kernel"] * (1 - 0.01 * 0.1), rtol=1e-6)
     for name in ("fc/bias", "bn/gamma", "bn/beta"):
         np.testing.assert_array_equal(after[name], before[name])
+
+
+def test_a_non_finite_weight_is_never_saved(tmp_path):
+    from alexnet_tf import models
+    from alexnet_tf import run as run_lib
+
+    config = config_lib.base_config()
+    config.model.num_classes, config.model.image_size, config.model.width = 10, 67, 0.0625
+    model = models.model_from_config(config)
+    step = tf.Variable(0, dtype=tf.int64)
+    checkpoints = hooks.TrainingCheckpoints(run_lib.Run(tmp_path), tf.distribute.get_strategy(),
+                                            keep=2, model=model, step=step)
+    checkpoints.save(4)
+    kernel = model.get_layer("fc7").kernel
+    kernel.assign(tf.tensor_scatter_nd_update(kernel, [[0, 0]], [float("nan")]))
+    with pytest.raises(hooks.NonFiniteWeightsError,
+                       match=r"Weight 'fc7/kernel' holds NaN or Inf at step 8: stopping without "
+                             r"saving; the last good checkpoint is .*ckpt-4"):
+        checkpoints.save(8)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-4")

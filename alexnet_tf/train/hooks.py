@@ -21,6 +21,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from alexnet_tf import run as run_lib
 from alexnet_tf import task as task_lib
 from alexnet_tf.train import distribute
 
@@ -29,11 +30,56 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf."""
 
 
+class NonFiniteWeightsError(FloatingPointError):
+    """A weight about to be saved is NaN or Inf."""
+
+
+def check_finite_weights(model, step: int, last_good: str | None) -> None:
+    """Raises NonFiniteWeightsError naming the first non-finite variable of ``model``.
+
+    The loss guard does not see every bad weight (a NaN that no example reaches, an
+    input scale that overflows later); a checkpoint must never hold one. One device
+    reduction per variable, one host read for all."""
+    floats = [v for v in model.variables if tf.as_dtype(v.dtype).is_floating]
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floats]).numpy()
+    if not finite.all():
+        bad = floats[int((~finite).argmax())]
+        raise NonFiniteWeightsError(
+            f"Weight {bad.path!r} holds NaN or Inf at step {step}: stopping without saving; "
+            f"the last good checkpoint is {last_good}.")
+
+
 @tf.function
 def _add_sums(window, sums):
     """``window + sums`` per metric, on the device and in float64 (a window of steps
     adds up many float32 sums)."""
     return {k: window[k] + tf.cast(sums[k], tf.float64) for k in task_lib.METRIC_KEYS}
+
+
+DAMAGED_DIR = "damaged"  # under checkpoints/: what a failed restore set aside
+
+
+def _remove_temporary_saves(directory: str) -> None:
+    """Deletes what a save killed half-way leaves: TF writes ``ckpt-N_temp/`` first."""
+    import shutil
+
+    for parent in (directory, os.path.join(directory, run_lib.BEST_DIR)):
+        if os.path.isdir(parent):
+            for name in os.listdir(parent):
+                if name.endswith("_temp") or "_temp_" in name:
+                    shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+                    logging.info("Removed %s, left by a save that did not finish.",
+                                 os.path.join(parent, name))
+
+
+def _move_aside(prefix: str, destination: str) -> str:
+    """Moves every file of checkpoint ``prefix`` into ``destination``; returns it."""
+    import glob
+
+    os.makedirs(destination, exist_ok=True)
+    for path in glob.glob(glob.escape(prefix) + ".*"):
+        os.replace(path, os.path.join(destination, os.path.basename(path)))
+    return destination
 
 
 class MetricWindow:
@@ -88,6 +134,7 @@ class TrainingCheckpoints:
     def __init__(self, run, strategy, keep: int, **state):
         self.run = run
         self.strategy = strategy
+        self.keep = keep
         self.state = state
         self.checkpoint = tf.train.Checkpoint(**state)
         self.manager = tf.train.CheckpointManager(
@@ -97,23 +144,74 @@ class TrainingCheckpoints:
             self.checkpoint, distribute.write_dir(run.best_dir, strategy), max_to_keep=1)
 
     def restore_latest(self) -> str | None:
-        """Restores the newest checkpoint of the run, if any; returns its path.
+        """Restores the newest checkpoint of the run that reads whole; returns its path,
+        or None when the run has no checkpoint files at all.
 
-        Raises ValueError when it does not match the model and optimizer the config
-        builds (a run of another geometry in this directory)."""
-        latest = tf.train.latest_checkpoint(self.run.checkpoint_dir)
-        if latest:
+        A damaged checkpoint (index or data missing, truncated, corrupt, or torn
+        between two saves) is skipped with a warning that names it and why, and, by the
+        chief, moved into ``checkpoints/damaged/`` so that nothing is lost; the next
+        older one is tried. Checkpoints are found by their files, not only through the
+        ``checkpoint`` state file, so a lost or garbled state file never restarts a run
+        from step 0.
+
+        Raises:
+          CheckpointError: checkpoint files exist but none of them reads whole.
+          ValueError: the newest whole checkpoint does not match the model and
+            optimizer the config builds (a run of another geometry in this directory).
+        """
+        directory = self.run.checkpoint_dir
+        chief = distribute.is_chief(self.strategy)
+        if chief:
+            _remove_temporary_saves(directory)
+        candidates = run_lib.checkpoint_candidates(directory)
+        skipped = []
+        for prefix in candidates:
+            damage = run_lib.checkpoint_damage(prefix)
+            if damage:
+                kept = _move_aside(prefix, os.path.join(directory, DAMAGED_DIR)) if chief else None
+                skipped.append(prefix)
+                logging.warning("Checkpoint %s cannot be read (%s): skipped%s.", prefix, damage,
+                                f"; its files are kept in {kept}" if kept else "")
+                continue
             try:
-                self.checkpoint.restore(latest).assert_existing_objects_matched()
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
             except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
-                raise ValueError(f"Checkpoint {latest!r} does not match the model and optimizer "
+                raise ValueError(f"Checkpoint {prefix!r} does not match the model and optimizer "
                                  f"built from the config: {error}") from None
-        return latest
+            if skipped and chief:
+                # The state file must list what is there now, so that the manager's
+                # rotation and `latest_checkpoint` readers see the whole checkpoints.
+                intact = [p for p in reversed(candidates) if p not in skipped]
+                tf.compat.v1.train.update_checkpoint_state(
+                    directory, prefix, all_model_checkpoint_paths=intact)
+                self.manager = tf.train.CheckpointManager(
+                    self.checkpoint, directory, max_to_keep=self.keep)
+            return prefix
+        leftovers = [f for f in os.listdir(directory) if f.startswith("ckpt-")] if (
+            os.path.isdir(directory)) else []
+        if skipped or leftovers:
+            raise run_lib.CheckpointError(
+                f"No checkpoint in {directory!r} reads whole ({len(skipped)} damaged, kept in "
+                f"{os.path.join(directory, DAMAGED_DIR)}; other files: {leftovers[:5]}); "
+                f"refusing to start this run again from step 0. Move the directory away to "
+                f"start over.")
+        return None
 
     def save(self, step: int, *, best: bool = False) -> str:
-        """Saves everything as ``ckpt-<step>`` (under ``best/`` with ``best``)."""
-        self.state["step"].assign(step, read_value=False)
+        """Saves everything as ``ckpt-<step>`` (under ``best/`` with ``best``), after
+        checking that every weight is finite (`check_finite_weights`).
+
+        A step already listed is never written again: TF would rewrite its files in
+        place, and a kill during that write leaves the index of one save beside the data
+        of the other (RuntimeError: the loop must not ask)."""
         manager = self.best_manager if best else self.manager
+        listed = {os.path.basename(p) for p in manager.checkpoints}
+        if f"ckpt-{step}" in listed:
+            raise RuntimeError(f"ckpt-{step} is already saved in {manager.directory}; a "
+                               f"listed checkpoint is never rewritten in place.")
+        check_finite_weights(self.state["model"], step,
+                             tf.train.latest_checkpoint(self.run.checkpoint_dir))
+        self.state["step"].assign(step, read_value=False)
         return manager.save(checkpoint_number=step)
 
     def cleanup(self) -> None:

@@ -221,7 +221,9 @@ def _train(config, plan: _Plan) -> dict:
                                     time.perf_counter() - window_start)
                 window.reset()
                 window_start = time.perf_counter()
-            if current % t.checkpoint_every_steps == 0:
+            # The epoch's end has its own save below (after evaluation): saving the same
+            # step twice would rewrite a listed checkpoint in place.
+            if current % t.checkpoint_every_steps == 0 and current != epoch_end:
                 # The guard runs before every save, so no NaN/Inf loss reaches a checkpoint.
                 window.check_before_save(current)
                 checkpoints.save(current)

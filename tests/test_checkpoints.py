@@ -1,0 +1,151 @@
+"""Training checkpoints never lose or silently discard work: a listed step is never
+rewritten, a damaged checkpoint is skipped (named, its files kept aside) for the newest
+one that reads whole, a lost state file hides nothing, and a run with checkpoint files
+never restarts from step 0."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import config as config_lib
+from alexnet_tf import models
+from alexnet_tf import run as run_lib
+from alexnet_tf.train import hooks
+
+
+def _checkpoints(workdir, seed=0):
+    config = config_lib.base_config()
+    config.seed = seed
+    config.model.num_classes, config.model.image_size, config.model.width = 10, 67, 0.0625
+    model = models.model_from_config(config)
+    step = tf.Variable(0, dtype=tf.int64)
+    return model, hooks.TrainingCheckpoints(run_lib.Run(workdir), tf.distribute.get_strategy(),
+                                            keep=3, model=model, step=step)
+
+
+def _saved(workdir):
+    """A run dir with ckpt-4 (weights of seed 0) and ckpt-8 (weights of seed 1)."""
+    model, checkpoints = _checkpoints(workdir)
+    checkpoints.save(4)
+    weights_4 = [w.copy() for w in model.get_weights()]
+    model.set_weights(models.model_from_config(_seed_config(1)).get_weights())
+    checkpoints.save(8)
+    return weights_4, [w.copy() for w in model.get_weights()]
+
+
+def _seed_config(seed):
+    config = config_lib.base_config()
+    config.seed = seed
+    config.model.num_classes, config.model.image_size, config.model.width = 10, 67, 0.0625
+    return config
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_a_listed_step_is_never_rewritten(tmp_path):
+    _, checkpoints = _checkpoints(tmp_path)
+    checkpoints.save(4)
+    with pytest.raises(RuntimeError, match="ckpt-4 is already saved .* never rewritten"):
+        checkpoints.save(4)
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _zero(path):
+    with open(path, "r+b") as f:
+        f.write(b"\0" * os.path.getsize(path))
+
+
+DAMAGE = {
+    "data truncated": lambda p: _truncate(p + ".data-00000-of-00001"),
+    "data zeroed": lambda p: _zero(p + ".data-00000-of-00001"),
+    "data deleted": lambda p: os.remove(p + ".data-00000-of-00001"),
+    "index zeroed": lambda p: _zero(p + ".index"),
+    "index deleted": lambda p: os.remove(p + ".index"),
+    # A kill while rewriting a listed step in place: index of one save, data of another.
+    "torn": lambda p: shutil.copy(p.replace("ckpt-8", "ckpt-4") + ".data-00000-of-00001",
+                                  p + ".data-00000-of-00001"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_latest_falls_back_to_the_newest_whole_one(tmp_path, damage, caplog):
+    weights_4, _ = _saved(tmp_path)
+    latest = str(tmp_path / "checkpoints" / "ckpt-8")
+    DAMAGE[damage](latest)
+    model, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest() == str(tmp_path / "checkpoints" / "ckpt-4")
+    assert _same(model.get_weights(), weights_4)
+    damaged = tmp_path / "checkpoints" / "damaged"
+    assert sorted(os.listdir(damaged)) and all(n.startswith("ckpt-8.") for n in os.listdir(damaged))
+    assert "ckpt-8 cannot be read" in caplog.text and "kept in" in caplog.text
+    # The state file now lists what is there, and the run saves on from there.
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-4")
+    checkpoints.save(12)
+
+
+@pytest.mark.parametrize("state", ["garbage", "deleted"])
+def test_a_lost_state_file_hides_no_checkpoint(tmp_path, state):
+    _, weights_8 = _saved(tmp_path)
+    state_file = tmp_path / "checkpoints" / "checkpoint"
+    if state == "deleted":
+        state_file.unlink()
+    else:
+        state_file.write_bytes(b"\x00garbage{{{")
+    model, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest() == str(tmp_path / "checkpoints" / "ckpt-8")
+    assert _same(model.get_weights(), weights_8)
+
+
+def test_no_whole_checkpoint_stops_instead_of_starting_over(tmp_path):
+    _saved(tmp_path)
+    for prefix in ("ckpt-4", "ckpt-8"):
+        _zero(str(tmp_path / "checkpoints" / prefix) + ".index")
+    _, checkpoints = _checkpoints(tmp_path, seed=5)
+    with pytest.raises(run_lib.CheckpointError,
+                       match="No checkpoint in .* reads whole .* refusing to start this run "
+                             "again from step 0"):
+        checkpoints.restore_latest()
+    # Nothing the user had is deleted: every file is kept aside.
+    assert len(os.listdir(tmp_path / "checkpoints" / "damaged")) == 4
+
+
+def test_temporary_directories_of_an_unfinished_save_are_removed(tmp_path):
+    _saved(tmp_path)
+    leftover = tmp_path / "checkpoints" / "ckpt-12_temp" / "part-00000-of-00001.data-00000-of-00001"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"half")
+    _, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest().endswith("ckpt-8")
+    assert not leftover.parent.exists()
+
+
+def test_a_fresh_directory_has_nothing_to_restore(tmp_path):
+    _, checkpoints = _checkpoints(tmp_path)
+    assert checkpoints.restore_latest() is None
+
+
+@pytest.mark.slow
+def test_a_run_whose_checkpoint_interval_divides_the_epoch_saves_each_step_once(
+        small_demo_dir, tmp_path):
+    """The step save and the epoch-end save fell on the same step and rewrote ckpt-18 in
+    place; now the epoch's end is saved once, after its evaluation."""
+    from alexnet_tf.train import loop
+    from test_train import _demo_config
+
+    workdir = tmp_path / "run"
+    config = _demo_config(small_demo_dir, total_epochs=2, checkpoint_every_steps=9,
+                          schedule="constant", warmup_epochs=0.0)
+    metrics = loop.train_and_evaluate(config, str(workdir))  # 18 steps an epoch
+    assert metrics["step"] == 36
+    state = tf.train.get_checkpoint_state(str(workdir / "checkpoints"))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
+        "ckpt-9", "ckpt-18", "ckpt-27", "ckpt-36"][-3:]

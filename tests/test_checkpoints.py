@@ -149,3 +149,49 @@ def test_a_run_whose_checkpoint_interval_divides_the_epoch_saves_each_step_once(
     state = tf.train.get_checkpoint_state(str(workdir / "checkpoints"))
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
         "ckpt-9", "ckpt-18", "ckpt-27", "ckpt-36"][-3:]
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_a_run_stopped_mid_epoch_and_resumed_ends_as_the_uninterrupted_one(
+        small_demo_dir, tmp_path, monkeypatch):
+    """Exact resumption with dropout on (0.5, the paper's): the dropout random state is in
+    the checkpoint, so the resumed run draws the masks the uninterrupted one drew."""
+    from alexnet_tf.train import loop
+    from test_train import _demo_config
+
+    def config():
+        return _demo_config(small_demo_dir, total_epochs=2, checkpoint_every_steps=5,
+                            log_every_steps=100)
+
+    assert config().model.dropout_rate == 0.5
+    whole = loop.train_and_evaluate(config(), str(tmp_path / "whole"))
+    real_save = hooks.TrainingCheckpoints.save
+
+    def save_then_die(self, step, best=False):
+        path = real_save(self, step, best=best)
+        if step == 25:  # mid-epoch 2 (18 steps an epoch)
+            raise _Killed(path)
+        return path
+
+    monkeypatch.setattr(hooks.TrainingCheckpoints, "save", save_then_die)
+    with pytest.raises(_Killed):
+        loop.train_and_evaluate(config(), str(tmp_path / "resumed"))
+    monkeypatch.setattr(hooks.TrainingCheckpoints, "save", real_save)
+    resumed = loop.train_and_evaluate(config(), str(tmp_path / "resumed"))
+    assert resumed["step"] == whole["step"] == 36
+    assert resumed["weights_checksum"] == whole["weights_checksum"]
+    assert resumed["top1_error"] == whole["top1_error"]
+
+
+def test_a_checkpoint_without_dropout_state_still_resumes(tmp_path, caplog):
+    """Checkpoints written before the dropout states were saved load, with a warning."""
+    model, checkpoints = _checkpoints(tmp_path)
+    old_layout = tf.train.Checkpoint(**checkpoints.state)  # no dropout_seeds
+    tf.train.CheckpointManager(old_layout, str(tmp_path / "checkpoints"), 3).save(3)
+    _, fresh = _checkpoints(tmp_path, seed=5)
+    assert fresh.restore_latest().endswith("ckpt-3")
+    assert "holds no dropout random state" in caplog.text

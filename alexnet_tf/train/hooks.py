@@ -127,8 +127,11 @@ class TrainingCheckpoints:
     """The run's training checkpoints: resume from the newest, save, keep the best.
 
     ``state`` holds every trackable a checkpoint carries (model, optimizer, plateau,
-    step, epoch, best_error). Non-chief workers of a multi-worker run write to a
-    temporary directory (`distribute.write_dir`), and all resume from the chief's.
+    step, epoch, best_error). The model's dropout random states (Keras' seed-generator
+    variables, which a checkpoint of the model alone leaves out) are saved beside them
+    as ``dropout_seeds``, so that a resumed run draws the dropout masks the
+    uninterrupted run would have drawn. Non-chief workers of a multi-worker run write to
+    a temporary directory (`distribute.write_dir`), and all resume from the chief's.
     """
 
     def __init__(self, run, strategy, keep: int, **state):
@@ -136,7 +139,9 @@ class TrainingCheckpoints:
         self.strategy = strategy
         self.keep = keep
         self.state = state
-        self.checkpoint = tf.train.Checkpoint(**state)
+        self.dropout_seeds = [v for v in state["model"].variables
+                              if v.path.endswith("seed_generator_state")]
+        self.checkpoint = tf.train.Checkpoint(**state, dropout_seeds=self.dropout_seeds)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, distribute.write_dir(run.checkpoint_dir, strategy),
             max_to_keep=keep)
@@ -174,7 +179,7 @@ class TrainingCheckpoints:
                                 f"; its files are kept in {kept}" if kept else "")
                 continue
             try:
-                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                self._restore(prefix)
             except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
                 raise ValueError(f"Checkpoint {prefix!r} does not match the model and optimizer "
                                  f"built from the config: {error}") from None
@@ -196,6 +201,17 @@ class TrainingCheckpoints:
                 f"refusing to start this run again from step 0. Move the directory away to "
                 f"start over.")
         return None
+
+    def _restore(self, prefix: str) -> None:
+        names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+        if self.dropout_seeds and not any(n.startswith("dropout_seeds/") for n in names):
+            # Written before the dropout states were saved: restore the rest.
+            logging.warning("%s holds no dropout random state (an earlier version wrote it): "
+                            "the resumed run's dropout masks will differ from an "
+                            "uninterrupted run's.", prefix)
+            tf.train.Checkpoint(**self.state).restore(prefix).assert_existing_objects_matched()
+            return
+        self.checkpoint.restore(prefix).assert_existing_objects_matched()
 
     def save(self, step: int, *, best: bool = False) -> str:
         """Saves everything as ``ckpt-<step>`` (under ``best/`` with ``best``), after

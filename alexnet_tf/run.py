@@ -13,6 +13,7 @@ to turn a run into a model (`Run.restore_model`)::
       tensorboard/{train,eval}/
       metrics.json           the final validation metrics and a weights checksum
       eval_<split>_<crops>.json   what alexnet-eval wrote
+      .lock                  held while a run trains here (`Run.lock`): one at a time
 
 A training checkpoint holds ``model``, ``optimizer``, ``step`` and the loop's
 state; readers restore the ``model`` alone, every variable checked.
@@ -32,6 +33,7 @@ from alexnet_tf import convention as convention_lib
 CONFIG_FILENAME = "config.json"
 CLASSES_FILENAME = "classes.json"
 METRICS_FILENAME = "metrics.json"
+LOCK_FILENAME = ".lock"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"  # under CHECKPOINT_DIR
 TENSORBOARD_DIR = "tensorboard"
@@ -266,6 +268,13 @@ class Run:
         os.replace(tmp, self.metrics_path)
         return self.metrics_path
 
+    # ------------------------------------------------------------------ lock
+
+    def lock(self) -> "RunLock":
+        """An exclusive lock on the work directory, for ``with``: one training run
+        writes here at a time (see `RunLock`)."""
+        return RunLock(os.path.join(self.workdir, LOCK_FILENAME))
+
     # ------------------------------------------------------------ checkpoints
 
     def checkpoint(self, choice: str = "latest") -> str:
@@ -297,6 +306,45 @@ class Run:
             raise CheckpointError(f"{error} (the run's config builds {m.variant}, width "
                                   f"{m.width}, {m.num_classes} classes)") from None
         return RestoredModel(model, config, path, checkpoint_step(path))
+
+
+class RunLock:
+    """``flock`` on ``WORKDIR/.lock``, held while a run trains there.
+
+    Two trainings in one work directory would write different weights under the same
+    checkpoint names; the second refuses at once, naming the holder's pid and host
+    (written into the file). The kernel drops the lock when its process ends, even by
+    SIGKILL, so a killed run never leaves the directory locked. With several workers
+    the chief holds it.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+        import socket
+
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunError(f"{os.path.dirname(self.path)!r} is in use by another training "
+                           f"run ({holder}): one run per work directory. Wait for it to "
+                           f"finish, stop it, or use another --workdir.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
 
 def resolve_checkpoint(workdir: str | None, checkpoint: str = "latest") -> str:

@@ -349,3 +349,21 @@ def test_command_line_writes_the_dataset(tmp_path):
     assert result.returncode == 0, result.stderr
     assert _files(root) == _files(demo.write_demo_dataset(
         tmp_path / "api", seed=4, train_per_class=2, val_per_class=1))
+
+
+def test_a_demo_dataset_holding_user_files_is_never_replaced(tmp_path):
+    """Other parameters replace a demo dataset (deleting it) only when every file in it
+    is one the demo wrote: a user's files put into it are kept, and it is refused."""
+    root = demo.write_demo_dataset(tmp_path / "d", seed=0, train_per_class=1, val_per_class=1)
+    (root / "notes.txt").write_text("mine")
+    (root / "train" / "disk" / "my_photo.png").write_bytes(b"not the demo's")
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    with pytest.raises(ValueError, match=r"also holds files alexnet_tf.data.demo did not "
+                                         r"write, e.g. \['notes.txt', 'train/disk/my_photo.png'\]"):
+        demo.ensure_demo_dataset(root, seed=0, train_per_class=2, val_per_class=1)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
+    # Without the user's files, the same call replaces it.
+    (root / "notes.txt").unlink()
+    (root / "train" / "disk" / "my_photo.png").unlink()
+    demo.ensure_demo_dataset(root, seed=0, train_per_class=2, val_per_class=1)
+    assert len(list((root / "train" / "disk").iterdir())) == 2

@@ -124,3 +124,21 @@ def test_saved_configs_read_back_through_the_schema(run_dir):
     del values["data"]["label_smoothing"]  # a key the schema gained later: its default
     (run_dir / "config.json").write_text(json.dumps(values))
     assert run_lib.Run(run_dir).config.data.label_smoothing == 0.0
+
+
+def test_one_training_run_per_work_directory(tmp_path, small_demo_dir):
+    """A second run in a work directory that a run holds refuses at once, naming the
+    holder, and writes nothing there."""
+    from alexnet_tf.train import loop
+    from test_train import _demo_config
+
+    workdir = tmp_path / "run"
+    with run_lib.Run(workdir).lock():
+        with pytest.raises(run_lib.RunError, match=r"is in use by another training run \(pid "
+                                                   r"\d+ on .*\): one run per work directory"):
+            loop.train_and_evaluate(_demo_config(small_demo_dir, total_epochs=1,
+                                                 warmup_epochs=0.0), str(workdir))
+        assert sorted(p.name for p in workdir.iterdir()) == [".lock"]
+    # Released: the same directory trains (and the lock is released after).
+    with run_lib.Run(workdir).lock():
+        pass

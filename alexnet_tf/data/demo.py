@@ -416,12 +416,33 @@ def _check_replaceable(root: pathlib.Path) -> None:
         raise ValueError(
             f"Cannot write the demo dataset to {str(root)!r}: it exists and is not a "
             f"directory. Choose another root.")
-    if _read_manifest(root) is None and any(root.iterdir()):
+    manifest = _read_manifest(root)
+    if manifest is None and any(root.iterdir()):
         raise ValueError(
             f"Cannot write the demo dataset to {str(root)!r}: the directory is not "
             f"empty and has no demo {MANIFEST_NAME}, so it was not written by "
             f"alexnet_tf.data.demo. Its files were left untouched; choose an empty "
             f"or new directory.")
+    if manifest is not None:
+        # Replacing a demo dataset deletes it: only if every file there is one this
+        # module wrote (a user's files put into it are never deleted).
+        foreign = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                         if not p.is_dir() and not _written_here(p.relative_to(root)))
+        if foreign:
+            raise ValueError(
+                f"Cannot replace the demo dataset at {str(root)!r} (it has other "
+                f"parameters): it also holds files alexnet_tf.data.demo did not write, "
+                f"e.g. {foreign[:5]}. Its files were left untouched; move them out, or "
+                f"choose another directory.")
+
+
+def _written_here(relative: pathlib.Path) -> bool:
+    """Whether a path inside a demo dataset is one `write_demo_dataset` writes."""
+    parts = relative.parts
+    if parts == (MANIFEST_NAME,):
+        return True
+    return (len(parts) == 3 and parts[0] in SPLITS and parts[1] in CLASS_NAMES
+            and parts[2].startswith(f"{parts[1]}_") and parts[2].endswith(".jpg"))
 
 
 def _write_split(directory: pathlib.Path, split_index: int, per_class: int,

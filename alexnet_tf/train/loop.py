@@ -20,6 +20,7 @@ are read, and checked, at every log line, epoch end and checkpoint save.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -117,8 +118,12 @@ def train(config, workdir: str, *, allow_config_change: bool = False) -> dict:
     """
     plan = _plan(config, workdir, allow_config_change)
     previous_policy = keras.mixed_precision.global_policy()
+    # One run per work directory: the chief holds its lock from the first write to the
+    # last (the other workers write only to their own temporary directories).
+    lock = plan.run.lock() if plan.chief else contextlib.nullcontext()
     try:
-        return _train(config, plan)
+        with lock:
+            return _train(config, plan)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 

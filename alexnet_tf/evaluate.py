@@ -55,7 +55,9 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "latest", split: str 
     split = split or config.data.eval_split
     path = run.checkpoint(checkpoint)  # before building anything: a missing one is named
     strategy = distribute.create_strategy()
-    data = sources.load_split(config.data, split)
+    # The run's class order (classes.json), whatever order the split stores.
+    data = sources.load_split(config.data, split, class_names=[
+        c["id"] for c in run.classes(config.model.num_classes)])
     with strategy.scope():
         restored = run.restore_model(path)
     # The run's own convention (`Run.convention` refuses one that disagrees with its

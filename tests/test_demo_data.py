@@ -367,3 +367,21 @@ def test_a_demo_dataset_holding_user_files_is_never_replaced(tmp_path):
     (root / "train" / "disk" / "my_photo.png").unlink()
     demo.ensure_demo_dataset(root, seed=0, train_per_class=2, val_per_class=1)
     assert len(list((root / "train" / "disk").iterdir())) == 2
+
+
+def test_the_default_demo_cache_is_one_folder_per_parameter_set(tmp_path, monkeypatch):
+    """A run with other demo parameters writes its own set instead of replacing the one
+    another run may be reading."""
+    from alexnet_tf import config as config_lib
+    from alexnet_tf.data import sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    data = config_lib.base_config().data
+    data.demo_train_per_class, data.demo_val_per_class = 2, 1
+    small = sources.load_split(data, "train")
+    data.demo_train_per_class = 3
+    larger = sources.load_split(data, "train")
+    cache = tmp_path / "alexnet_tf" / "demo"
+    assert sorted(os.listdir(cache)) == ["seed0-train2-val1", "seed0-train3-val1"]
+    assert (len(small), len(larger)) == (20, 30)
+    assert all(os.path.exists(p) for p in small.paths)  # the first set is still there

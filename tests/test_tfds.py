@@ -127,6 +127,20 @@ def test_tfds_labels_follow_their_images_through_the_pipeline(tfds_dir):
         assert labels == [_label(split_name, i) for i in ids]
 
 
+def test_tfds_labels_follow_the_training_class_order_given(tfds_dir):
+    # The training classes in another order (e.g. a run's classes.json): the ClassLabel
+    # ids are remapped by name; a class the training split lacks is refused by name.
+    config = _data_config(tfds_dir)
+    order = ("stripe", "circle", "square")
+    split = sources.load_split(config.data, "validation", order)
+    assert split.class_names == order
+    ids, labels = _examples(split, config.data)
+    assert labels == [order.index(CLASSES[_label("validation", i)]) for i in ids]
+    with pytest.raises(ValueError, match=r"TFDS dataset .* split 'validation' has class "
+                                         r"'stripe'"):
+        sources.load_split(config.data, "validation", ("circle", "square"))
+
+
 def test_tfds_training_order_is_seeded_and_resumable(tfds_dir):
     config = _data_config(tfds_dir)
     split = sources.load_split(config.data, "train")

@@ -38,8 +38,9 @@ _SYNSETS = flags.DEFINE_string("synsets_file", None, "wnid -> name lines (LOC_sy
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the file order shuffled into shards.")
 _QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of re-encoded images.",
                                 lower_bound=1, upper_bound=100)
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Write into a non-empty --output_dir (only this "
-                               "tool's files are replaced; nothing is deleted).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Write into a non-empty --output_dir: the "
+                               "converted splits' earlier shards (<split>-NNNNN-of-MMMMM) and "
+                               "metadata.json are removed first; no other file is touched.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 

@@ -640,16 +640,25 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
                                     fingerprint=loaded.fingerprint,
                                     description=loaded.description)
     data = _data_config(loaded_data, data_dir, data_source)
+    # With a run, every split is read in the run's class order (its classes.json).
+    run_classes = None
+    if workdir:
+        from alexnet_tf import run as run_lib
+
+        run = run_lib.Run(workdir)
+        if os.path.exists(run.classes_path):
+            run_classes = [c["id"] for c in run.classes()]
     if features_cache is None:
         if not workdir:
             raise ValueError("Give a features cache directory (--features_cache=DIR); only "
                              "a run has a default one (<workdir>/features).")
         features_cache = os.path.join(workdir, "features")
     if query_split and query_split != split:
-        queries += queries_from_split(sources.load_split(data, query_split), num_queries, seed)
+        queries += queries_from_split(sources.load_split(data, query_split, run_classes),
+                                      num_queries, seed)
     if not queries and query_split != split:
         raise ValueError(f"None of the queries is an image: {skipped}")
-    database_split = sources.load_split(data, split)
+    database_split = sources.load_split(data, split, run_classes)
     class_names = list(database_split.readable_names or database_split.class_names)
     database = split_features(database_split, extractor, os.path.join(features_cache, split),
                               split_name=split, batch_size=batch_size, progress=progress)

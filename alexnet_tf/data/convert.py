@@ -34,6 +34,20 @@ file (`alexnet_tf.data.imagenet.list_split`). Output, in ``OUT``:
         num_shards       shard count
         file_pattern     glob of the shards relative to OUT, e.g. "train-?????-of-01024"
         skipped_report   "train-skipped.json"
+        shards           [{"file", "num_records", "num_bytes"}, ...] in shard order: the
+                         readers check the files against it (a shard changed since is refused)
+
+Readers (`alexnet_tf.data.sources.TFRecordSource`) read exactly the shards the metadata
+names. ``overwrite=True`` first removes, for each split it rewrites, the files named
+like its own shards (``<split>-NNNNN-of-MMMMM`` of any M, and their ``.tmp``) and the
+old ``metadata.json`` (kept in memory: the entries of splits not rewritten are carried
+into the new one when the classes are the same); nothing else is deleted, so a
+rewrite never leaves shards of a previous conversion and a killed one leaves no
+metadata.
+
+Every split takes the class order of the first split converted (``splits[0]``, normally
+train): label ``i`` is the same class in every split, and a class that a later split
+adds is refused by name.
 
 Every image is decoded with Pillow before it is stored:
 * Unreadable files (zero bytes, truncated JPEGs, non-images named .JPEG) are skipped
@@ -66,6 +80,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import sys
 import time
 from typing import Mapping, Sequence
@@ -242,6 +257,49 @@ def _write_shard(task: _ShardTask) -> dict:
             "written": written, "converted": converted, "resized": resized, "skipped": skipped}
 
 
+def _remove_previous_conversion(output_dir: str, splits: Sequence[str]) -> dict | None:
+    """Deletes what an earlier conversion wrote for ``splits``: the files named exactly
+    like this converter's shards of those splits (``<split>-NNNNN-of-MMMMM``, any M, and
+    their ``.tmp``), and ``metadata.json`` (returned, parsed, for `_carry_over`; None
+    when there was none or it is unreadable). Nothing else is touched."""
+    previous = None
+    metadata_path = os.path.join(output_dir, METADATA_NAME)
+    if os.path.exists(metadata_path):
+        try:
+            with open(metadata_path, encoding="utf-8") as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            previous = None
+        os.remove(metadata_path)  # until this conversion completes, no metadata: no reader
+    patterns = [re.compile(re.escape(split) + r"-\d{5}-of-\d{5}(\.tmp)?") for split in splits]
+    removed = sorted(name for name in os.listdir(output_dir)
+                     if any(p.fullmatch(name) for p in patterns))
+    for name in removed:
+        os.remove(os.path.join(output_dir, name))
+    if removed:
+        logging.info("Removed %d shard file(s) of %s from an earlier conversion in %s (e.g. %s).",
+                     len(removed), "+".join(splits), output_dir, removed[0])
+    return previous
+
+
+def _carry_over(previous: dict | None, metadata: dict, output_dir: str) -> None:
+    """Keeps the previous metadata's entries of splits this conversion did not rewrite,
+    when their shards are still there and the classes and label offset are the same."""
+    if not previous or not isinstance(previous.get("splits"), dict):
+        return
+    same = (previous.get("classes") == metadata["classes"]
+            and previous.get("label_offset") == metadata["label_offset"])
+    for split, entry in previous["splits"].items():
+        if split in metadata["splits"]:
+            continue
+        if same:
+            metadata["splits"][split] = entry
+        else:
+            logging.warning("%s: the earlier conversion's split %r has other classes than this "
+                            "one; it is no longer described by %s (convert it again).",
+                            output_dir, split, METADATA_NAME)
+
+
 def _atomic_write_json(path: str, value) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -259,7 +317,8 @@ def _check_output_dir(output_dir: str, overwrite: bool) -> None:
             raise FileExistsError(
                 f"--output_dir {output_dir!r} is not empty ({len(entries)} entries, e.g. "
                 f"{entries[:3]}); choose an empty or new directory, or pass --overwrite to write "
-                "over this converter's files there (other files are never deleted).")
+                "over this converter's files there (the converted splits' earlier shards and "
+                "metadata.json are removed; other files are never deleted).")
 
 
 def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = ("train", "val"),
@@ -296,18 +355,18 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
     output_dir = os.path.abspath(output_dir)
     _check_output_dir(output_dir, overwrite)
 
-    # List and check every split before writing anything.
-    listed = {}
     for split in splits:
-        listed[split] = imagenet.list_split(data_dir, split, val_labels_file=val_labels_file,
-                                            val_meta_file=val_meta_file)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
+            raise ValueError(f"Split name {split!r} must be a plain folder name (letters, "
+                             f"digits, '_', '-' and '.'); readers match it literally.")
+    # List and check every split before writing anything; every split in the class
+    # order of the first (its own folders, or DATA_DIR/train's for a flat split).
+    listed = {splits[0]: imagenet.list_split(data_dir, splits[0], val_labels_file=val_labels_file,
+                                             val_meta_file=val_meta_file)}
     class_order = listed[splits[0]][2]
     for split in splits[1:]:
-        if listed[split][2] != class_order:
-            raise ValueError(
-                f"Splits {splits[0]!r} and {split!r} have different classes "
-                f"({len(class_order)} vs {len(listed[split][2])}); a split other than train takes "
-                "its classes from DATA_DIR/train, so convert train together with it.")
+        listed[split] = imagenet.list_split(data_dir, split, val_labels_file=val_labels_file,
+                                            val_meta_file=val_meta_file, class_names=class_order)
     names = {}
     if synsets_file:
         names = imagenet.read_synset_names(synsets_file)
@@ -320,6 +379,7 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
 
     class_text = tuple(names.get(w, "") for w in class_order)
     os.makedirs(output_dir, exist_ok=True)
+    previous = _remove_previous_conversion(output_dir, splits)
     tasks = []
     for split in splits:
         paths, labels, _ = listed[split]
@@ -329,14 +389,6 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
         if num_shards > len(paths):
             logging.warning("%s: %d shards for %d images; some shards will be empty.",
                             split, num_shards, len(paths))
-        new_names = {shard_name(split, i, num_shards) for i in range(num_shards)}
-        stale = sorted(f for f in os.listdir(output_dir)
-                       if f.startswith(f"{split}-") and "-of-" in f and f not in new_names
-                       and not f.endswith(".json"))
-        if stale:
-            logging.warning("%s holds %d other %s shards (e.g. %s) from an earlier run; they are "
-                            "left alone and are not part of this run's file_pattern.",
-                            output_dir, len(stale), split, stale[0])
         for i, (start, end) in enumerate(_shard_bounds(len(paths), num_shards)):
             items = tuple((paths[j], labels[j]) for j in order[start:end])
             tasks.append(_ShardTask(split, i, os.path.join(output_dir, shard_name(split, i, num_shards)),
@@ -396,7 +448,13 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
             "num_shards": num_shards,
             "file_pattern": f"{split}-?????-of-{num_shards:05d}",
             "skipped_report": report,
+            "shards": [{"file": shard_name(split, r["index"], num_shards),
+                        "num_records": r["written"],
+                        "num_bytes": os.path.getsize(os.path.join(
+                            output_dir, shard_name(split, r["index"], num_shards)))}
+                       for r in mine],
         }
+    _carry_over(previous, metadata, output_dir)
     _atomic_write_json(os.path.join(output_dir, METADATA_NAME), metadata)
     logging.info("%s in %.1f s", summary_line(metadata, output_dir), time.time() - start_time)
     return metadata

@@ -29,9 +29,10 @@ Layouts `list_split` reads
 * Flat validation: ``ROOT/<split>/<image>`` with a labels file giving the classes of the
   images in sorted file-name order (``ILSVRC2012_val_00000001.JPEG`` first).
 
-A split other than ``train`` takes its class order from ``ROOT/train`` when that
-exists (or from ``class_names``), so that label ``i`` means the same class in every
-split even if a split lacks some classes.
+Label ``i`` must mean the same class in every split, even if a split lacks some
+classes: callers pass the training split's order as ``class_names`` (the data sources
+do: `alexnet_tf.data.sources.load_split`); without it, a split other than ``train``
+takes its class order from ``ROOT/train`` when that exists.
 """
 
 from __future__ import annotations
@@ -220,8 +221,11 @@ def list_split(root: str, split: str, *, val_labels_file: str | None = None,
         unknown = [d for d in dirs if d not in index]
         if unknown:
             raise ValueError(
-                f"{folder!r} has class folders not among the {len(order)} training classes: "
-                f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}.")
+                f"Split {split!r} ({folder!r}) has class folder {unknown[0]!r}"
+                f"{f' (and {len(unknown) - 1} more: {unknown[1:5]})' if len(unknown) > 1 else ''}"
+                f", not among the {len(order)} training classes ({', '.join(order[:5])}"
+                f"{', ...' if len(order) > 5 else ''}); an evaluation split may lack training "
+                f"classes, never add its own.")
         paths, labels = [], []
         for name in dirs:
             class_dir = os.path.join(folder, name)

@@ -21,6 +21,22 @@ users (`alexnet_tf.data.pipeline.make_dataset`, `alexnet_tf.analysis.retrieval`,
 training loop and evaluation) use only the `DataSource` interface, so a new source is one
 subclass here, its entry in `SOURCES` and its name in `alexnet_tf.config.DATA_SOURCES`.
 
+One class order for every split: label ``i`` means the TRAINING split's class ``i``
+everywhere. ``load_split(data_config, split, class_names)`` (the training loop passes the
+training split's names for the evaluation split; evaluation, retrieval and export use the
+run's ``classes.json``) makes the source map its own classes onto ``class_names``: image
+folders by folder name, TFRecords and TFDS by their stored class ids (remapping the stored
+labels when the orders differ). A class of the split that ``class_names`` lacks is refused
+by name; a training class the split lacks is fine (it has no examples). Without
+``class_names``, a split other than ``data.train_split`` takes the training split's order
+where the source can see it cheaply (image folders: the training split's class folders).
+
+A TFRecord split reads exactly the shard files its ``metadata.json`` names
+(``<split>-NNNNN-of-MMMMM`` for its ``num_shards``; record counts checked), or, without
+metadata, a complete ``<split>-NNNNN-of-MMMMM`` set (all M present, no other M); any
+other file is never read, a missing or extra shard is refused by name, and split names
+are matched literally.
+
 An image-folder split is read into memory as two arrays (paths and integer labels):
 `DataSource.records` shuffles and shards these lists itself, which makes the data order
 a pure function of (seed, epoch) and lets a resumed run skip to its position without
@@ -32,11 +48,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import glob
 import hashlib
 import json
 import os
-from typing import Any
+import re
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -77,8 +93,13 @@ class DataSource(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_config(cls, data_config, split: str) -> DataSource:
+    def from_config(cls, data_config, split: str,
+                    class_names: Sequence[str] | None = None) -> DataSource:
         """The split ``split`` (e.g. "train") of the source ``data_config`` describes.
+
+        ``class_names``: the training split's class ids in label order. When given, the
+        source's ``class_names`` are exactly these and its labels index them (its own
+        classes mapped by id); a class of the split not among them is refused by name.
 
         Raises:
           ValueError, FileNotFoundError: naming the config key or path that is wrong.
@@ -223,6 +244,106 @@ def _data_dir(data_config) -> str:
     return d.data_dir
 
 
+def first_class_difference(expected: Sequence[str], actual: Sequence[str]):
+    """The first index at which two class orders differ, with both ids there ("(none)"
+    past an order's end), or None when they are the same."""
+    expected, actual = list(expected), list(actual)
+    for i in range(max(len(expected), len(actual))):
+        a = expected[i] if i < len(expected) else "(none)"
+        b = actual[i] if i < len(actual) else "(none)"
+        if a != b:
+            return i, a, b
+    return None
+
+
+def map_classes(stored: Sequence[str | None], class_names: Sequence[str] | None, where: str,
+                stored_readable: Sequence[str] | None = None):
+    """The training order for a split whose records carry class indices into ``stored``.
+
+    Args:
+      stored: the split's own class ids by stored index (None: an index no record has).
+      class_names: the training split's class ids, or None (the split is the training
+        split: its own order, every index named).
+      where: the split, for messages ("TFRecord split 'val' in DIR").
+      stored_readable: readable names by stored index, or None.
+
+    Returns:
+      (class_names, readable_names, label_map): ``label_map[j]`` is the training index
+      of stored index j (-1 for an index no record has), or None when the orders agree.
+
+    Raises:
+      ValueError: a stored class that ``class_names`` lacks, named with the split.
+    """
+    if class_names is None:
+        readable = tuple(stored_readable) if stored_readable is not None else None
+        return tuple(stored), readable, None
+    class_names = tuple(class_names)
+    index = {c: i for i, c in enumerate(class_names)}
+    unknown = [(j, c) for j, c in enumerate(stored) if c is not None and c not in index]
+    if unknown:
+        j, c = unknown[0]
+        raise ValueError(
+            f"{where} has class {c!r} (stored index {j}) that the training split does not "
+            f"have{f' ({len(unknown)} such classes)' if len(unknown) > 1 else ''}; expected "
+            f"only the {len(class_names)} training classes ({', '.join(class_names[:5])}"
+            f"{', ...' if len(class_names) > 5 else ''}): an evaluation split may lack "
+            f"training classes, never add its own.")
+    label_map = tuple(-1 if c is None else index[c] for c in stored)
+    readable_by_id = {}
+    if stored_readable is not None:
+        readable_by_id = {c: r for c, r in zip(stored, stored_readable) if c is not None}
+    readable = (tuple(readable_by_id.get(c, c) for c in class_names)
+                if stored_readable is not None else None)
+    if label_map == tuple(range(len(class_names))):
+        label_map = None
+    return class_names, readable, label_map
+
+
+def _remap(label, label_map):
+    """``label_map[label]``, and -1 (a bad record) for a label outside it."""
+    if label_map is None:
+        return label
+    table = tf.constant(label_map, tf.int32)
+    inside = tf.logical_and(label >= 0, label < len(label_map))
+    return tf.where(inside, tf.gather(table, tf.clip_by_value(label, 0, len(label_map) - 1)),
+                    tf.constant(-1, tf.int32))
+
+
+# The magic numbers of what `alexnet_tf.data.preprocess.is_supported_image` accepts.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF", b"BM")
+
+
+def _has_image_header(path: str) -> bool:
+    """True when ``path`` starts like a JPEG, PNG, GIF or BMP file (4 bytes read)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith(_IMAGE_MAGIC)
+
+
+def _check_every_class_has_an_image(root: str, paths, labels, class_names) -> None:
+    """Refuses a class whose files all are empty or not JPEG/PNG/GIF/BMP: the pipeline
+    would skip every one, and the class would vanish without a word. Cheap: per class,
+    the headers of its files are read until one looks like an image (for real data, the
+    first); nothing is decoded."""
+    seen = set()
+    for path, label in zip(paths, labels):
+        if label in seen:
+            continue
+        if _has_image_header(path):
+            seen.add(label)
+    for label in sorted(set(int(l) for l in labels) - seen):
+        files = [str(p) for p, l in zip(paths, labels) if l == label]
+        raise ValueError(
+            f"Class {class_names[label]!r} of {root!r} has {len(files)} file(s), none of them "
+            f"a non-empty JPEG, PNG, GIF or BMP (e.g. {files[0]!r}, "
+            f"{os.path.getsize(files[0]) if os.path.exists(files[0]) else 'unreadable'} "
+            f"bytes): every one would be skipped as a bad record and the class would vanish. "
+            f"Expected at least one readable image per class; fix or remove the folder.")
+
+
 # ---------------------------------------------------------------------- image folders
 
 @dataclasses.dataclass(frozen=True)
@@ -238,22 +359,33 @@ class ImageFolderSource(DataSource):
     readable_names: tuple[str, ...] | None = None
 
     @classmethod
-    def from_config(cls, data_config, split: str) -> ImageFolderSource:
+    def from_config(cls, data_config, split: str, class_names=None) -> ImageFolderSource:
         d = data_config
-        return cls.from_directory(_data_dir(d), split, val_labels_file=d.val_labels_file,
-                                  val_meta_file=d.val_meta_file, synsets_file=d.synsets_file)
+        data_dir = _data_dir(d)
+        return cls.from_directory(
+            data_dir, split, val_labels_file=d.val_labels_file, val_meta_file=d.val_meta_file,
+            synsets_file=d.synsets_file,
+            class_names=_training_class_folders(data_dir, d.train_split, split, class_names))
 
     @classmethod
     def from_directory(cls, data_dir: str, split: str, *, val_labels_file: str = "",
-                       val_meta_file: str = "", synsets_file: str = "") -> ImageFolderSource:
+                       val_meta_file: str = "", synsets_file: str = "",
+                       class_names: Sequence[str] | None = None) -> ImageFolderSource:
         """Lists ``data_dir/split/<class>/*`` (or a flat ImageNet validation folder,
-        `alexnet_tf.data.imagenet.list_split`, whose errors it raises)."""
+        `alexnet_tf.data.imagenet.list_split`, whose errors it raises), in the class
+        order ``class_names`` when given (a folder or label not among them is refused).
+
+        Raises:
+          ValueError: also for a class none of whose files is a non-empty JPEG, PNG, GIF
+            or BMP (`_check_every_class_has_an_image`).
+        """
         from alexnet_tf.data import imagenet
 
         root = os.path.join(data_dir, split)
         paths, labels, class_names = imagenet.list_split(
             data_dir, split, val_labels_file=val_labels_file or None,
-            val_meta_file=val_meta_file or None)
+            val_meta_file=val_meta_file or None, class_names=class_names)
+        _check_every_class_has_an_image(root, paths, labels, class_names)
         readable = None
         if synsets_file:
             names = imagenet.read_synset_names(synsets_file)
@@ -307,10 +439,30 @@ class ImageFolderSource(DataSource):
         return result
 
 
-def default_demo_dir() -> str:
-    """Where the demo set is cached: $XDG_CACHE_HOME/alexnet_tf/demo (~/.cache/...)."""
+def _training_class_folders(data_dir: str, train_split: str, split: str, class_names):
+    """``class_names`` when given; else, for a split other than the training split, the
+    training split's class folders (a listing, no file read) when it has them."""
+    if class_names is not None:
+        return tuple(class_names)
+    if split != train_split and os.path.isdir(os.path.join(data_dir, train_split)):
+        from alexnet_tf.data import imagenet
+
+        return imagenet.read_class_folders(data_dir, train_split)
+    return None
+
+
+def default_demo_dir(data_config=None) -> str:
+    """Where the demo set is cached: ``$XDG_CACHE_HOME/alexnet_tf/demo`` (~/.cache/...),
+    in a folder per set of demo parameters (``seed0-train400-val100`` for the
+    defaults), so that runs with other parameters never replace a set another run is
+    reading."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "alexnet_tf", "demo")
+    root = os.path.join(cache, "alexnet_tf", "demo")
+    if data_config is None:
+        return root
+    d = data_config
+    return os.path.join(root, f"seed{d.demo_seed}-train{d.demo_train_per_class}-"
+                              f"val{d.demo_val_per_class}")
 
 
 class DemoSource(ImageFolderSource):
@@ -319,23 +471,126 @@ class DemoSource(ImageFolderSource):
     `default_demo_dir`), then read as an image folder."""
 
     @classmethod
-    def from_config(cls, data_config, split: str) -> DemoSource:
+    def from_config(cls, data_config, split: str, class_names=None) -> DemoSource:
         from alexnet_tf.data import demo  # deferred: only the demo draws images
 
         d = data_config
         root = demo.ensure_demo_dataset(
-            d.data_dir or default_demo_dir(), seed=d.demo_seed,
+            d.data_dir or default_demo_dir(d), seed=d.demo_seed,
             train_per_class=d.demo_train_per_class, val_per_class=d.demo_val_per_class)
-        return cls.from_directory(str(root), split)
+        return cls.from_directory(
+            str(root), split,
+            class_names=_training_class_folders(str(root), d.train_split, split, class_names))
 
 
 # ------------------------------------------------------------------------- TFRecords
+
+_GLOB_CHARACTERS = set("*?[]")
+
+
+def _check_split_name(split: str, where: str) -> None:
+    """A split name is matched literally: no glob characters, no path separators."""
+    bad = sorted(set(split) & (_GLOB_CHARACTERS | {"/", os.sep}))
+    if not split or bad:
+        raise ValueError(f"Split name {split!r} ({where}) must be a plain name (e.g. 'train'), "
+                         f"matched literally; it holds {bad or 'nothing'}.")
+
+
+def _shard_sets(data_dir: str, split: str) -> dict[int, dict[int, str]]:
+    """The files named exactly ``<split>-NNNNN-of-MMMMM`` in ``data_dir``: {M: {N: path}}."""
+    pattern = re.compile(re.escape(split) + r"-(\d{5})-of-(\d{5})")
+    sets: dict[int, dict[int, str]] = {}
+    for name in os.listdir(data_dir):
+        match = pattern.fullmatch(name)
+        if match:
+            sets.setdefault(int(match.group(2)), {})[int(match.group(1))] = (
+                os.path.join(data_dir, name))
+    return sets
+
+
+def _count_records(path: str) -> int:
+    """The records of one TFRecord file, by walking its framing (length, CRC, data, CRC);
+    nothing is parsed. A file that ends inside a record is refused by name."""
+    size = os.path.getsize(path)
+    count, position = 0, 0
+    with open(path, "rb") as f:
+        while position < size:
+            header = f.read(8)
+            if len(header) < 8:
+                break
+            position += 16 + int.from_bytes(header, "little")
+            f.seek(position)
+            count += 1
+    if position != size:
+        raise ValueError(f"TFRecord file {path!r} ends inside a record ({size} bytes, the "
+                         f"framing expects {position}): it is truncated; convert the split "
+                         f"again (tools/build_tfrecords.py --overwrite).")
+    return count
+
+
+def _metadata_split_files(data_dir: str, split: str, entry: dict, metadata_path: str,
+                          sets: dict) -> tuple[str, ...]:
+    """The shard files ``metadata.json``'s entry for ``split`` names, each checked to be
+    there; other ``<split>-NNNNN-of-MMMMM`` files are refused (stale or foreign shards)."""
+    num_shards = entry.get("num_shards")
+    if not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"{metadata_path} gives split {split!r} num_shards={num_shards!r}; "
+                         f"expected a positive integer.")
+    names = [f"{split}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+    pattern = entry.get("file_pattern")
+    if pattern is not None and pattern != f"{split}-?????-of-{num_shards:05d}":
+        raise ValueError(f"{metadata_path} gives split {split!r} file_pattern {pattern!r} "
+                         f"but num_shards={num_shards}; expected file_pattern "
+                         f"{split}-?????-of-{num_shards:05d}.")
+    missing = [n for n in names if not os.path.isfile(os.path.join(data_dir, n))]
+    if missing:
+        raise FileNotFoundError(
+            f"{metadata_path} lists {num_shards} shards of split {split!r}, but "
+            f"{len(missing)} are missing from {data_dir!r} (first: {missing[0]!r}); convert "
+            f"the split again (tools/build_tfrecords.py --overwrite).")
+    extra = sorted(os.path.basename(p) for m, shards in sets.items() if m != num_shards
+                   for p in shards.values())
+    if extra:
+        raise ValueError(
+            f"{data_dir!r} holds shard files of split {split!r} that {metadata_path} does not "
+            f"list ({len(extra)}, first: {extra[0]!r}; it lists {num_shards} shards "
+            f"{names[0]} ...): shards of another conversion. Remove them or convert the "
+            f"split again (tools/build_tfrecords.py --overwrite removes them).")
+    return tuple(os.path.join(data_dir, n) for n in names)
+
+
+def _complete_split_files(data_dir: str, split: str, sets: dict) -> tuple[str, ...]:
+    """Without metadata: the one complete ``<split>-NNNNN-of-MMMMM`` set."""
+    pattern = os.path.join(data_dir, f"{split}-*")
+    if not sets:
+        raise FileNotFoundError(f"No TFRecord files match {pattern!r}; expected shards named "
+                                f"<split>-00000-of-NNNNN as tools/build_tfrecords.py writes.")
+    if len(sets) > 1:
+        counts = sorted(sets)
+        raise ValueError(
+            f"{data_dir!r} holds shards of split {split!r} from {len(sets)} conversions "
+            f"(-of-{counts[0]:05d} and -of-{counts[1]:05d}) and no {TFRECORD_METADATA} to "
+            f"say which is current; expected one complete <split>-NNNNN-of-MMMMM set.")
+    (total, shards), = sets.items()
+    missing = [f"{split}-{i:05d}-of-{total:05d}" for i in range(total) if i not in shards]
+    extra = sorted(os.path.basename(p) for i, p in shards.items() if i >= total)
+    if missing or extra:
+        raise FileNotFoundError(
+            f"Split {split!r} in {data_dir!r} is an incomplete shard set: "
+            + (f"{len(missing)} of its {total} shards are missing (first: {missing[0]!r})"
+               if missing else f"shard {extra[0]!r} is beyond its {total} shards")
+            + f", and there is no {TFRECORD_METADATA} (a conversion killed midway?). Convert "
+            f"the split again (tools/build_tfrecords.py --overwrite).")
+    return tuple(shards[i] for i in range(total))
+
 
 @dataclasses.dataclass(frozen=True)
 class TFRecordSource(DataSource):
     """One split stored as TFRecord shards in the ImageNet schema
     (`alexnet_tf.data.tfrecords`). Locations are ``(shard, offset)``: record ``offset``
-    of ``files[shard]``."""
+    of ``files[shard]``. ``label_map`` (stored 0-based index -> index into
+    ``class_names``; -1 for none) maps the stored labels onto the training order when
+    they differ (`map_classes`)."""
 
     files: tuple[str, ...]
     num_examples: int
@@ -343,32 +598,40 @@ class TFRecordSource(DataSource):
     readable_names: tuple[str, ...] | None = None
     label_offset: int = tfrecords.LABEL_OFFSET
     shuffle_buffer: int = 10_000
+    label_map: tuple[int, ...] | None = None
 
     @classmethod
-    def from_config(cls, data_config, split: str) -> TFRecordSource:
+    def from_config(cls, data_config, split: str, class_names=None) -> TFRecordSource:
         d = data_config
         return cls.from_directory(_data_dir(d), split, label_offset=d.tfrecord_label_offset,
-                                  shuffle_buffer=d.shuffle_buffer)
+                                  shuffle_buffer=d.shuffle_buffer, class_names=class_names)
 
     @classmethod
     def from_directory(cls, data_dir: str, split: str, *, label_offset: int,
-                       shuffle_buffer: int) -> TFRecordSource:
-        """The shards ``data_dir/<split>-*`` and the split's size and class names.
+                       shuffle_buffer: int,
+                       class_names: Sequence[str] | None = None) -> TFRecordSource:
+        """The shards of ``split`` in ``data_dir``, and the split's size and class names.
 
-        Sizes and class names come from ``metadata.json`` (tools/build_tfrecords.py);
-        without it the records are counted once (logged: slow for large sets) and the
-        class names are read from ``image/class/synset``.
+        With ``metadata.json`` (tools/build_tfrecords.py): exactly the shards it names
+        (``<split>-NNNNN-of-MMMMM``, M its ``num_shards``), their record count checked
+        against its ``num_records`` (from its per-shard sizes, or by walking the files'
+        framing), class names from its ``classes``. Without: the one complete
+        ``<split>-NNNNN-of-MMMMM`` set, its records counted once (logged: slow for large
+        sets) and class names read from ``image/class/synset``. No other file is read
+        (``.bak``, ``.tmp``, another split whose name starts alike).
 
         Raises:
-          FileNotFoundError: no shard matches.
-          ValueError: ``metadata.json`` lacks the split or has another label offset, or
-            the records hold labels below ``label_offset``.
+          FileNotFoundError: no shard, or a shard missing.
+          ValueError: a split name with glob characters; shards the metadata does not
+            list, or of two conversions; ``metadata.json`` lacks the split, has another
+            label offset, a class list of another length than its ``num_classes``, or a
+            ``num_records`` the files do not hold; records with labels below
+            ``label_offset`` or with a class index no record has (no name for it); a
+            class not among ``class_names`` (`map_classes`).
         """
-        pattern = os.path.join(data_dir, f"{split}-*")
-        files = tuple(sorted(f for f in glob.glob(pattern) if not f.endswith((".json", ".tmp"))))
-        if not files:
-            raise FileNotFoundError(f"No TFRecord files match {pattern!r}; expected shards named "
-                                    f"<split>-00000-of-NNNNN as tools/build_tfrecords.py writes.")
+        where = f"TFRecord split {split!r} in {data_dir!r}"
+        _check_split_name(split, where)
+        sets = _shard_sets(data_dir, split)
         metadata_path = os.path.join(data_dir, TFRECORD_METADATA)
         if os.path.exists(metadata_path):
             with open(metadata_path) as f:
@@ -376,18 +639,51 @@ class TFRecordSource(DataSource):
             if split not in metadata.get("splits", {}):
                 raise ValueError(f"{metadata_path} describes splits "
                                  f"{sorted(metadata.get('splits', {}))}, not {split!r}.")
+            entry = metadata["splits"][split]
+            if "num_shards" in entry:
+                files = _metadata_split_files(data_dir, split, entry, metadata_path, sets)
+            else:  # metadata of another writer: only sizes and classes
+                files = _complete_split_files(data_dir, split, sets)
             classes = metadata["classes"]
+            if "num_classes" in metadata and metadata["num_classes"] != len(classes):
+                raise ValueError(f"{metadata_path} says num_classes={metadata['num_classes']} "
+                                 f"but lists {len(classes)} classes; expected a list of "
+                                 f"num_classes entries in label order.")
+            misplaced = [(i, c.get("index")) for i, c in enumerate(classes)
+                         if c.get("index", i) != i]
+            if misplaced:
+                raise ValueError(f"{metadata_path} lists class {misplaced[0][1]} at position "
+                                 f"{misplaced[0][0]}; expected the classes in label order.")
             if metadata.get("label_offset", label_offset) != label_offset:
                 raise ValueError(
                     f"{metadata_path} says labels are stored with offset "
                     f"{metadata['label_offset']}, but config.data.tfrecord_label_offset is "
                     f"{label_offset}.")
-            return cls(files, int(metadata["splits"][split]["num_records"]),
-                       tuple(c["wnid"] for c in classes),
-                       tuple(c.get("name") or c["wnid"] for c in classes),
-                       label_offset, shuffle_buffer)
-        logging.info("No %s: counting the records of %d file(s) matching %s.", metadata_path,
-                     len(files), pattern)
+            num_records = int(entry["num_records"])
+            shards = entry.get("shards")
+            if shards and len(shards) == len(files) and all("num_bytes" in s for s in shards):
+                for path, shard in zip(files, shards):
+                    if os.path.getsize(path) != shard["num_bytes"]:
+                        raise ValueError(
+                            f"{path!r} holds {os.path.getsize(path)} bytes but {metadata_path} "
+                            f"says {shard['num_bytes']}: the shard was changed after the "
+                            f"conversion; convert the split again.")
+                found = sum(int(s["num_records"]) for s in shards)
+            else:
+                found = sum(_count_records(f) for f in files)
+            if found != num_records:
+                raise ValueError(
+                    f"{metadata_path} says split {split!r} has num_records={num_records}, but "
+                    f"its {len(files)} shard(s) hold {found} records; expected them to agree "
+                    f"(convert the split again).")
+            stored = [c["wnid"] for c in classes]
+            names, readable, label_map = map_classes(
+                stored, class_names, where, [c.get("name") or c["wnid"] for c in classes])
+            return cls(files, num_records, names, readable, label_offset, shuffle_buffer,
+                       label_map)
+        files = _complete_split_files(data_dir, split, sets)
+        logging.info("No %s: counting the records of the %d shard(s) of %s.", metadata_path,
+                     len(files), where)
         count, synsets = 0, {}
         spec = {"image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
                 "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value="")}
@@ -396,12 +692,38 @@ class TFRecordSource(DataSource):
             labels = batch["image/class/label"].numpy()
             count += len(labels)
             for label, synset in zip(labels, batch["image/class/synset"].numpy()):
-                synsets.setdefault(int(label) - label_offset, synset.decode())
+                synsets.setdefault(int(label) - label_offset, set()).add(synset.decode())
         if not synsets or min(synsets) < 0:
-            raise ValueError(f"The records in {pattern!r} hold labels below label_offset="
+            raise ValueError(f"The records of {where} hold labels below label_offset="
                              f"{label_offset}; check config.data.tfrecord_label_offset.")
-        classes = tuple(synsets.get(i) or f"class_{i}" for i in range(max(synsets) + 1))
-        return cls(files, count, classes, None, label_offset, shuffle_buffer)
+        mixed = [(i, sorted(s)) for i, s in sorted(synsets.items()) if len(s) > 1]
+        if mixed:
+            raise ValueError(f"The records of {where} give class index {mixed[0][0]} the "
+                             f"synsets {mixed[0][1][:3]}; expected one class per label.")
+        top = max(synsets)
+        gaps = [i for i in range(top + 1) if i not in synsets]
+        if gaps and class_names is None:
+            hint = (f" Labels stored 1..{top} mean the Inception/TPU convention (0: "
+                    f"background): set --config.data.tfrecord_label_offset=1."
+                    if gaps[0] == 0 and label_offset == 0 else "")
+            raise ValueError(
+                f"The records of {where} (no {TFRECORD_METADATA}) hold labels up to "
+                f"{top + label_offset} but none stored as {gaps[0] + label_offset} (class "
+                f"index {gaps[0]} with tfrecord_label_offset={label_offset}), so that class "
+                f"has no name and no example.{hint} Or write the class list with "
+                f"tools/build_tfrecords.py (metadata.json).")
+        stored = []
+        for i in range(top + 1):
+            synset = next(iter(synsets[i])) if i in synsets else None
+            if synset == "":  # records without a synset: the class is known by its index
+                if class_names is not None and i >= len(class_names):
+                    raise ValueError(
+                        f"The records of {where} hold class index {i} (no synset), beyond "
+                        f"the {len(class_names)} training classes.")
+                synset = class_names[i] if class_names is not None else f"class_{i}"
+            stored.append(synset)
+        names, readable, label_map = map_classes(stored, class_names, where)
+        return cls(files, count, names, readable, label_offset, shuffle_buffer, label_map)
 
     def __len__(self) -> int:
         return self.num_examples
@@ -427,16 +749,24 @@ class TFRecordSource(DataSource):
                                  seed, epoch, skip)
 
         def parse(position, record):
-            encoded, label, name = tfrecords.parse(record, self.label_offset)
+            encoded, label, name = self._parse(record)
             return encoded, label, position, name
 
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
+    def _parse(self, record):
+        """(encoded, label in the order of ``class_names``, name) of one record."""
+        encoded, label, name = tfrecords.parse(record, self.label_offset)
+        return encoded, _remap(label, self.label_map), name
+
     def fingerprint(self, split_name: str) -> dict:
-        """kind "tfrecord": a sha256 of every (absolute shard path, size in bytes) line."""
+        """kind "tfrecord": a sha256 of every (absolute shard path, size in bytes) line
+        (and the label map, when the stored order is not the training order)."""
         digest = hashlib.sha256()
         for f in self.files:
             digest.update(f"{os.path.abspath(f)}\t{os.path.getsize(f)}\n".encode())
+        if self.label_map is not None:
+            digest.update(f"label_map\t{list(self.label_map)}\n".encode())
         return {"kind": "tfrecord", "split": split_name, "num_examples": len(self),
                 "sha256": digest.hexdigest()}
 
@@ -454,7 +784,7 @@ class TFRecordSource(DataSource):
             ds = _at_positions(ds, positions, len(self))
 
         def parse(location, record):
-            encoded, label, name = tfrecords.parse(record, self.label_offset)
+            encoded, label, name = self._parse(record)
             return location, encoded, label, name
 
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -557,19 +887,21 @@ class TfdsSource(DataSource):
     num_files: int = 1  # files the split reads (sharding by file needs one per pipeline)
     shuffle_buffer: int = 10_000
     readable_names: tuple[str, ...] | None = None
+    label_map: tuple[int, ...] | None = None  # TFDS label -> class index (`map_classes`)
     builder: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_config(cls, data_config, split: str) -> TfdsSource:
+    def from_config(cls, data_config, split: str, class_names=None) -> TfdsSource:
         d = data_config
         if not d.tfds_name:
             raise ValueError("config.data.tfds_name is empty; data.source='tfds' needs a "
                              "prepared TFDS builder, e.g. --config.data.tfds_name=imagenet2012.")
-        return cls.from_prepared(d.tfds_name, d.data_dir, split, shuffle_buffer=d.shuffle_buffer)
+        return cls.from_prepared(d.tfds_name, d.data_dir, split, shuffle_buffer=d.shuffle_buffer,
+                                 class_names=class_names)
 
     @classmethod
-    def from_prepared(cls, name: str, data_dir: str, split: str, *,
-                      shuffle_buffer: int) -> TfdsSource:
+    def from_prepared(cls, name: str, data_dir: str, split: str, *, shuffle_buffer: int,
+                      class_names: Sequence[str] | None = None) -> TfdsSource:
         """One split of a prepared TFDS image-classification builder: its size, file count
         and class names from the builder's info; images are read undecoded later.
 
@@ -578,7 +910,7 @@ class TfdsSource(DataSource):
           FileNotFoundError: TFDS does not know ``name`` or it is not prepared in
             ``data_dir`` (`tfds_builder`).
           ValueError: the builder has no split ``split``, or no Image and ClassLabel
-            features.
+            features; a ClassLabel name not among ``class_names`` (`map_classes`).
         """
         tfds = import_tfds()
         builder = tfds_builder(name, data_dir)
@@ -606,7 +938,9 @@ class TfdsSource(DataSource):
                 f"can read: expected an Image feature {image_key!r} and a ClassLabel feature "
                 f"{label_key!r} (its supervised_keys, or 'image' and 'label'); it has "
                 f"{ {k: type(features[k]).__name__ for k in sorted(feature_keys)} }.")
-        class_names = tuple(features[label_key].names)
+        class_names, _, label_map = map_classes(
+            tuple(features[label_key].names), class_names,
+            f"TFDS dataset {name!r} split {split!r}")
         logging.info("TFDS %s (%s) split %s: %d examples in %d file(s), %d classes.", name,
                      builder.data_dir, split, split_info.num_examples,
                      len(split_info.file_instructions), len(class_names))
@@ -614,7 +948,7 @@ class TfdsSource(DataSource):
                    num_examples=int(split_info.num_examples), class_names=class_names,
                    image_key=image_key, label_key=label_key,
                    num_files=max(1, len(split_info.file_instructions)),
-                   shuffle_buffer=shuffle_buffer, builder=builder)
+                   shuffle_buffer=shuffle_buffer, label_map=label_map, builder=builder)
 
     def __len__(self) -> int:
         return self.num_examples
@@ -648,8 +982,8 @@ class TfdsSource(DataSource):
                                  seed, epoch, skip)
 
         def parse(position, example):
-            return (example[self.image_key], tf.cast(example[self.label_key], tf.int32),
-                    position, example["tfds_id"])
+            label = _remap(tf.cast(example[self.label_key], tf.int32), self.label_map)
+            return example[self.image_key], label, position, example["tfds_id"]
 
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -657,9 +991,13 @@ class TfdsSource(DataSource):
         """kind "tfds": the builder's name, version and directory, the TFDS split and its
         size (a prepared version's files do not change)."""
         builder = self._builder()
-        return {"kind": "tfds", "split": split_name, "num_examples": len(self),
-                "builder": self.name, "version": str(builder.version),
-                "data_dir": os.path.abspath(str(builder.data_dir)), "tfds_split": self.split}
+        fingerprint = {"kind": "tfds", "split": split_name, "num_examples": len(self),
+                       "builder": self.name, "version": str(builder.version),
+                       "data_dir": os.path.abspath(str(builder.data_dir)),
+                       "tfds_split": self.split}
+        if self.label_map is not None:
+            fingerprint["label_map"] = list(self.label_map)
+        return fingerprint
 
 
 # ----------------------------------------------------------------------------- registry
@@ -674,8 +1012,14 @@ SOURCES: dict[str, type[DataSource]] = {
 }
 
 
-def load_split(data_config, split: str) -> DataSource:
+def load_split(data_config, split: str,
+               class_names: Sequence[str] | None = None) -> DataSource:
     """The split ``split`` of the source ``config.data.source`` names (`SOURCES`).
+
+    ``class_names``: the training split's class ids in label order (a run's
+    ``classes.json`` ids, or the training split's ``class_names``). When given, the
+    split's labels index them, whatever order the split stores its classes in; a class
+    of the split that they lack is refused by name.
 
     Raises:
       ValueError: an unknown source; or the source's own errors (`DataSource.from_config`).
@@ -685,4 +1029,16 @@ def load_split(data_config, split: str) -> DataSource:
     except KeyError:
         raise ValueError(f"Unknown data source {data_config.source!r}; expected one of "
                          f"{sorted(SOURCES)}.") from None
-    return source.from_config(data_config, split)
+    if class_names is None:
+        return source.from_config(data_config, split)
+    class_names = tuple(class_names)
+    if len(set(class_names)) != len(class_names):
+        duplicate = next(c for c in class_names if class_names.count(c) > 1)
+        raise ValueError(f"The training classes name {duplicate!r} twice; expected distinct "
+                         f"class ids.")
+    loaded = source.from_config(data_config, split, class_names)
+    if tuple(loaded.class_names) != class_names:  # every source's contract
+        i, want, got = first_class_difference(class_names, loaded.class_names)
+        raise ValueError(f"{type(loaded).__name__} of split {split!r} has class {got!r} at "
+                         f"index {i}; expected the training class {want!r}.")
+    return loaded

@@ -74,7 +74,11 @@ class _Plan:
 def _plan(config, workdir: str, allow_config_change: bool) -> _Plan:
     """The checks that need no write: the work directory (a run of another config is
     refused unless ``allow_config_change``), the cluster and strategy, the data, the
-    classes and the batch size. Raises ValueError naming what does not fit."""
+    classes and the batch size. Raises ValueError naming what does not fit.
+
+    One class order: the evaluation split is read in the training split's class order
+    (a class it adds is refused by name), and a run that already has checkpoints resumes
+    only when the training split's classes are its ``classes.json``'s, index by index."""
     run = run_lib.Run(workdir)
     changed = run.config_changes(config)
     if changed and not allow_config_change:
@@ -86,7 +90,19 @@ def _plan(config, workdir: str, allow_config_change: bool) -> _Plan:
     strategy = distribute.create_strategy()
     task = task_lib.ClassificationTask(config, strategy)  # refuses what the strategy can't run
     train_split = sources.load_split(config.data, config.data.train_split)
-    eval_split = sources.load_split(config.data, config.data.eval_split)
+    if tf.train.latest_checkpoint(run.checkpoint_dir):
+        saved = [c["id"] for c in run.classes()]
+        difference = sources.first_class_difference(saved, train_split.class_names)
+        if difference:
+            i, was, now = difference
+            raise ValueError(
+                f"Work directory {workdir!r} holds a run trained on other classes: class "
+                f"{i} is {was!r} in its {run.classes_path} but {now!r} in the training split "
+                f"{config.data.train_split!r} ({len(saved)} vs {len(train_split.class_names)} "
+                f"classes); resuming would shift the labels under the checkpoint. Restore "
+                f"the class folders' names, or train in a new --workdir.")
+    eval_split = sources.load_split(config.data, config.data.eval_split,
+                                    class_names=train_split.class_names)
     if len(train_split.class_names) != config.model.num_classes:
         raise ValueError(
             f"config.model.num_classes is {config.model.num_classes} but the training split "

@@ -142,3 +142,24 @@ def test_one_training_run_per_work_directory(tmp_path, small_demo_dir):
     # Released: the same directory trains (and the lock is released after).
     with run_lib.Run(workdir).lock():
         pass
+
+
+def test_the_lock_dies_with_its_process_even_after_sigkill(tmp_path):
+    """README: a killed run never leaves its work directory locked."""
+    import signal
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from alexnet_tf import run; "
+         f"lock = run.Run({str(workdir)!r}).lock().__enter__(); print('held', flush=True); "
+         "time.sleep(300)"], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(run_lib.RunError, match=f"pid {holder.pid} on"):
+        with run_lib.Run(workdir).lock():
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    with run_lib.Run(workdir).lock():  # free again
+        pass

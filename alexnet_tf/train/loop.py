@@ -90,7 +90,8 @@ def _plan(config, workdir: str, allow_config_change: bool) -> _Plan:
     strategy = distribute.create_strategy()
     task = task_lib.ClassificationTask(config, strategy)  # refuses what the strategy can't run
     train_split = sources.load_split(config.data, config.data.train_split)
-    if tf.train.latest_checkpoint(run.checkpoint_dir):
+    # By their files, as the restore finds them: a lost state file must not skip this.
+    if run_lib.checkpoint_candidates(run.checkpoint_dir):
         saved = [c["id"] for c in run.classes()]
         difference = sources.first_class_difference(saved, train_split.class_names)
         if difference:

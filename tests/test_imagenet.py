@@ -260,3 +260,22 @@ def test_read_synset_names_space_and_tab_formats(tmp_path):
         "n00004475": "organism, being", "n01440764": "tench, Tinca tinca", "n09999999": ""}
     with pytest.raises(FileNotFoundError):
         imagenet.read_synset_names(str(tmp_path / "missing.txt"))
+
+
+def test_symlink_loops_and_dangling_links_are_named_and_skipped(tmp_path, caplog):
+    # A `*.jpg` symlink loop used to stop the listing (and so training, statistics and
+    # build_tfrecords) with OSError: Too many levels of symbolic links.
+    root = _train(str(tmp_path))
+    class_dir = os.path.join(root, "train", TRAIN_WNIDS[0])
+    os.symlink("loop.jpg", os.path.join(class_dir, "loop.jpg"))
+    os.symlink("missing.jpg", os.path.join(class_dir, "dangling.jpg"))
+    os.symlink("self_dir", os.path.join(root, "train", "self_dir"))
+    with caplog.at_level("WARNING", logger="alexnet_tf.data.imagenet"):
+        paths, labels, order = imagenet.list_split(root, "train")
+    assert order == TRAIN_WNIDS
+    assert len(paths) == 6 and labels == [0, 0, 1, 1, 2, 2]
+    assert not any(os.path.basename(p) in ("loop.jpg", "dangling.jpg") for p in paths)
+    text = caplog.text
+    assert f"{os.path.join(class_dir, 'loop.jpg')} - Too many levels of symbolic links" in text
+    assert f"{os.path.join(class_dir, 'dangling.jpg')} - a symbolic link to nothing" in text
+    assert f"{os.path.join(root, 'train', 'self_dir')} - Too many levels" in text

@@ -283,3 +283,34 @@ def test_select_subset():
     np.testing.assert_array_equal(a, stats.select_subset(1000, 50, 3))
     assert len(np.unique(a)) == 50 and np.all(np.diff(a) > 0)
     assert not np.array_equal(a, stats.select_subset(1000, 50, 4))
+
+
+def test_tool_names_and_skips_bad_files_or_stops_naming_one(tmp_path):
+    # Issue 13: one bad image used to crash the tool with a traceback that named no file.
+    rng = np.random.default_rng(2)
+    root = tmp_path / "data"
+    for name in ("a/0.png", "a/1.png", "b/0.png"):
+        _write_png(str(root / "train" / name), rng.integers(0, 256, (256, 256, 3), np.uint8))
+    good = (root / "train" / "a" / "0.png").read_bytes()
+    (root / "train" / "b" / "cut.png").write_bytes(good[:len(good) // 2])
+    (root / "train" / "b" / "text.jpg").write_bytes(b"<html>404 Not Found</html>\n")
+
+    def run(*extra):
+        command = [sys.executable, str(REPO_ROOT / "tools" / "dataset_stats.py"),
+                   f"--data_dir={root}", "--split=train", f"--output={tmp_path / 's.npz'}",
+                   *extra]
+        return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=120)
+
+    done = run()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"skipping bad image {root / 'train' / 'b' / 'cut.png'} - truncated PNG" in done.stderr
+    assert f"skipping bad image {root / 'train' / 'b' / 'text.jpg'} - not a JPEG" in done.stderr
+    assert "skipped 2 bad file(s)" in done.stdout
+    written = stats.load(str(tmp_path / "s.npz"))
+    assert written.count == 3 and "2 bad file(s) skipped" in written.source
+
+    failed = run("--on_bad_record=fail")
+    assert failed.returncode == 1
+    assert f"bad image {root / 'train' / 'b' / 'cut.png'}: truncated PNG" in failed.stderr
+    assert "Traceback" not in failed.stderr

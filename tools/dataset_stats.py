@@ -1,10 +1,13 @@
 r"""Colour statistics of an image folder: mean (Sec. 2) and RGB PCA for lighting (Sec. 4.1).
 
     python tools/dataset_stats.py --data_dir=DIR --split=train --output=stats.npz \
-        [--max_images=N] [--resize_size=256] [--seed=0] [--batch_size=64]
+        [--max_images=N] [--resize_size=256] [--seed=0] [--batch_size=64] \
+        [--on_bad_record=skip|fail]
 
 Reads ``DIR/<split>/<class>/*``
-(`alexnet_tf.data.sources.ImageFolderSource.from_directory`), decodes,
+(`alexnet_tf.data.sources.ImageFolderSource.from_directory`), decodes by the one decode
+rule (`alexnet_tf.data.decode`: alpha over white, EXIF orientation, as training and
+serving do), names and skips bad files (``--on_bad_record=fail`` stops at the first),
 scales the shorter side to ``--resize_size`` and takes the central square (Sec. 2,
 `alexnet_tf.data.preprocess`), and streams the images through
 `alexnet_tf.data.stats.compute_stats`. Writes ``stats.npz`` (all fields, including the
@@ -22,6 +25,7 @@ level, in minutes rather than hours; compare two seeds to see the actual spread.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -36,26 +40,78 @@ _RESIZE_SIZE = flags.DEFINE_integer("resize_size", 256,
                                     "Shorter side and central crop size (Sec. 2: 256).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds the --max_images subset.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images decoded per tf.data batch.")
+_ON_BAD_RECORD = flags.DEFINE_enum(
+    "on_bad_record", "skip", ["skip", "fail"],
+    "A file that cannot be used (empty, not an image, truncated, too large, unreadable): "
+    "skip it, naming it and the reason (and list them at the end), or stop, naming it.")
 flags.mark_flags_as_required(["data_dir", "output"])
 
 
 def image_dataset(paths, resize_size: int, batch_size: int):
-    """uint8 [B, S, S, 3] batches of decoded, resized, centre-cropped images (Sec. 2)."""
+    """(uint8 [S, S, 3] image, reason) per path, in order: the file decoded by the one
+    decode rule (`alexnet_tf.data.decode`, through `alexnet_tf.data.preprocess`), its
+    shorter side scaled to S and the central square taken (Sec. 2); ``reason`` is ""
+    for a good image, else why it is bad (a bad image gives a placeholder)."""
     import tensorflow as tf
 
-    from alexnet_tf.data import preprocess
+    from alexnet_tf.data import decode, preprocess
+
+    placeholder = tf.zeros([resize_size, resize_size, 3], tf.uint8)
 
     def load(path):
-        image = preprocess.decode_rgb(tf.io.read_file(path))
-        image = preprocess.central_crop(preprocess.resize_shorter_side(image, resize_size),
-                                        resize_size)
-        image.set_shape([resize_size, resize_size, 3])
-        return image
+        encoded = tf.io.read_file(path)
+        reason = decode.problem(encoded)
+
+        def image():
+            pixels = preprocess.decode_rgb(encoded)
+            pixels = preprocess.central_crop(preprocess.resize_shorter_side(pixels, resize_size),
+                                             resize_size)
+            pixels.set_shape([resize_size, resize_size, 3])
+            return pixels
+
+        return tf.cond(tf.equal(reason, ""), image, lambda: placeholder), reason
 
     dataset = tf.data.Dataset.from_tensor_slices(list(paths))
     # deterministic (the default): the same files give bit-identical statistics every run.
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(batch_size)
+
+
+class BadImage(Exception):
+    """A file that cannot be used (``--on_bad_record=fail``); the message names it."""
+
+
+def good_batches(paths, resize_size: int, batch_size: int, *, on_bad_record: str = "skip",
+                 skipped: list | None = None):
+    """uint8 [B, S, S, 3] batches of the good images of ``paths``. Every bad file (empty,
+    not an image, truncated, too large, unreadable, undecodable) is named on stderr with
+    its reason and appended to ``skipped`` as (path, reason), or, with
+    ``on_bad_record="fail"``, raises `BadImage` naming it."""
+    import numpy as np
+    import tensorflow as tf
+
+    skipped = [] if skipped is None else skipped
+    iterator = iter(image_dataset(paths, resize_size, batch_size))
+    batch = []
+    for path in paths:
+        path = str(path)
+        try:
+            image, reason = next(iterator)
+            reason = reason.numpy().decode("utf-8", "replace")
+        except tf.errors.OpError as error:  # unreadable, or undecodable past the checks
+            reason = f"{type(error).__name__}: {error.message.splitlines()[0]}"
+        if reason:
+            if on_bad_record == "fail":
+                raise BadImage(f"bad image {path}: {reason}")
+            print(f"alexnet_tf: skipping bad image {path} - {reason}", file=sys.stderr)
+            skipped.append((path, reason))
+            continue
+        batch.append(image.numpy())
+        if len(batch) == batch_size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
 
 
 def main(argv):
@@ -81,8 +137,20 @@ def main(argv):
               f"side {_RESIZE_SIZE.value}, central {_RESIZE_SIZE.value}x{_RESIZE_SIZE.value} crop")
     print(f"Reading {source}")
 
-    result = stats.compute_stats(image_dataset(paths, _RESIZE_SIZE.value, _BATCH_SIZE.value),
-                                 total=len(paths), image_size=_RESIZE_SIZE.value, source=source)
+    skipped = []
+    try:
+        result = stats.compute_stats(
+            good_batches(paths, _RESIZE_SIZE.value, _BATCH_SIZE.value,
+                         on_bad_record=_ON_BAD_RECORD.value, skipped=skipped),
+            total=len(paths), image_size=_RESIZE_SIZE.value,
+            source=source)
+    except BadImage as error:
+        sys.exit(f"dataset_stats: {error} (--on_bad_record=fail)")
+    if skipped:
+        result.source = f"{source}; {len(skipped)} bad file(s) skipped"
+        print(f"skipped {len(skipped)} bad file(s):")
+        for path, reason in skipped:
+            print(f"  {path}: {reason}")
     npz_path, json_path = result.save(output)
 
     r, g, b = result.mean_rgb

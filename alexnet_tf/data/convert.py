@@ -54,7 +54,9 @@ Every image is decoded with Pillow before it is stored:
   and reported, never fatal.
 * Anything that is not a baseline RGB JPEG is converted to one: CMYK JPEGs (22 in the
   ImageNet training set), greyscale images, a PNG named .JPEG (one in the training set),
-  palette/16-bit images and other formats. Images with alpha are composited over white
+  palette/16-bit images and other formats, by the one decode rule of
+  `alexnet_tf.data.decode` (`pillow_rgb`, Pillow's implementation of it, tested
+  pixel for pixel against the graph code): images with alpha are composited over white
   (transparent regions then look as a viewer shows them; dropping alpha would expose
   whatever colour the transparent pixels happen to hold).
 * An RGB JPEG that needs no resize is stored with its original bytes: no generation loss.
@@ -68,8 +70,11 @@ Every image is decoded with Pillow before it is stored:
   when an image shrinks by more than 2x and plain bilinear otherwise (its docstring
   says why), so records stored at 256 are a little smoother than an on-the-fly resize
   of a typical 500x375 photo. ``S=0`` keeps the original sizes.
-* EXIF orientation is not applied (neither does ``tf.io.decode_jpeg``; ImageNet is
-  used as stored); metadata (EXIF, ICC profiles) is not copied into re-encoded images.
+* EXIF orientation is applied (the rule's: as viewers show the image, as the pipeline
+  and the export decode it): a JPEG with orientation 2-8 is re-encoded upright. Metadata
+  (EXIF, ICC profiles) is not copied into re-encoded images.
+* Images (and GIF frames, every one) of more than ``max_pixels`` (40 million, the
+  export's default) pixels are skipped, before decoding.
 """
 
 from __future__ import annotations
@@ -90,7 +95,8 @@ from absl import logging
 from PIL import Image
 from tqdm import tqdm
 
-from alexnet_tf.data import imagenet
+from alexnet_tf.data import decode, imagenet
+from alexnet_tf.export.limits import DEFAULT_MAX_PIXELS
 
 __all__ = [
     "CONVERTER_VERSION",
@@ -108,7 +114,6 @@ CONVERTER_VERSION = "1.0"
 METADATA_NAME = "metadata.json"
 FORMAT = "alexnet_tf.imagenet_tfrecords"
 DEFAULT_SHARDS = {"train": 1024, "val": 128}  # the Inception/TPU converters' counts
-_WHITE = (255, 255, 255)
 
 
 class SkipImage(Exception):
@@ -135,44 +140,43 @@ def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     return new_h, new_w
 
 
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if _has_alpha(image):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, _WHITE)
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if image.mode.startswith("I") or image.mode == "F":
-        # 16/32-bit greyscale: Pillow's convert() would clip at 255, not scale.
-        pixels = np.asarray(image, np.float64)
-        if pixels.max(initial=0) > 255:
-            pixels = pixels / 257.0  # 16-bit range to 8-bit
-        return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8), "L").convert("RGB")
-    return image.convert("RGB")  # CMYK (Adobe-inverted ones are un-inverted on decode), L, 1, P, YCbCr
-
-
 def normalize_image(data: bytes, *, resize_shorter_side: int = 0,
-                    jpeg_quality: int = 95) -> EncodedImage:
+                    jpeg_quality: int = 95, max_pixels: int = DEFAULT_MAX_PIXELS) -> EncodedImage:
     """The bytes to store for one image file: an RGB JPEG (see the module docstring).
 
-    Raises `SkipImage` with the reason when ``data`` is not a decodable image.
+    The pixels follow the one decode rule (`alexnet_tf.data.decode.pillow_rgb`, Pillow's
+    side of it: alpha over white, 16-bit to its high byte, EXIF orientation applied), so
+    that a converted record decodes to what the image-folder pipeline and the export
+    decode from the original file, up to the JPEG re-encoding. Raises `SkipImage` with
+    the reason when ``data`` is not a decodable image, or when it (or any GIF frame) has
+    more than ``max_pixels`` pixels.
     """
     if not data:
         raise SkipImage("empty file (0 bytes)")
+    if data[:3] == b"GIF":
+        for height, width in decode.gif_frames(data).frames:
+            if height * width > max_pixels:
+                raise SkipImage(f"a GIF frame of {height}x{width} (height x width), "
+                                f"{height * width} pixels: more than the {max_pixels} allowed")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format or "unknown"
+            if image.width * image.height > max_pixels:
+                raise SkipImage(f"{image.height}x{image.width} (height x width), "
+                                f"{image.width * image.height} pixels: more than the "
+                                f"{max_pixels} allowed")
             image.load()  # decodes every pixel: raises on truncated or corrupt data
             mode = image.mode
+            orientation = decode.exif_orientation(data) if image_format == "JPEG" else 1
             changes = []
             if image_format != "JPEG":
                 changes.append(f"{image_format} -> JPEG")
             if mode != "RGB":
                 changes.append(f"{mode} -> RGB")
-                image = _to_rgb(image)
+            if orientation != 1:
+                changes.append(f"EXIF orientation {orientation} applied")
+            if changes:
+                image = decode.pillow_rgb(image, data)
             resized = False
             if resize_shorter_side:
                 new_h, new_w = shorter_side_size(image.height, image.width, resize_shorter_side)
@@ -185,6 +189,8 @@ def normalize_image(data: bytes, *, resize_shorter_side: int = 0,
             image.save(out, "JPEG", quality=jpeg_quality)
             return EncodedImage(out.getvalue(), image.height, image.width,
                                 converted=", ".join(changes), resized=resized)
+    except SkipImage:
+        raise
     except Image.UnidentifiedImageError as e:
         raise SkipImage(f"cannot identify an image format (the file starts with {data[:16]!r})") from e
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files

@@ -63,16 +63,30 @@ def _is_image(name: str) -> bool:
 
 
 def _scan(folder: str) -> tuple[list[str], list[str]]:
-    """(sorted sub-folder names, sorted image file names) of ``folder``; hidden ones skipped."""
+    """(sorted sub-folder names, sorted image file names) of ``folder``.
+
+    Hidden entries are skipped; so is an entry whose type cannot be read (a symlink
+    loop, a link to a file without permission), with a warning naming it and why.
+    """
     dirs, images = [], []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
-                dirs.append(entry.name)
-            elif entry.is_file() and _is_image(entry.name):
-                images.append(entry.name)
+            try:
+                # Both follow symlinks: a loop or an unreadable target raises here
+                # (ELOOP, EACCES); such an entry is named and skipped, never fatal.
+                if entry.is_dir():
+                    dirs.append(entry.name)
+                elif entry.is_file() and _is_image(entry.name):
+                    images.append(entry.name)
+                elif entry.is_symlink() and _is_image(entry.name):
+                    _LOG.warning("alexnet_tf: skipping unreadable entry %s - a symbolic link "
+                                 "to nothing (%s)", os.path.join(folder, entry.name),
+                                 os.readlink(entry.path))
+            except OSError as e:
+                _LOG.warning("alexnet_tf: skipping unreadable entry %s - %s",
+                             os.path.join(folder, entry.name), e.strerror or e)
     return sorted(dirs), sorted(images)
 
 

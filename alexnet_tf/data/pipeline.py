@@ -12,8 +12,10 @@ Order of operations (fixed, so that data order is reproducible and resumable); s
   3. skip: a resumed run drops the examples it already trained on in this epoch,
      before any image is decoded;
   4. map: read, check, decode, augment (parallel, deterministic order); bad records
-     (not an image, empty, undecodable, label missing or out of range) are skipped and
-     logged, or stop the run with ``data.on_bad_record="fail"``;
+     (empty, not an image, truncated, too large: `alexnet_tf.data.decode.problem`;
+     label missing or out of range) are skipped, counted and named with the reason
+     ("alexnet_tf: skipping bad record <name> - <reason>" on stderr), or stop the run
+     with ``data.on_bad_record="fail"``, naming the record and the reason;
   5. batch (per-replica batch size);
   6. mix (training with ``data.mixup_alpha`` or ``data.cutmix_alpha``): MixUp or
      CutMix of each batch (one of the two per batch, with probability 1/2, when both
@@ -38,7 +40,7 @@ import functools
 import tensorflow as tf
 
 from alexnet_tf.convention import InputConvention
-from alexnet_tf.data import augment, preprocess
+from alexnet_tf.data import augment, decode, preprocess
 
 
 @functools.lru_cache(maxsize=4)
@@ -68,38 +70,40 @@ def mixing_enabled(data_config) -> bool:
 
 
 def _image_fn(data_config, norm, light, image_size, training, ten_crop, on_device):
-    """encoded bytes, seed -> the model input(s) of one example."""
+    """encoded bytes, seed, orientation -> the model input(s) of one example (the bytes
+    and the EXIF orientation from `alexnet_tf.data.decode.inspect_batch`)."""
     d = data_config
     if not training:
         if ten_crop:
-            return lambda e, s: preprocess.ten_crop_images(
-                e, image_size=image_size, resize_size=d.resize_size, norm=norm)
-        return lambda e, s: preprocess.eval_image(
-            e, image_size=image_size, resize_size=d.resize_size, norm=norm)
+            return lambda e, s, o: preprocess.ten_crop_images(
+                e, image_size=image_size, resize_size=d.resize_size, norm=norm, orientation=o)
+        return lambda e, s, o: preprocess.eval_image(
+            e, image_size=image_size, resize_size=d.resize_size, norm=norm, orientation=o)
     if d.augmentation == "none":
-        return lambda e, s: preprocess.eval_image(
-            e, image_size=image_size, resize_size=d.resize_size, norm=norm)
+        return lambda e, s, o: preprocess.eval_image(
+            e, image_size=image_size, resize_size=d.resize_size, norm=norm, orientation=o)
     if d.augmentation == "modern":
         if on_device:
-            return lambda e, s: {"image": preprocess.modern_crop(e, s, image_size=image_size),
-                                 "flip": preprocess.flip_draw(s), "alpha": tf.zeros([3])}
+            return lambda e, s, o: {"image": preprocess.modern_crop(
+                e, s, image_size=image_size, orientation=o),
+                "flip": preprocess.flip_draw(s), "alpha": tf.zeros([3])}
         rand_augment = None
         if d.randaugment_num_ops > 0:
             layer = augment.make_rand_augment(d.randaugment_num_ops, d.randaugment_magnitude)
             rand_augment = functools.partial(augment.rand_augment, layer=layer)
-        return lambda e, s: preprocess.modern_train_image(e, s, image_size=image_size, norm=norm,
-                                                          rand_augment=rand_augment)
+        return lambda e, s, o: preprocess.modern_train_image(
+            e, s, image_size=image_size, norm=norm, rand_augment=rand_augment, orientation=o)
     if d.augmentation == "paper":
         if on_device:
-            def fn(e, s):
+            def fn(e, s, o):
                 crop, _ = preprocess.paper_crop(e, s, image_size=image_size,
-                                                resize_size=d.resize_size)
+                                                resize_size=d.resize_size, orientation=o)
                 return {"image": crop, "flip": preprocess.flip_draw(s),
                         "alpha": preprocess.lighting_draw(light.std, s)}
             return fn
-        return lambda e, s: preprocess.paper_train_image(
+        return lambda e, s, o: preprocess.paper_train_image(
             e, s, image_size=image_size, resize_size=d.resize_size,
-            lighting=light, norm=norm)
+            lighting=light, norm=norm, orientation=o)
     raise ValueError(f"Unknown augmentation {d.augmentation!r}.")
 
 
@@ -169,23 +173,33 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
     fail_fast = d.on_bad_record == "fail"
     epoch_offset = epoch * len(split)
 
-    def load(encoded, label, position, name):
-        ok = tf.logical_and(preprocess.is_supported_image(encoded),
-                            tf.logical_and(label >= 0, label < num_classes))
+    def load(encoded, label, position, name, reason, orientation, height):
+        # ``reason``: the decode rule's checks (alexnet_tf.data.decode.inspect_batch):
+        # empty, not an image, truncated (a JPEG without FF D9 after its scan data, a
+        # PNG without IEND, a GIF whose blocks end early), no pixels or too many (every
+        # GIF frame); nothing decoded, nothing raised, so the record is named. The
+        # common JPEG's size (not walked there) is read here from its frame header.
+        unsized = tf.logical_and(tf.equal(reason, ""), height < 0)
+        reason = tf.cond(unsized, lambda: decode.size_problem_of(
+            *tf.unstack(tf.io.extract_jpeg_shape(encoded)[:2])), lambda: reason)
+        label_ok = tf.logical_and(label >= 0, label < num_classes)
+        reason = tf.where(tf.logical_or(label_ok, tf.not_equal(reason, "")), reason,
+                          "label outside [0, num_classes)")
+        ok = tf.equal(reason, "")
         if fail_fast:
             with tf.control_dependencies([tf.debugging.Assert(ok, [
-                    "Bad record (not an image, or label outside [0, num_classes)):", name,
-                    "label", label], summarize=3)]):
+                    "Bad record", name, "-", reason, "label", label], summarize=3)]):
                 encoded = tf.identity(encoded)
         example_seed = tf.stack([tf.constant(seed, tf.int64), epoch_offset + position])
         # A bad record gets a cheap 1x1 PNG to decode instead; it is dropped below.
         safe = tf.where(ok, encoded, tf.constant(_PLACEHOLDER_PNG))
-        inputs = image_fn(safe, example_seed)
+        inputs = image_fn(safe, example_seed, tf.where(ok, orientation, 1))
         if not fail_fast:
             def report():
                 if_real = tf.not_equal(label, _END_LABEL)
                 effects = [tf.cond(if_real, lambda: tf.print(
-                    "alexnet_tf: skipping bad record", name, "label", label), tf.no_op)]
+                    "alexnet_tf: skipping bad record", name, "-", reason, "label", label),
+                    tf.no_op)]
                 if bad_records is not None:
                     effects.append(bad_records.assign_add(tf.cast(if_real, tf.int64)))
                 with tf.control_dependencies(effects):
@@ -194,25 +208,46 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
             ok = tf.cond(ok, lambda: tf.constant(True), report)
         return inputs, label, ok
 
+    def inspect(index, encoded, label, position, name):
+        """One batch of records: the decode rule's checks, prepared bytes, orientations."""
+        info = decode.inspect_batch(encoded, jpeg_sizes=False)
+        return (index, info.prepared, label, position, name, info.problem, info.orientation,
+                info.height)
+
     # An end marker after the last record lets the gap count below see a bad record
     # at the very end of the stream too; it is dropped like a bad record, uncounted.
     end = tf.data.Dataset.from_tensors(
         (tf.constant(b""), tf.constant(_END_LABEL, tf.int32), tf.constant(0, tf.int64),
          tf.constant(b"<end>")))
     records = records.concatenate(end) if not fail_fast else records
-    ds = records.enumerate().map(lambda index, record: (index, load(*record)),
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = records.enumerate()
     if not fail_fast:
-        # A JPEG with a valid header but corrupt or truncated data fails inside the
-        # decoder: ignore_errors drops that element (and logs the error); the gap it
-        # leaves in the stream index is counted as a bad record.
+        # A file that cannot be read fails in the source's map: dropped here (TF's error
+        # is logged), so that it cannot take a batch of the inspection below with it;
+        # the gap in the stream index counts it.
+        ds = ds.ignore_errors(log_warning=True)
+    # The checks are batched: their graph is large, and a graph's cost is paid per call
+    # (`decode.inspect_batch`); the common JPEG is settled with vectorised string ops.
+    ds = ds.map(lambda index, record: (index, *record)).batch(_INSPECT_BATCH).map(
+        inspect, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    ds = ds.map(lambda index, *record: (index, load(*record)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not fail_fast:
+        # What the checks above cannot see (a file that cannot be read, JPEG data that
+        # is complete but corrupt) fails inside the reader or the decoder:
+        # ignore_errors drops that element and logs TF's error; the gap it leaves in
+        # the stream index is counted as a bad record and named by its position.
         ds = ds.ignore_errors(log_warning=True)
         if bad_records is not None:
             last = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
             def count_gaps(index, element):
                 gap = index - last - 1
-                with tf.control_dependencies([bad_records.assign_add(gap)]):
+                named = tf.cond(gap > 0, lambda: tf.print(
+                    "alexnet_tf: skipping", gap, "bad record(s) before stream position",
+                    index, "of this pipeline (unreadable, or undecodable past the checks; "
+                    "TF's error is logged above)"), tf.no_op)
+                with tf.control_dependencies([named, bad_records.assign_add(gap)]):
                     with tf.control_dependencies([last.assign(index)]):
                         return tf.identity(index), element
 
@@ -259,6 +294,7 @@ def _mix(ds, data_config, num_classes, seed, epoch, first_batch, context):
 
 
 _END_LABEL = -2  # marks the end-of-stream element; real records have labels >= -1
+_INSPECT_BATCH = 64  # records checked per call of decode.inspect_batch
 
 
 # A valid 1x1 greyscale PNG (what tf.io.encode_png makes of one zero pixel), written out

@@ -19,8 +19,13 @@ layers made stateless in `alexnet_tf.data.augment` (RandAugment comes in as an a
 so this module needs no Keras). Normalisation follows the model's input convention
 (`alexnet_tf.convention.InputConvention`: mean or mean image, std, channel order).
 
+Decoding follows the one decode rule of `alexnet_tf.data.decode` (alpha over white,
+EXIF orientation applied, the same in training, evaluation, serving, the converter and
+the statistics).
+
 Speed: when a JPEG is already stored with shorter side ``resize_size`` (as
-tools/build_tfrecords.py can store it), the crop is decoded directly with
+tools/build_tfrecords.py can store it) and shown as stored (EXIF orientation 1, told
+from its first bytes for the common file), the crop is decoded directly with
 ``tf.io.decode_and_crop_jpeg``: only the crop's blocks are decoded. Its pixels equal
 decode-then-crop's except on the crop's outermost rows and columns of images with
 subsampled chroma, where they may differ by a few levels (tests/test_data.py).
@@ -34,6 +39,7 @@ from typing import Callable, Sequence
 import tensorflow as tf
 
 from alexnet_tf.convention import InputConvention
+from alexnet_tf.data import decode
 from alexnet_tf.data.stats import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC
 
 # Sub-seed indices: fixed per op so that each op's randomness is independent of the others.
@@ -58,25 +64,15 @@ def op_seed(seed, op: int):
 
 def is_supported_image(encoded):
     """True for non-empty JPEG, PNG, GIF or BMP bytes (by their magic numbers)."""
-    head = tf.strings.substr(encoded, 0, 4)
-    return tf.logical_and(
-        tf.strings.length(encoded) > 0,
-        tf.reduce_any(tf.stack([
-            tf.image.is_jpeg(encoded),
-            tf.equal(head, b"\x89PNG"),
-            tf.equal(tf.strings.substr(encoded, 0, 3), b"GIF"),
-            tf.equal(tf.strings.substr(encoded, 0, 2), b"BM"),
-        ])))
+    return decode.is_supported(encoded)
 
 
-def decode_rgb(encoded):
-    """Decodes JPEG, PNG, GIF or BMP bytes to a uint8 [H, W, 3] RGB image.
-
-    Greyscale images are expanded to three channels; an image with alpha drops it.
-    """
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
+def decode_rgb(encoded, orientation=None):
+    """Decodes JPEG, PNG, GIF or BMP bytes to a uint8 [H, W, 3] RGB image by the one
+    decode rule (`alexnet_tf.data.decode`): greyscale replicated, alpha composited over
+    white, EXIF orientation applied. ``orientation``: from `decode.inspect_batch`, whose
+    prepared bytes ``encoded`` then are (the pipeline); None: computed here."""
+    return decode.decode_rgb(encoded, orientation)
 
 
 def resize_shorter_side(image, size: int):
@@ -218,15 +214,21 @@ def finish_paper_image(image, flip, alpha, norm: InputConvention,
     return to_channel_order(image, norm)
 
 
-def _stored_at(encoded, size: int):
-    """True when ``encoded`` is a JPEG whose shorter side is already ``size``."""
+def _upright(encoded, orientation):
+    """EXIF orientation 1 (shown as stored): ``orientation`` if given, else read."""
+    return tf.equal(decode.jpeg_orientation(encoded) if orientation is None else orientation, 1)
+
+
+def _stored_at(encoded, size: int, orientation=None):
+    """True when ``encoded`` is a JPEG whose shorter side is already ``size`` and that
+    is shown as stored (EXIF orientation 1): its crop can be decoded directly."""
     def shorter_side_matches():
         shape = tf.io.extract_jpeg_shape(encoded)
-        return tf.equal(tf.minimum(shape[0], shape[1]), size)
+        return tf.equal(tf.minimum(shape[0], shape[1]), size) & _upright(encoded, orientation)
     return tf.cond(tf.image.is_jpeg(encoded), shorter_side_matches, lambda: tf.constant(False))
 
 
-def _crop_of_centre_square(encoded, size: int, resize_size: int, top, left):
+def _crop_of_centre_square(encoded, size: int, resize_size: int, top, left, orientation=None):
     """The ``size`` crop at (top, left) of the image's central resize_size square,
     after the Sec. 2 resize; decoded directly when the JPEG is stored at resize_size."""
     def fused():
@@ -236,9 +238,10 @@ def _crop_of_centre_square(encoded, size: int, resize_size: int, top, left):
         return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
 
     def full():
-        return _pixels_crop_of_centre_square(decode_rgb(encoded), size, resize_size, top, left)
+        return _pixels_crop_of_centre_square(decode_rgb(encoded, orientation), size,
+                                             resize_size, top, left)
 
-    image = tf.cond(_stored_at(encoded, resize_size), fused, full)
+    image = tf.cond(_stored_at(encoded, resize_size, orientation), fused, full)
     image.set_shape([size, size, 3])
     return image
 
@@ -249,17 +252,20 @@ def _pixels_crop_of_centre_square(image, size: int, resize_size: int, top, left)
     return square[top:top + size, left:left + size, :]
 
 
-def paper_crop(encoded, seed, *, image_size: int, resize_size: int):
+def paper_crop(encoded, seed, *, image_size: int, resize_size: int, orientation=None):
     """Sec. 2 and 4.1: a random ``image_size`` crop of the central ``resize_size``
-    square of the resized image; returns (uint8 crop, (top, left) in that square)."""
+    square of the resized image; returns (uint8 crop, (top, left) in that square).
+    ``orientation`` (every function taking ``encoded`` here): see `decode_rgb`."""
     top, left = crop_offsets(resize_size, resize_size, image_size, seed)
-    return _crop_of_centre_square(encoded, image_size, resize_size, top, left), (top, left)
+    return _crop_of_centre_square(encoded, image_size, resize_size, top, left,
+                                  orientation), (top, left)
 
 
 def paper_train_image(encoded, seed, *, image_size: int, resize_size: int,
-                      lighting: Lighting, norm: InputConvention):
+                      lighting: Lighting, norm: InputConvention, orientation=None):
     """Sec. 2 and 4.1 for training: crop, flip, PCA lighting, normalisation."""
-    image, window = paper_crop(encoded, seed, image_size=image_size, resize_size=resize_size)
+    image, window = paper_crop(encoded, seed, image_size=image_size, resize_size=resize_size,
+                               orientation=orientation)
     if norm.mean_image is not None:
         # The mean image is subtracted at the crop's own window, before the reflection
         # moves pixels; lighting is a per-image constant shift, so order is free.
@@ -274,7 +280,7 @@ def paper_train_image(encoded, seed, *, image_size: int, resize_size: int,
 
 
 def modern_crop(encoded, seed, *, image_size: int, area_range=(0.08, 1.0),
-                aspect_ratio_range=(3 / 4, 4 / 3)):
+                aspect_ratio_range=(3 / 4, 4 / 3), orientation=None):
     """Inception-style random-resized crop (Szegedy et al. 2015): a box of 8%-100% of
     the area and aspect 3/4-4/3, decoded directly from JPEGs, resized to image_size."""
     def box(shape):
@@ -289,17 +295,18 @@ def modern_crop(encoded, seed, *, image_size: int, area_range=(0.08, 1.0),
         return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
 
     def full():
-        image = decode_rgb(encoded)
+        image = decode_rgb(encoded, orientation)
         begin, size, _ = box(tf.shape(image))
         return tf.slice(image, begin, size)
 
-    image = tf.cond(tf.image.is_jpeg(encoded), fused, full)
+    image = tf.cond(tf.cond(tf.image.is_jpeg(encoded), lambda: _upright(encoded, orientation),
+                            lambda: tf.constant(False)), fused, full)
     image = tf.image.resize(image, [image_size, image_size], antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
 def modern_train_image(encoded, seed, *, image_size: int, norm: InputConvention,
-                       rand_augment: Callable | None = None):
+                       rand_augment: Callable | None = None, orientation=None):
     """Random-resized crop, flip, optionally RandAugment, then normalisation (the mean
     image does not apply to resized crops): float32 [image_size, image_size, 3].
 
@@ -308,7 +315,8 @@ def modern_train_image(encoded, seed, *, image_size: int, norm: InputConvention,
     ``functools.partial(augment.rand_augment, layer=augment.make_rand_augment(...))``
     (`alexnet_tf.data.augment`).
     """
-    image = random_flip(modern_crop(encoded, seed, image_size=image_size), seed)
+    image = random_flip(modern_crop(encoded, seed, image_size=image_size,
+                                    orientation=orientation), seed)
     if rand_augment is not None:
         image = rand_augment(image, seed)
     return normalize(image, norm.replace(mean_image=None))
@@ -319,11 +327,12 @@ def center_window(image_size: int, resize_size: int):
     return offset, offset
 
 
-def eval_image(encoded, *, image_size: int, resize_size: int, norm: InputConvention):
+def eval_image(encoded, *, image_size: int, resize_size: int, norm: InputConvention,
+               orientation=None):
     """Evaluation and serving: the central ``image_size`` crop of the shorter-side
     ``resize_size`` image (Sec. 4.1's single-crop testing), normalised."""
     top, left = center_window(image_size, resize_size)
-    image = _crop_of_centre_square(encoded, image_size, resize_size, top, left)
+    image = _crop_of_centre_square(encoded, image_size, resize_size, top, left, orientation)
     return normalize(image, norm, (top, left))
 
 
@@ -343,10 +352,12 @@ def ten_crop_windows(image_size: int, resize_size: int):
     return ((0, 0), (0, far), (far, 0), (far, far), (centre, centre))
 
 
-def ten_crop_images(encoded, *, image_size: int, resize_size: int, norm: InputConvention):
+def ten_crop_images(encoded, *, image_size: int, resize_size: int, norm: InputConvention,
+                    orientation=None):
     """Sec. 4.1: the four corner patches and the centre patch, then their horizontal
     reflections: a [10, image_size, image_size, 3] float tensor, normalised."""
-    square = central_crop(resize_shorter_side(decode_rgb(encoded), resize_size), resize_size)
+    square = central_crop(resize_shorter_side(decode_rgb(encoded, orientation), resize_size),
+                          resize_size)
     crops = [normalize(square[t:t + image_size, l:l + image_size, :], norm, (t, l))
              for t, l in ten_crop_windows(image_size, resize_size)]
     crops += [tf.reverse(crop, [1]) for crop in crops]

@@ -3,11 +3,14 @@
 Bad input fails the whole request with an InvalidArgument error that names the image
 and the problem (TF Serving answers HTTP 400 / gRPC INVALID_ARGUMENT), before anything is
 decoded where the header tells: an empty string, bytes that are not a JPEG/PNG/GIF/BMP,
-a JPEG without its end-of-image marker or a PNG without IEND (truncated), an image of
-more than ``max_pixels`` pixels or a longer side more than ``max_aspect_ratio`` times the
-shorter (read from the JPEG header with ``tf.io.extract_jpeg_shape``, or from the
-PNG/GIF/BMP header bytes), float pixels outside [0, 255]. Greyscale and CMYK images pass:
-the decoder converts them to RGB.
+a truncated image (`alexnet_tf.data.decode.truncation`: a JPEG without its end-of-image
+marker after its scan data, a PNG without IEND, a GIF whose blocks end early), an image
+of more than ``max_pixels`` pixels or a longer side more than ``max_aspect_ratio`` times
+the shorter (`alexnet_tf.data.decode.header_size`: the JPEG frame header, the PNG/BMP
+header bytes, and for a GIF every frame's image descriptor as well as its logical
+screen), float pixels outside [0, 255]. Greyscale and CMYK images pass: the decoder
+converts them to RGB. Decoding then follows the one decode rule of
+`alexnet_tf.data.decode` (alpha over white, EXIF orientation), as training does.
 
 Every function here is graph code (``tf.function``-safe) and runs eagerly too; each check
 passes its input through only after ``tf.debugging.Assert`` held, so that nothing after
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from alexnet_tf.data import preprocess
+from alexnet_tf.data import decode, preprocess
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 
 __all__ = ["DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_PIXELS", "check_encoded_image",
@@ -30,64 +33,11 @@ __all__ = ["DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_PIXELS", "check_encoded_imag
 # ------------------------------------------------------------- the header bytes
 
 
-def _header_bytes(encoded, count: int = 32):
-    """The first ``count`` bytes as int64 [count], zero-padded past the end."""
-    padded = tf.strings.join([encoded, tf.constant(b"\0" * count)])
-    return tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 0, count), tf.uint8), tf.int64)
-
-
-def _contains(encoded, pattern: bytes):
-    """Whether ``pattern`` (with no zero byte) occurs anywhere in ``encoded``."""
-    data = tf.io.decode_raw(tf.strings.join([encoded, tf.constant(b"\0" * len(pattern))]),
-                            tf.uint8)
-    windows = tf.size(data) - len(pattern) + 1
-    match = tf.ones([windows], tf.bool)
-    for i, byte in enumerate(pattern):
-        match = tf.logical_and(match, tf.equal(data[i:i + windows], byte))
-    return tf.reduce_any(match)
-
-
-def _formats(encoded):
-    """(is_jpeg, is_png, is_gif, is_bmp) by magic number, as `preprocess.is_supported_image`."""
-    return (tf.image.is_jpeg(encoded),
-            tf.equal(tf.strings.substr(encoded, 0, 4), b"\x89PNG"),
-            tf.equal(tf.strings.substr(encoded, 0, 3), b"GIF"),
-            tf.equal(tf.strings.substr(encoded, 0, 2), b"BM"))
-
-
 def header_size(encoded):
-    """(height, width) int64 of a JPEG/PNG/GIF/BMP, read from its header, not decoded.
-
-    JPEG: ``tf.io.extract_jpeg_shape`` (the frame header); PNG: IHDR width and height,
-    big-endian at bytes 16 and 20; GIF: the logical screen, little-endian 16-bit at 6
-    and 8 (what TF's decoder outputs); BMP: little-endian at 18 and 22 (a negative
-    height means top-down rows), 16-bit for the old 12-byte core header.
-    """
-    h = _header_bytes(encoded)
-
-    def be32(i):
-        return h[i] * 16777216 + h[i + 1] * 65536 + h[i + 2] * 256 + h[i + 3]
-
-    def le16(i):
-        return h[i] + h[i + 1] * 256
-
-    def le32_signed(i):
-        value = le16(i) + le16(i + 2) * 65536
-        return tf.where(value >= 2 ** 31, value - 2 ** 32, value)
-
-    is_jpeg, is_png, is_gif, _ = _formats(encoded)
-    core_bmp = tf.equal(le32_signed(14), 12)
-    bmp = (tf.where(core_bmp, le16(20), tf.abs(le32_signed(22))),
-           tf.where(core_bmp, le16(18), le32_signed(18)))
-    other = tf.stack([
-        tf.where(is_png, be32(20), tf.where(is_gif, le16(8), bmp[0])),
-        tf.where(is_png, be32(16), tf.where(is_gif, le16(6), bmp[1]))])
-
-    def jpeg():
-        return tf.io.extract_jpeg_shape(encoded, output_type=tf.int64)[:2]
-
-    size = tf.cond(is_jpeg, jpeg, lambda: other)
-    return size[0], size[1]
+    """(height, width) int64 of a JPEG/PNG/GIF/BMP, read from its header, not decoded:
+    `alexnet_tf.data.decode.header_size` (for a GIF, the logical screen or its largest
+    frame, from every image descriptor, whichever has more pixels)."""
+    return decode.header_size(encoded)
 
 
 # -------------------------------------------------------------------- the checks
@@ -146,12 +96,6 @@ def check_encoded_image(encoded, what, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     string, e.g. "image_bytes[3]") and the problem. Checks run in order, each only after
     the previous passed, and none decodes the image."""
     length = tf.strings.length(encoded)
-    is_jpeg, is_png, _, _ = _formats(encoded)
-
-    def complete():
-        return tf.cond(is_jpeg, lambda: _contains(encoded, b"\xff\xd9"),
-                       lambda: tf.cond(is_png, lambda: _contains(encoded, b"IEND"),
-                                       lambda: tf.constant(True)))
 
     def size_checked():
         height, width = header_size(encoded)
@@ -160,9 +104,12 @@ def check_encoded_image(encoded, what, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             return tf.identity(encoded)
 
     def truncation_checked():
-        kind = tf.where(is_jpeg, "JPEG (no end-of-image marker FF D9)", "PNG (no IEND chunk)")
-        return checked(complete(), message(what, " is a truncated ", kind, ", ", length,
-                                           " bytes"), size_checked)
+        # The decode rule's structural check: a JPEG needs FF D9 after its scan data
+        # (one inside an EXIF thumbnail does not count), a PNG its IEND chunk, a GIF
+        # complete blocks.
+        reason = decode.truncation(encoded)
+        return checked(tf.equal(reason, ""), message(what, " is a ", reason, ", ", length,
+                                                     " bytes"), size_checked)
 
     def format_checked():
         return checked(preprocess.is_supported_image(encoded), message(

@@ -22,7 +22,9 @@ Inside, every image goes through the evaluation preprocessing of the data module
 with the run's `alexnet_tf.convention.InputConvention`), one image at a time with
 ``tf.map_fn``, so a batch may mix sizes and formats. Decoded pixels take the same resize,
 crop and normalisation (`preprocess.eval_pixels`, the same steps after decoding). Inputs
-are checked first (`alexnet_tf.export.input_checks`).
+are checked first (`alexnet_tf.export.input_checks`). Bytes are decoded by the one decode
+rule of `alexnet_tf.data.decode`, as in training, the converter and the statistics:
+alpha composited over white, EXIF orientation applied, every GIF frame's size checked.
 """
 
 from __future__ import annotations

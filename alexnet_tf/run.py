@@ -395,8 +395,9 @@ def resolve_checkpoint(workdir: str | None, checkpoint: str = "latest") -> str:
 
 def checkpoint_candidates(directory: str) -> list[str]:
     """Every checkpoint prefix in ``directory``, newest (highest number) first: the
-    ones the ``checkpoint`` state file lists and every ``ckpt-N.index`` there, so that
-    a lost or garbled state file hides none of them."""
+    ones the ``checkpoint`` state file lists and every ``ckpt-N`` with an ``.index`` or
+    a ``.data-*`` file there, so that a lost or garbled state file (or a lost index)
+    hides none of them."""
     import glob
     import re
 
@@ -411,6 +412,10 @@ def checkpoint_candidates(directory: str) -> list[str]:
         found.update(os.path.join(directory, os.path.basename(p))
                      for p in state.all_model_checkpoint_paths)
     found.update(p[:-len(".index")] for p in glob.glob(os.path.join(directory, "ckpt-*.index")))
+    # A data file whose index is gone is a damaged checkpoint, not nothing: listed, so
+    # that the restore names it and sets it aside instead of passing over it in silence.
+    found.update(re.sub(r"\.data-\d+-of-\d+$", "", p)
+                 for p in glob.glob(os.path.join(directory, "ckpt-*.data-*-of-*")))
 
     def number(prefix):
         match = re.search(r"-(\d+)$", prefix)

@@ -195,3 +195,47 @@ def test_a_checkpoint_without_dropout_state_still_resumes(tmp_path, caplog):
     _, fresh = _checkpoints(tmp_path, seed=5)
     assert fresh.restore_latest().endswith("ckpt-3")
     assert "holds no dropout random state" in caplog.text
+
+
+def test_a_best_newer_than_the_fall_back_step_is_set_aside_and_the_replay_saves_again(
+        tmp_path, caplog):
+    # The newest checkpoint was also the best; once it is damaged the run resumes from
+    # an older step and replays: its save of the best at the same step used to be
+    # refused ("already saved in best") on every rerun, so the run could never finish.
+    _, checkpoints = _checkpoints(tmp_path)
+    checkpoints.save(4)
+    checkpoints.save(8)
+    checkpoints.save(8, best=True)
+    _truncate(str(tmp_path / "checkpoints" / "ckpt-8") + ".data-00000-of-00001")
+    _, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest().endswith("ckpt-4")
+    superseded = tmp_path / "checkpoints" / "best" / "superseded"
+    assert sorted(n.split(".")[0] for n in os.listdir(superseded)) == ["ckpt-8", "ckpt-8"]
+    assert "Best checkpoint" in caplog.text and "newer than the restored step 4" in caplog.text
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "best")) is None
+    checkpoints.save(8)
+    assert checkpoints.save(8, best=True).endswith(os.path.join("best", "ckpt-8"))
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "best")).endswith("ckpt-8")
+
+
+def test_a_best_at_or_before_the_fall_back_step_stays(tmp_path):
+    _, checkpoints = _checkpoints(tmp_path)
+    checkpoints.save(4)
+    checkpoints.save(4, best=True)
+    checkpoints.save(8)
+    _truncate(str(tmp_path / "checkpoints" / "ckpt-8") + ".data-00000-of-00001")
+    _, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest().endswith("ckpt-4")
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "best")).endswith("ckpt-4")
+    assert not (tmp_path / "checkpoints" / "best" / "superseded").exists()
+
+
+def test_a_data_file_without_index_or_state_file_is_named_and_set_aside(tmp_path, caplog):
+    weights_4, _ = _saved(tmp_path)
+    (tmp_path / "checkpoints" / "checkpoint").unlink()
+    (tmp_path / "checkpoints" / "ckpt-8.index").unlink()
+    model, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest().endswith("ckpt-4")
+    assert _same(model.get_weights(), weights_4)
+    assert "ckpt-8 cannot be read (its .index file is missing)" in caplog.text
+    assert os.listdir(tmp_path / "checkpoints" / "damaged") == ["ckpt-8.data-00000-of-00001"]

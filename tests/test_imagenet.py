@@ -1,6 +1,7 @@
 """alexnet_tf.data.imagenet: the ImageNet layouts, label files and their errors."""
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -279,3 +280,29 @@ def test_symlink_loops_and_dangling_links_are_named_and_skipped(tmp_path, caplog
     assert f"{os.path.join(class_dir, 'loop.jpg')} - Too many levels of symbolic links" in text
     assert f"{os.path.join(class_dir, 'dangling.jpg')} - a symbolic link to nothing" in text
     assert f"{os.path.join(root, 'train', 'self_dir')} - Too many levels" in text
+
+
+def test_a_dangling_class_folder_link_is_named(tmp_path, caplog):
+    root = _train(str(tmp_path))
+    os.symlink(str(tmp_path / "nowhere"), os.path.join(root, "train", "n09999999"))
+    with caplog.at_level("WARNING", logger="alexnet_tf.data.imagenet"):
+        _, _, order = imagenet.list_split(root, "train")
+    assert order == TRAIN_WNIDS
+    assert f"{os.path.join(root, 'train', 'n09999999')} - a symbolic link to nothing" in caplog.text
+
+
+def test_a_class_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+    # (chmod 000 does not stop root, so the refusal of the listing is simulated.)
+    root = _train(str(tmp_path))
+    blocked = os.path.join(root, "train", TRAIN_WNIDS[1])
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.fspath(path) == blocked:
+            raise PermissionError(13, "Permission denied", blocked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(imagenet.os, "scandir", scandir)
+    with pytest.raises(ValueError, match=re.escape(f"Folder {blocked!r} cannot be listed "
+                                                   "(Permission denied)")):
+        imagenet.list_split(root, "train")

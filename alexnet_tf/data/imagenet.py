@@ -66,10 +66,17 @@ def _scan(folder: str) -> tuple[list[str], list[str]]:
     """(sorted sub-folder names, sorted image file names) of ``folder``.
 
     Hidden entries are skipped; so is an entry whose type cannot be read (a symlink
-    loop, a link to a file without permission), with a warning naming it and why.
+    loop, a link to a file without permission) or a dangling link, with a warning
+    naming it and why. A folder that cannot be listed (no permission) is a ValueError
+    naming it: for a class folder, skipping would drop a class.
     """
     dirs, images = [], []
-    with os.scandir(folder) as entries:
+    try:
+        entries = os.scandir(folder)
+    except OSError as e:
+        raise ValueError(f"Folder {folder!r} cannot be listed ({e.strerror or e}); fix its "
+                         f"permissions or move it out of the data directory.") from None
+    with entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -80,7 +87,9 @@ def _scan(folder: str) -> tuple[list[str], list[str]]:
                     dirs.append(entry.name)
                 elif entry.is_file() and _is_image(entry.name):
                     images.append(entry.name)
-                elif entry.is_symlink() and _is_image(entry.name):
+                elif entry.is_symlink():
+                    # A dangling link: as an image file or as a class folder, it would
+                    # otherwise vanish without a word (a class lost).
                     _LOG.warning("alexnet_tf: skipping unreadable entry %s - a symbolic link "
                                  "to nothing (%s)", os.path.join(folder, entry.name),
                                  os.readlink(entry.path))

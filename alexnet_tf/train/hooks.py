@@ -57,6 +57,7 @@ def _add_sums(window, sums):
 
 
 DAMAGED_DIR = "damaged"  # under checkpoints/: what a failed restore set aside
+SUPERSEDED_DIR = "superseded"  # under best/: bests newer than a fall-back restore
 
 
 def _remove_temporary_saves(directory: str) -> None:
@@ -70,6 +71,12 @@ def _remove_temporary_saves(directory: str) -> None:
                     shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
                     logging.info("Removed %s, left by a save that did not finish.",
                                  os.path.join(parent, name))
+
+
+def _prefix_number(prefix: str) -> int:
+    """N of a ``.../ckpt-N`` prefix (-1 when the name has no number)."""
+    tail = os.path.basename(prefix).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
 
 
 def _move_aside(prefix: str, destination: str) -> str:
@@ -191,6 +198,8 @@ class TrainingCheckpoints:
                     directory, prefix, all_model_checkpoint_paths=intact)
                 self.manager = tf.train.CheckpointManager(
                     self.checkpoint, directory, max_to_keep=self.keep)
+            if skipped:
+                self._set_aside_later_best(run_lib.checkpoint_step(prefix), chief)
             return prefix
         leftovers = [f for f in os.listdir(directory) if f.startswith("ckpt-")] if (
             os.path.isdir(directory)) else []
@@ -201,6 +210,39 @@ class TrainingCheckpoints:
                 f"refusing to start this run again from step 0. Move the directory away to "
                 f"start over.")
         return None
+
+    def _set_aside_later_best(self, step: int | None, chief: bool) -> None:
+        """Moves best checkpoints saved after ``step`` into ``best/superseded/``.
+
+        After a fall-back to an older checkpoint the run replays the steps after it,
+        and its restored ``best_error`` does not know of a best saved in them: that best
+        would otherwise block the replayed save of the same step (a listed checkpoint is
+        never rewritten) and would be compared with nothing. Kept, not deleted.
+        """
+        if step is None:
+            return
+        best_dir = self.run.best_dir
+        later = [p for p in run_lib.checkpoint_candidates(best_dir)
+                 if (run_lib.checkpoint_step(p) or _prefix_number(p)) > step]
+        if not later:
+            return
+        if chief:
+            destination = os.path.join(best_dir, SUPERSEDED_DIR)
+            for prefix in later:
+                _move_aside(prefix, destination)
+                logging.warning("Best checkpoint %s is newer than the restored step %d: "
+                                "kept in %s; the replayed steps choose the best again.",
+                                prefix, step, destination)
+            remaining = [p for p in reversed(run_lib.checkpoint_candidates(best_dir))]
+            if remaining:
+                tf.compat.v1.train.update_checkpoint_state(
+                    best_dir, remaining[-1], all_model_checkpoint_paths=remaining)
+            else:
+                state_file = os.path.join(best_dir, "checkpoint")
+                if os.path.exists(state_file):
+                    os.remove(state_file)
+        self.best_manager = tf.train.CheckpointManager(
+            self.checkpoint, distribute.write_dir(best_dir, self.strategy), max_to_keep=1)
 
     def _restore(self, prefix: str) -> None:
         names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()

@@ -10,6 +10,15 @@ directory. Library code takes the ConfigDict; it never reads flags.
 The defaults are the paper's recipe (Krizhevsky et al. 2012); each carries the
 section it comes from. This module and `alexnet_tf.models` import neither TensorFlow
 nor Keras, so a config file loads, and is validated, before either starts.
+
+Fine-tuning (Sec. 6) is five keys: ``model.init_from`` names a model source that seeds
+the run (its input convention and architecture are adopted, matching layers loaded, a
+new ``fc8`` when ``model.num_classes`` differs), ``model.init_from_flags_win`` and
+``model.init_from_new_head`` adjust that, ``train.trainable_layers`` ("fc7,fc8",
+"conv*": comma-separated layer names with shell wildcards) freezes the rest, and
+``train.lr_multipliers`` ("fc8=10") is Caffe's per-layer ``lr_mult``. `validate` checks
+the patterns against the variant's layers (`alexnet_tf.train.finetune`); the source
+itself is read by the training loop, before it writes anything.
 """
 
 from __future__ import annotations
@@ -25,8 +34,12 @@ from ml_collections import config_dict
 
 from alexnet_tf import architecture
 from alexnet_tf.data.stats import IMAGENET_MEAN_RGB
+from alexnet_tf.train import finetune  # imports neither TensorFlow nor Keras
 
 DATA_SOURCES = ("demo", "image_folder", "tfrecord", "tfds")
+# data.demo_set: the demo's ten classes, or the transfer demo's six others
+# (alexnet_tf.data.demo.SETS).
+DEMO_SETS = ("shapes", "transfer")
 AUGMENTATIONS = ("paper", "modern", "none")
 OPTIMIZERS = ("sgd", "adamw")
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
@@ -54,6 +67,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.lrn_bias = config_dict.placeholder(float)
     c.model.lrn_alpha = config_dict.placeholder(float)
     c.model.grouped_conv_implementation = "auto"
+    # Fine-tuning (Sec. 6: pre-trained on ImageNet Fall 2011, fine-tuned on ILSVRC-2012;
+    # alexnet_tf/train/finetune.py). init_from: a model source (a run's work directory, a
+    # checkpoint, a .keras file, a tools/convert_weights.py directory) that seeds a fresh
+    # run: its input convention and architecture are adopted, every layer whose shapes
+    # match is loaded, fc8 starts fresh when num_classes differs. "": train from scratch.
+    c.model.init_from = ""
+    # True: a --config.* flag that contradicts the source's convention or architecture
+    # wins (without it such a flag stops the run, naming both values).
+    c.model.init_from_flags_win = False
+    # True: fc8 starts fresh even when num_classes equals the source's, and the training
+    # folder's classes are not mapped by name onto the source's.
+    c.model.init_from_new_head = False
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "demo"  # one of DATA_SOURCES
@@ -103,6 +128,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.demo_train_per_class = 400
     c.data.demo_val_per_class = 100
     c.data.demo_seed = 0
+    # "shapes": the demo's ten classes; "transfer": six other classes drawn the same way,
+    # for the transfer demo (configs/demo_finetune.py).
+    c.data.demo_set = "shapes"
 
     c.train = ml_collections.ConfigDict()
     c.train.global_batch_size = 128  # Sec. 5
@@ -134,6 +162,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every_steps = 50
     c.train.checkpoint_every_steps = 1000
     c.train.keep_checkpoints = 3
+    # Fine-tuning (alexnet_tf/train/finetune.py). trainable_layers: the layers that train,
+    # as comma-separated names with shell wildcards over conv1..conv5, fc6, fc7, fc8
+    # ("fc7,fc8", "conv[45],fc*"; a conv's BatchNorm belongs to it); the others get no
+    # update and no weight decay, their BatchNorm in inference mode. "": all (frozen
+    # layers need model.init_from). lr_multipliers: Caffe's lr_mult per layer,
+    # "fc8=10,fc7=2": the layer's whole update, decay included, at learning_rate x the
+    # multiplier, for every optimizer; unnamed layers 1.
+    c.train.trainable_layers = ""
+    c.train.lr_multipliers = ""
 
     c.eval = ml_collections.ConfigDict()
     c.eval.global_batch_size = 128
@@ -156,7 +193,12 @@ def _walk(schema, config, prefix=""):
         raise ConfigError(f"Config key {prefix + key!r} is missing; config files start "
                           f"from alexnet_tf.config.base_config().")
     for key in sorted(schema_keys):
-        s, v = schema[key], config[key]
+        try:
+            s, v = schema[key], config[key]
+        except config_dict.RequiredValueError:
+            # A config file's required_placeholder that no --config.* flag filled.
+            raise ConfigError(f"Config key {prefix + key!r} has no value: the config file "
+                              f"leaves it to you (--config.{prefix + key}=...).") from None
         if isinstance(s, ml_collections.ConfigDict):
             if not isinstance(v, (ml_collections.ConfigDict, dict)):
                 _fail(prefix + key, v, "a group of keys")
@@ -175,7 +217,11 @@ def _check_types(config):
         if value is None:
             if schema[key] is None:  # optional: None means "derive it"
                 continue
-            _fail(path, value, f"a {expected.__name__}")
+            # A config file's placeholder that no --config.* flag filled (a
+            # required_placeholder cannot be used: config_flags reads it while parsing
+            # the flag that would fill it, and fails).
+            raise ConfigError(f"Config key {path!r} has no value: the config file leaves "
+                              f"it to you (--config.{path}=...).")
         if isinstance(value, bool) and expected is not bool:
             _fail(path, value, f"a {expected.__name__}")
         if expected is float and isinstance(value, int):
@@ -291,6 +337,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail("data.std_rgb", d.std_rgb, "three numbers > 0")
     for key in ("demo_train_per_class", "demo_val_per_class"):
         _positive(config, f"data.{key}")
+    _choice(config, "data.demo_set", DEMO_SETS)
 
     for key in ("global_batch_size", "total_epochs", "steps_per_epoch", "learning_rate",
                 "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
@@ -324,6 +371,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               f"fewer than train.total_epochs ({t.total_epochs})")
     _positive(config, "eval.global_batch_size")
     _positive(config, "eval.every_epochs")
+    try:
+        finetune.check_layer_settings(config)
+    except finetune.FineTuneError as error:
+        raise ConfigError(str(error)) from None
     return config
 
 

@@ -1,21 +1,42 @@
-"""Evaluation of a run: top-1 and top-5 error with the centre crop or the paper's ten crops.
+"""Evaluation of any model source, or an ensemble of them: top-1 and top-5 error with the
+centre crop or the paper's ten crops.
 
-`evaluate_checkpoint` (the ``alexnet-eval`` binary) restores a run's checkpoint
-(`alexnet_tf.run.Run.restore_model`) and runs the task's eval step
+`evaluate` (the ``alexnet-eval`` binary) resolves its model argument
+(`alexnet_tf.model_source.resolve_all`: a run, a checkpoint, a ``.keras`` file,
+converted weights, or several of them separated by commas), names the data (a run
+brings its own ``config.data``; other sources take ``data_dir``/``data_source`` or a
+config's data section) and calls `evaluate_sources`. One model runs the task's eval step
 (`alexnet_tf.task.ClassificationTask.eval_step`, the one the training loop runs after
-every epoch) over a split. Ten-crop testing (Sec. 4.1) averages the softmax outputs
-of the four corner patches, the centre patch and their reflections.
+every epoch); several run `ensemble_eval_step`, which averages the members' softmax
+outputs (Sec. 6, Table 2: "averaging the predictions of five similar CNNs") and scores
+every member and the average in one pass. Ten-crop testing (Sec. 4.1) averages the
+softmax outputs of the four corner patches, the centre patch and their reflections,
+per member, before members are averaged.
+
+Classes map by name: the split's classes (e.g. ImageNet's wnid folders) are looked up in
+the source's class ids (`alexnet_tf.data.sources.load_split` with ``class_names``), so a
+1000-class model scores any folder whose classes it knows, and a folder class it does
+not know is refused by name.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+from typing import Sequence
 
 from absl import logging
 
+from alexnet_tf import config as config_lib
+from alexnet_tf import model_source as source_lib
 from alexnet_tf import run as run_lib
 from alexnet_tf import task as task_lib
 from alexnet_tf.data import pipeline, sources
+
+
+class EvaluationError(ValueError):
+    """Sources and data that cannot be evaluated together (named in the message)."""
 
 
 def run_evaluation(eval_step, distributed_dataset) -> dict:
@@ -39,6 +60,273 @@ def eval_dataset_fn(split, config, task, ten_crop: bool, bad_records=None):
     return fn
 
 
+# ------------------------------------------------------------------- ensembles
+
+
+def softmax_outputs(model, images, ten_crop: bool):
+    """float32 [B, C] softmax of ``model`` on a batch: [B, S, S, 3] images, or with
+    ``ten_crop`` [B, 10, S, S, 3] patches whose ten softmax outputs are averaged
+    (Sec. 4.1)."""
+    import tensorflow as tf
+
+    if ten_crop:
+        crops = tf.reshape(images, [-1] + images.shape[2:].as_list())
+        probs = tf.nn.softmax(tf.cast(model(crops, training=False), tf.float32))
+        width = probs.shape[-1]
+        return tf.reduce_mean(tf.reshape(probs, [-1, 10, width]), axis=1)
+    return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+
+
+def ensemble_probabilities(models: Sequence, images, ten_crop: bool = False):
+    """(members, ensemble): each member's softmax outputs (`softmax_outputs`, float32
+    [B, C]) and their mean, the ensemble's prediction (Sec. 6, Table 2)."""
+    import tensorflow as tf
+
+    members = [softmax_outputs(model, images, ten_crop) for model in models]
+    return members, tf.add_n(members) / float(len(members))
+
+
+def ensemble_eval_step(models: Sequence, num_classes: int, ten_crop: bool, strategy):
+    """A tf.function: one distributed batch -> summed metrics (`task.METRIC_KEYS`) of
+    every member and of the ensemble, keyed ``"<i>/<metric>"`` (i = 0.. for the members,
+    ``len(models)`` for the ensemble), summed over replicas."""
+    import tensorflow as tf
+
+    def replica_step(images, labels):
+        members, ensemble = ensemble_probabilities(models, images, ten_crop)
+        out = {}
+        for i, probs in enumerate([*members, ensemble]):
+            # The log of an averaged softmax ranks as it does and gives the
+            # cross-entropy of the average (as the task's ten-crop step).
+            logits = tf.math.log(probs + 1e-12)
+            sums = task_lib.summed_metrics(
+                labels, logits, task_lib.loss_per_example(labels, logits, num_classes))
+            out.update({f"{i}/{key}": value for key, value in sums.items()})
+        return out
+
+    @tf.function
+    def step(batch):
+        sums = strategy.run(replica_step, args=batch)
+        return {k: strategy.reduce("SUM", v, axis=None) for k, v in sums.items()}
+
+    return step
+
+
+# ------------------------------------------------------------------ the config
+
+
+def check_evaluable(sources_: Sequence[source_lib.ModelSource]) -> None:
+    """Raises SourceError unless every source says which input it expects (its input
+    convention) and which class each output is (its class ids: the data's classes are
+    matched to outputs by name), and several share both (`model_source.check_ensemble`)."""
+    if not sources_:
+        raise source_lib.SourceError("Nothing to evaluate: give at least one model source.")
+    for source in sources_:
+        if source.convention is None:
+            raise source_lib.SourceError(
+                f"{source.description} says nothing of the input it expects (a .keras file "
+                f"outside any run, export or converted-weights directory has no input "
+                f"convention); put its input_convention.json beside it, or evaluate the run "
+                f"it came from.")
+        if source.class_names is None:
+            raise source_lib.SourceError(
+                f"{source.description} has no class names, so the data's classes cannot be "
+                f"matched to its outputs; give --class_names=FILE (one name per line in "
+                f"output order, or a synsets file: 'n01440764 tench, Tinca tinca' lines).")
+    if len(sources_) > 1:
+        source_lib.check_ensemble(sources_)
+
+
+
+def data_config_for(sources_: Sequence[source_lib.ModelSource], *, config=None,
+                    data_dir: str | None = None, data_source: str | None = None):
+    """The ``config.data`` an evaluation of ``sources_`` reads.
+
+    ``config``'s data section (a config file's) when given; else the data config of the
+    run the first source belongs to (as ``--workdir`` always did); else the base
+    config's with source "image_folder". ``data_dir`` and ``data_source`` replace what
+    either says; a ``data_dir`` alone turns a run's "demo" source into "image_folder"
+    (the demo set has its own directory). Unless the data config is a run's own, the
+    sources' input convention then sets the normalisation and resize keys (the
+    convention is what the weights expect, whatever a data config says).
+
+    Raises EvaluationError when a source without a run is given no data.
+    """
+    first = sources_[0]
+    if config is not None:
+        data = copy.deepcopy(config.data)
+    elif first.data_config is not None:
+        data = first.data_config
+    else:
+        if not data_dir and data_source != "demo":
+            raise EvaluationError(
+                f"{first.description} brings no data (only a run does): give --data_dir=DIR "
+                f"(image folders DIR/<split>/<class>/*), --data_source=demo, or a config "
+                f"whose data section names it (--config=FILE).")
+        data = config_lib.base_config().data
+        data.source = "image_folder"
+    if data_source:
+        data.source = data_source
+    elif data_dir and data.source == "demo":
+        data.source = "image_folder"
+    if data_dir:
+        data.data_dir = data_dir
+    convention = first.convention
+    if first.data_config is None or config is not None:
+        # The convention is the whole normalisation: it is handed to the pipeline, so
+        # the statistics file of some other dataset plays no part.
+        for key, value in convention.config_overrides().items():
+            section, name = key.split(".", 1)
+            if section == "data":
+                data[name] = value
+        data.stats_file, data.mean = "", "per_channel"
+    return data
+
+
+def _evaluation_config(sources_, data_config, batch_size: int | None):
+    config = config_lib.base_config()
+    with config.unlocked():
+        config.model = copy.deepcopy(sources_[0].model_config)
+    config.data = data_config
+    if batch_size is not None:
+        config.eval.global_batch_size = batch_size
+    elif sources_[0].workdir and sources_[0].kind in ("run", "checkpoint"):
+        config.eval.global_batch_size = run_lib.Run(sources_[0].workdir).config.eval.global_batch_size
+    try:
+        return config_lib.validate(config)
+    except config_lib.ConfigError as error:
+        raise EvaluationError(f"The evaluation's config is invalid: {error}") from None
+
+
+def default_output(source: source_lib.ModelSource, split: str, ten_crop: bool) -> str:
+    """Where one source's result goes: a run's (or a checkpoint's run's)
+    ``eval_<split>_<crops>.json``; a converted directory's own; beside a ``.keras``
+    file, ``<name>_eval_<split>_<crops>.json``."""
+    crops = "tencrop" if ten_crop else "center"
+    if source.kind in ("run", "checkpoint"):
+        return run_lib.Run(source.workdir).eval_path(split, ten_crop)
+    if source.kind == "converted":
+        return os.path.join(source.path, f"eval_{split}_{crops}.json")
+    return f"{source.path[:-len('.keras')]}_eval_{split}_{crops}.json"
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
+                     split: str | None = None, ten_crop: bool = False,
+                     batch_size: int | None = None, output: str | None = None) -> dict:
+    """Top-1/top-5 error of one source, or of every member and the ensemble of
+    several, on a split; written as JSON to ``output``.
+
+    Args:
+      sources_: resolved sources (`alexnet_tf.model_source.resolve_all`); several must
+        share class ids and input convention (`model_source.check_ensemble`).
+      data_config: ``config.data`` naming the data (`data_config_for`).
+      split: default ``data_config.eval_split``.
+      ten_crop: Sec. 4.1's ten patches, softmax averaged.
+      batch_size: the global evaluation batch; default a run's ``eval.global_batch_size``
+        (else the base config's, 128).
+      output: the JSON file; default `default_output` for one source; an ensemble needs
+        one.
+
+    Returns the metrics written: "loss", "top1_error", "top5_error", "examples",
+    "split", "crops", "model" (the description), "checkpoint" (for a run's checkpoint,
+    else None); for an ensemble those of the average, plus "members" (each member's
+    metrics and description) and "ensemble": true.
+
+    Raises:
+      SourceError: members that differ, a source without class names or convention.
+      EvaluationError: data or classes that do not fit the sources (named).
+    """
+    from alexnet_tf.train import distribute
+
+    check_evaluable(sources_)
+    first = sources_[0]
+    split = split or data_config.eval_split
+    if output is None and len(sources_) > 1:
+        raise EvaluationError(f"An ensemble of {len(sources_)} models has no directory of "
+                              f"its own for its result: give --output=FILE.json.")
+    output = output or default_output(first, split, ten_crop)
+    config = _evaluation_config(sources_, data_config, batch_size)
+    try:
+        # The source's class order, whatever order the split stores.
+        data = sources.load_split(config.data, split, class_names=first.class_names)
+    except (ValueError, OSError) as error:
+        raise EvaluationError(f"{first.description} cannot evaluate {config.data.source} "
+                              f"data {config.data.data_dir or '(its default directory)'!r}: "
+                              f"{error}") from None
+    strategy = distribute.create_strategy()
+    with strategy.scope():
+        models = [source.load_model() for source in sources_]
+    # The source's own convention: the export serves with the same one.
+    task = task_lib.ClassificationTask(config, strategy, convention=first.convention)
+    dataset = strategy.distribute_datasets_from_function(
+        eval_dataset_fn(data, config, task, ten_crop))
+    crops = "ten" if ten_crop else "center"
+
+    def described(metrics, source):
+        return dict(metrics, model=source.description, source=source.path,
+                    checkpoint=source.checkpoint, split=split, crops=crops)
+
+    if len(models) == 1:
+        metrics = described(run_evaluation(task.eval_step(models[0], ten_crop), dataset), first)
+    else:
+        step = ensemble_eval_step(models, config.model.num_classes, ten_crop, strategy)
+        totals: dict[str, float] = {}
+        for batch in dataset:
+            for key, value in step(batch).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        per_model = [task_lib.errors_from_sums(
+            {k: totals[f"{i}/{k}"] for k in task_lib.METRIC_KEYS})
+            for i in range(len(models) + 1)]
+        members = [described(m, s) for m, s in zip(per_model, sources_)]
+        metrics = dict(per_model[-1], model=f"ensemble of {len(models)}",
+                       source=[s.path for s in sources_], checkpoint=None, split=split,
+                       crops=crops, ensemble=True, members=members)
+    directory = os.path.dirname(os.path.abspath(output))
+    os.makedirs(directory, exist_ok=True)
+    with open(output, "w") as f:
+        json.dump(metrics, f, indent=2)
+    metrics["output"] = output
+    for line in format_metrics(metrics).splitlines():
+        logging.info("%s", line)
+    return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+    """Readable lines: each member's errors (ensembles) and the result's."""
+    def line(m, name):
+        return (f"{name}: top-1 error {m['top1_error']:.4f}  top-5 error "
+                f"{m['top5_error']:.4f}  ({m['examples']} images, {m['crops']} crop)")
+
+    lines = [line(m, f"member {i + 1} {m['model']}")
+             for i, m in enumerate(metrics.get("members", []))]
+    lines.append(line(metrics, metrics["model"]))
+    if "output" in metrics:
+        lines.append(f"-> {metrics['output']}")
+    return "\n".join(lines)
+
+
+def evaluate(model: str | Sequence[str], *, checkpoint: str = "auto",
+             class_names_file: str | None = None, config=None, data_dir: str | None = None,
+             data_source: str | None = None, split: str | None = None, ten_crop: bool = False,
+             batch_size: int | None = None, output: str | None = None) -> dict:
+    """``alexnet-eval``: resolves ``model`` (one source or "A,B,C",
+    `model_source.resolve_all`), gives sources without class names those of
+    ``class_names_file`` (`model_source.read_class_names`), names the data
+    (`data_config_for`) and runs `evaluate_sources`. Everything is checked before a
+    model is built. Raises SourceError or EvaluationError naming the problem."""
+    members = source_lib.resolve_all(model, checkpoint=checkpoint)
+    if class_names_file:
+        ids, names = source_lib.read_class_names(class_names_file)
+        members = [m.with_class_names(ids, names) for m in members]
+    check_evaluable(members)
+    data = data_config_for(members, config=config, data_dir=data_dir, data_source=data_source)
+    return evaluate_sources(members, data, split=split, ten_crop=ten_crop,
+                            batch_size=batch_size, output=output)
+
+
 def evaluate_checkpoint(workdir: str, *, checkpoint: str = "latest", split: str | None = None,
                         ten_crop: bool = False, output: str | None = None) -> dict:
     """Top-1/top-5 error of a run's checkpoint on a split; written as JSON.
@@ -48,30 +336,6 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "latest", split: str 
     "auto" or a path (`alexnet_tf.run.resolve_checkpoint`); ``output`` defaults to
     ``WORKDIR/eval_<split>_<center|tencrop>.json``. Returns the metrics written.
     """
-    from alexnet_tf.train import distribute
-
-    run = run_lib.Run(workdir)
-    config = run.config
-    split = split or config.data.eval_split
-    path = run.checkpoint(checkpoint)  # before building anything: a missing one is named
-    strategy = distribute.create_strategy()
-    # The run's class order (classes.json), whatever order the split stores.
-    data = sources.load_split(config.data, split, class_names=[
-        c["id"] for c in run.classes(config.model.num_classes)])
-    with strategy.scope():
-        restored = run.restore_model(path)
-    # The run's own convention (`Run.convention` refuses one that disagrees with its
-    # config): the export serves with the same one.
-    task = task_lib.ClassificationTask(config, strategy, convention=run.convention)
-    step = task.eval_step(restored.model, ten_crop)
-    dataset = strategy.distribute_datasets_from_function(
-        eval_dataset_fn(data, config, task, ten_crop))
-    metrics = run_evaluation(step, dataset)
-    metrics.update(checkpoint=path, split=split, crops="ten" if ten_crop else "center")
-    output = output or run.eval_path(split, ten_crop)
-    with open(output, "w") as f:
-        json.dump(metrics, f, indent=2)
-    logging.info("%s on %s (%s crop, %d images): top-1 error %.4f, top-5 error %.4f -> %s",
-                 path, split, metrics["crops"], metrics["examples"], metrics["top1_error"],
-                 metrics["top5_error"], output)
-    return metrics
+    source = source_lib.resolve(workdir, checkpoint=checkpoint)
+    return evaluate_sources([source], source.data_config, split=split, ten_crop=ten_crop,
+                            output=output)

@@ -4,6 +4,7 @@ one that reads whole, a lost state file hides nothing, and a run with checkpoint
 never restarts from step 0."""
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -239,3 +240,15 @@ def test_a_data_file_without_index_or_state_file_is_named_and_set_aside(tmp_path
     assert _same(model.get_weights(), weights_4)
     assert "ckpt-8 cannot be read (its .index file is missing)" in caplog.text
     assert os.listdir(tmp_path / "checkpoints" / "damaged") == ["ckpt-8.data-00000-of-00001"]
+
+
+def test_with_every_checkpoint_damaged_a_whole_best_is_named(tmp_path):
+    _, checkpoints = _checkpoints(tmp_path)
+    checkpoints.save(4)
+    checkpoints.save(4, best=True)
+    _zero(str(tmp_path / "checkpoints" / "ckpt-4") + ".index")
+    _, checkpoints = _checkpoints(tmp_path, seed=5)
+    best = str(tmp_path / "checkpoints" / "best" / "ckpt-4")
+    with pytest.raises(run_lib.CheckpointError, match="refusing to start .* from step 0. "
+                       + re.escape(repr(best)) + r" \(the best\) reads whole: copy"):
+        checkpoints.restore_latest()

@@ -181,6 +181,16 @@ def test_stale_shards_beside_metadata_are_refused_by_name(tmp_path):
         _tfrecord(tmp_path, "val")
 
 
+def test_a_shard_numbered_beyond_the_listed_set_is_refused_by_name(tmp_path):
+    # Same -of-M as the listed set, index out of range: was read past in silence.
+    _write_shard(tmp_path / "val-00000-of-00002", _examples([0], ["a"]))
+    _write_shard(tmp_path / "val-00001-of-00002", _examples([0], ["a"]))
+    _write_shard(tmp_path / "val-00002-of-00002", _examples([0], ["a"]))
+    _metadata(tmp_path, ["a"], {"val": {"num_records": 2, "num_shards": 2}})
+    with pytest.raises(ValueError, match=r"does not list \(1, first: 'val-00002-of-00002'"):
+        _tfrecord(tmp_path, "val")
+
+
 def test_metadata_record_count_and_class_count_are_checked(tmp_path):
     _write_shard(tmp_path / "val-00000-of-00001", _examples([0] * 20, ["a"]))
     _metadata(tmp_path, ["a"], {"val": {"num_records": 1000, "num_shards": 1}})

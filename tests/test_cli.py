@@ -12,10 +12,12 @@ from conftest import REPO_ROOT
 # module -> flags its --help must list
 BINARIES = {
     "alexnet_tf.cli.train": ["--config", "--workdir", "--[no]allow_config_change"],
-    "alexnet_tf.cli.eval": ["--workdir", "--checkpoint", "--split", "--[no]ten_crop", "--output"],
+    "alexnet_tf.cli.eval": ["--model", "--workdir", "--checkpoint", "--split", "--[no]ten_crop",
+                            "--output", "--data_dir", "--data_source", "--config",
+                            "--class_names", "--batch_size"],
     "alexnet_tf.train": ["--config", "--workdir"],  # python -m alexnet_tf.train
-    "alexnet_tf.cli.export": ["--workdir", "--export_dir", "--version", "--checkpoint",
-                              "--top_k", "--max_pixels", "--max_aspect_ratio"],
+    "alexnet_tf.cli.export": ["--model", "--workdir", "--export_dir", "--version", "--checkpoint",
+                              "--class_names", "--top_k", "--max_pixels", "--max_aspect_ratio"],
     "alexnet_tf.cli.predict": ["--rest", "--grpc", "--saved_model", "--model_name",
                                "--signature", "--form", "--timeout"],
 }

@@ -14,7 +14,8 @@ from conftest import REPO_ROOT
 
 CONFIG_FILES = sorted((REPO_ROOT / "configs").glob("*.py"))
 # Each config file with the arguments its docstring documents.
-CONFIG_ARGS = {"demo.py": [None, "paper", "modern"]}
+CONFIG_ARGS = {"demo.py": [None, "paper", "modern"], "demo_finetune.py": [None, "scratch"],
+               "finetune.py": ["runs/demo"]}
 
 
 def load_config_file(path, arg=None):
@@ -147,3 +148,57 @@ def test_binary_stops_before_writing_anything(tmp_path, args, message):
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     assert not workdir.exists(), "nothing may be written before the config is valid"
+
+
+def test_fine_tuning_recipes():
+    """configs/finetune.py leaves the source to the user and stops without it;
+    configs/demo_finetune.py fine-tunes the demo run, and :scratch is the same network on
+    the same images from random weights."""
+    recipe = load_config_file(REPO_ROOT / "configs" / "finetune.py")
+    with pytest.raises(config_lib.ConfigError, match=r"'model.init_from' has no value.*"
+                                                     r"--config.model.init_from="):
+        config_lib.validate(recipe)
+    recipe.model.init_from = "weights/caffe"
+    config_lib.validate(recipe)
+    assert (recipe.train.learning_rate, recipe.train.lr_multipliers) == (0.001, "fc8=10")
+    assert load_config_file(REPO_ROOT / "configs" / "finetune.py", "w").model.init_from == "w"
+    tuned = load_config_file(REPO_ROOT / "configs" / "demo_finetune.py")
+    scratch = load_config_file(REPO_ROOT / "configs" / "demo_finetune.py", "scratch")
+    assert tuned.model.init_from == "runs/demo" and scratch.model.init_from == ""
+    assert tuned.data.to_dict() == scratch.data.to_dict()  # the same images
+    assert (tuned.data.demo_set, tuned.model.num_classes) == ("transfer", 6)
+    for key in ("global_batch_size", "total_epochs", "steps_per_epoch"):
+        assert tuned.train[key] == scratch.train[key], key  # the same steps
+    with pytest.raises(ValueError, match="'finetune' .* or 'scratch'"):
+        load_config_file(REPO_ROOT / "configs" / "demo_finetune.py", "other")
+
+
+def test_demo_sets_are_the_demo_modules():
+    from alexnet_tf.data import demo
+
+    assert config_lib.DEMO_SETS == tuple(demo.SETS)
+    config = config_lib.base_config()
+    config.data.demo_set = "animals"
+    with pytest.raises(config_lib.ConfigError, match=r"'data.demo_set' is 'animals'; expected "
+                                                     r"one of \['shapes', 'transfer'\]"):
+        config_lib.validate(config)
+
+
+def test_fine_tuning_keys_are_checked_against_the_variants_layers():
+    config = config_lib.base_config()
+    config.model.init_from = "runs/demo"
+    config.train.trainable_layers = "conv*,fc8"
+    config.train.lr_multipliers = "fc8=10,conv1=0.1"
+    config_lib.validate(config)
+    config.train.lr_multipliers = "fc8=10,fc9=2"
+    with pytest.raises(config_lib.ConfigError, match="'fc9' matches none of the network's "
+                                                     "layers conv1, conv2, conv3, conv4, "
+                                                     "conv5, fc6, fc7, fc8"):
+        config_lib.validate(config)
+    config.train.lr_multipliers = ""
+    config.train.trainable_layers = ""
+    config.model.init_from = ""
+    config.model.init_from_new_head = True
+    with pytest.raises(config_lib.ConfigError, match="init_from_new_head' is True, but "
+                                                     "model.init_from is ''"):
+        config_lib.validate(config)

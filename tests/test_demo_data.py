@@ -58,7 +58,7 @@ def test_class_names_are_ten_sorted_unique_names():
     assert list(demo.CLASS_NAMES) == sorted(demo.CLASS_NAMES)
 
 
-@pytest.mark.parametrize("class_name", demo.CLASS_NAMES)
+@pytest.mark.parametrize("class_name", demo.CLASS_NAMES + demo.TRANSFER_CLASS_NAMES)
 def test_generate_image_is_a_deterministic_function_of_the_rng(class_name):
     a = demo.generate_image(class_name, np.random.default_rng(7))
     b = demo.generate_image(class_name, np.random.default_rng(7))
@@ -72,7 +72,7 @@ def test_generate_image_is_a_deterministic_function_of_the_rng(class_name):
 
 def test_generated_images_always_have_visible_contrast():
     grey_weights = np.array([0.299, 0.587, 0.114])
-    for class_name in demo.CLASS_NAMES:
+    for class_name in demo.CLASS_NAMES + demo.TRANSFER_CLASS_NAMES:
         for i in range(20):
             image = demo.generate_image(class_name, np.random.default_rng([3, i]))
             grey = image.astype(np.float64) @ grey_weights
@@ -385,3 +385,68 @@ def test_the_default_demo_cache_is_one_folder_per_parameter_set(tmp_path, monkey
     assert sorted(os.listdir(cache)) == ["seed0-train2-val1", "seed0-train3-val1"]
     assert (len(small), len(larger)) == (20, 30)
     assert all(os.path.exists(p) for p in small.paths)  # the first set is still there
+
+
+# ---------------------------------------------------------------- the transfer set
+
+
+def test_the_transfer_set_has_other_classes_than_the_ten():
+    assert demo.SETS == {"shapes": demo.CLASS_NAMES, "transfer": demo.TRANSFER_CLASS_NAMES}
+    assert len(demo.TRANSFER_CLASS_NAMES) == 6
+    assert list(demo.TRANSFER_CLASS_NAMES) == sorted(set(demo.TRANSFER_CLASS_NAMES))
+    assert not set(demo.TRANSFER_CLASS_NAMES) & set(demo.CLASS_NAMES)
+
+
+def test_transfer_set_layout_manifest_and_its_own_seeds(tmp_path):
+    root = demo.write_demo_dataset(tmp_path / "t", seed=0, demo_set="transfer", **SMALL)
+    for split, per_class in (("train", 3), ("val", 2)):
+        assert sorted(p.name for p in (root / split).iterdir()) == list(
+            demo.TRANSFER_CLASS_NAMES)
+        assert all(len(list((root / split / c).iterdir())) == per_class
+                   for c in demo.TRANSFER_CLASS_NAMES)
+    manifest = json.loads((root / "MANIFEST.json").read_text())
+    assert manifest["set"] == "transfer"
+    assert manifest["class_names"] == list(demo.TRANSFER_CLASS_NAMES)
+    assert manifest["counts"] == {"train": 18, "val": 12}
+    # Keyed by (seed, split, class, index, set): not the colours of the shapes set's
+    # image at the same position.
+    first = tf.io.decode_jpeg(tf.io.read_file(str(
+        root / "train" / "crescent" / "crescent_00000.jpg"))).numpy()
+    expected = demo.generate_image("crescent", np.random.default_rng([0, 0, 0, 0, 1]))
+    without_set = demo.generate_image("crescent", np.random.default_rng([0, 0, 0, 0]))
+    assert np.abs(first.astype(int) - expected.astype(int)).mean() < 8  # JPEG's loss
+    assert np.abs(first.astype(int) - without_set.astype(int)).mean() > 20
+    # ensure: a no-op for the same set, a rewrite for the other one.
+    before = _files(root)
+    assert _files(demo.ensure_demo_dataset(root, seed=0, demo_set="transfer", **SMALL)) == before
+    shapes = demo.ensure_demo_dataset(root, seed=0, **SMALL)
+    assert sorted(p.name for p in (shapes / "train").iterdir()) == list(demo.CLASS_NAMES)
+    with pytest.raises(ValueError, match=r"demo_set must be one of \['shapes', 'transfer'\], "
+                                         r"got 'animals'"):
+        demo.write_demo_dataset(tmp_path / "a", demo_set="animals", **SMALL)
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_manifest_without_a_set_is_the_shapes_set(tmp_path):
+    """Demo sets written before the transfer set existed stay valid (no rewrite)."""
+    root = demo.write_demo_dataset(tmp_path / "d", seed=0, **SMALL)
+    manifest = json.loads((root / "MANIFEST.json").read_text())
+    del manifest["set"]
+    (root / "MANIFEST.json").write_text(json.dumps(manifest))
+    for path in root.rglob("*"):
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = _mtimes(root)
+    demo.ensure_demo_dataset(root, seed=0, **SMALL)
+    assert _mtimes(root) == before
+
+
+def test_the_transfer_set_has_its_own_cache_folder(tmp_path, monkeypatch):
+    from alexnet_tf import config as config_lib
+    from alexnet_tf.data import sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    data = config_lib.base_config().data
+    data.demo_set, data.demo_train_per_class, data.demo_val_per_class = "transfer", 2, 1
+    split = sources.load_split(data, "train")
+    assert split.class_names == demo.TRANSFER_CLASS_NAMES and len(split) == 12
+    assert os.listdir(tmp_path / "alexnet_tf" / "demo") == ["transfer-seed0-train2-val1"]

@@ -408,7 +408,7 @@ def test_binary_writes_the_next_version_and_never_overwrites(run, tmp_path):
     assert len(_error_lines(result)) == 1, result.stderr[-2000:]
     result = _export_binary("--workdir=a")
     assert result.returncode == 1
-    assert "give --workdir and --export_dir" in result.stderr
+    assert "give --model=SOURCE (or --workdir=RUN) and --export_dir" in result.stderr
 
 
 def _console_script():

@@ -46,7 +46,8 @@ def test_sigkill_then_rerun_continues_and_finishes(small_demo_dir, tmp_path):
     second = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                             timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    resumed = re.search(r"Resumed from .*ckpt-(\d+) at step (\d+) \(epoch (\d+)\)", second.stderr)
+    resumed = re.search(r"Resumed from .*ckpt-(\d+) at step (\d+) \((\d+) of 3 epochs done\)",
+                        second.stderr)
     assert resumed, second.stderr[-3000:]
     step = int(resumed.group(2))
     # The last recorded checkpoint, or one recorded between the poll and the kill.

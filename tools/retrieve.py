@@ -5,8 +5,9 @@ r"""Nearest training images in fc7 feature space, as a PNG grid like Fig. 4 (Sec
     python tools/retrieve.py --saved_model=export/1 --data_dir=/data/imagenet --split=train \
         --query_split=val --features_cache=/data/features
 
-The model: a run (``--workdir`` and ``--checkpoint``: latest, best or a path), a
-``.keras`` file or converted-weights directory (``--model``), or a SavedModel whose
+The model: a run (``--workdir`` and ``--checkpoint``: latest, best or a path), any model
+source (``--model``: a ``.keras`` file, converted-weights directory, run or checkpoint;
+`alexnet_tf.model_source`), or a SavedModel whose
 ``features`` signature takes encoded images (``--saved_model``). The data: the run's
 config (any source: image folder, TFRecords, TFDS, demo), or ``--data_dir``
 (``DIR/<split>/<class>/*``, or TFRecords with ``--data_source=tfrecord``, or a TFDS
@@ -32,7 +33,8 @@ from alexnet_tf import config as config_lib  # noqa: E402  (imports no TensorFlo
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "latest", "'latest', 'best', a checkpoint directory or a checkpoint path.")
-_MODEL = flags.DEFINE_string("model", None, "A .keras file or converted-weights directory.")
+_MODEL = flags.DEFINE_string("model", None, "A model source: a .keras file, a "
+                             "converted-weights directory, a run or a checkpoint.")
 _SAVED_MODEL = flags.DEFINE_string(
     "saved_model", None, "A SavedModel directory with a 'features' signature on image bytes.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root (default: the run's).")

@@ -5,8 +5,9 @@ r"""conv1 kernels as a PNG grid, towers apart, with colour-specificity scores (S
 
 ``--workdir`` builds the network from the run's config.json and restores the model
 from a checkpoint (``latest`` or ``best`` of RUN/checkpoints, a checkpoint directory,
-or a path such as RUN/checkpoints/ckpt-1200). ``--model`` reads a ``.keras`` file or a
-directory of converted weights (model.keras + input_convention.json). Prints each
+or a path such as RUN/checkpoints/ckpt-1200). ``--model`` reads any model source
+(`alexnet_tf.model_source`): a ``.keras`` file, a directory of converted weights, a run or
+a checkpoint. Prints each
 tower's mean and median colour specificity (the chroma share of a kernel's energy; 0
 grey, 1 pure colour; definition in alexnet_tf/analysis/kernels.py) so that the paper's
 claim, one tower colour-agnostic and the other colour-specific, can be checked.
@@ -22,7 +23,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "latest", "'latest', 'best', a checkpoint directory or a checkpoint path.")
 _MODEL = flags.DEFINE_string(
-    "model", None, "A .keras file or a converted-weights directory, instead of a checkpoint.")
+    "model", None, "A model source (a .keras file, a converted-weights directory, a run or "
+    "a checkpoint), instead of --workdir's checkpoint.")
 _OUTPUT = flags.DEFINE_string("output", "kernels.png", "Where to write the PNG grid.")
 _SCALE = flags.DEFINE_integer("scale", 4, "Upscaling factor of each kernel (pixel repetition).")
 _COLUMNS = flags.DEFINE_integer("columns", 16, "Kernels per row within a tower (Fig. 3: 16).")

@@ -9,8 +9,9 @@
 * `alexnet_tf.analysis.curves`: a run's TensorBoard scalars (loss, top-1/top-5
   error, learning rate) read back and plotted into one PNG (needs matplotlib, the
   ``[plots]`` extra).
-* `alexnet_tf.analysis.model_io`: a model from a run (config + checkpoint), a
-  ``.keras`` file or a directory of converted weights, with its input convention.
+* `alexnet_tf.analysis.model_io`: the analyses' model from any model source
+  (`alexnet_tf.model_source`: a run, a checkpoint, a ``.keras`` file, converted
+  weights), with its input convention and data config.
 
 Binaries: ``tools/show_kernels.py``, ``tools/retrieve.py``, ``tools/plot_curves.py``.
 """

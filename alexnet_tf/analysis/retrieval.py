@@ -165,7 +165,7 @@ def saved_model_extractor(directory: str) -> Extractor:
 
 
 def _sha256_file(path: str) -> str:
-    from alexnet_tf.analysis.model_io import file_sha256
+    from alexnet_tf.model_source import file_sha256
 
     return file_sha256(path)
 

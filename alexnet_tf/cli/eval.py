@@ -1,37 +1,98 @@
-r"""alexnet-eval: top-1/top-5 error of a run's checkpoint, centre crop or ten crops.
+r"""alexnet-eval: top-1/top-5 error of any model source, or of an ensemble, centre crop or ten crops.
 
-    alexnet-eval --workdir=runs/paper                       # latest checkpoint, centre crop
-    alexnet-eval --workdir=runs/paper --checkpoint=best --ten_crop --split=val
+    alexnet-eval --model=runs/paper                          # best checkpoint, else latest
+    alexnet-eval --model=runs/paper --checkpoint=latest --ten_crop --split=val
+    alexnet-eval --model=weights/caffe --data_dir=/data/imagenet --split=val --class_names=synsets.txt
+    alexnet-eval --model=runs/a,runs/b,runs/c --ten_crop --output=ensemble.json   # Sec. 6, Table 2
 
-Uses the run's own config.json (model, input convention, data source). Prints the
-error rates and writes them as JSON (default: WORKDIR/eval_<split>_<crops>.json).
+``--model``: a run's work directory, a checkpoint inside a run, a ``.keras`` file or a
+directory written by tools/convert_weights.py (`alexnet_tf.model_source`); several,
+separated by commas, form an ensemble whose softmax outputs are averaged (members must
+share class names and input convention; each member's errors and the ensemble's are
+printed). ``--workdir=RUN`` is the same as ``--model=RUN``.
+
+The data: a run brings its own config's data (what it trained on); ``--data_dir``,
+``--data_source`` or a config file's data section (``--config=FILE``, with
+``--config.data.key=value``) name other data, and are needed for sources without a run.
+Classes map by name: a folder class the model does not know is refused, naming it.
+Prints the error rates and writes them as JSON (default: RUN/eval_<split>_<crops>.json, a
+converted directory's own, or beside a .keras file; an ensemble needs --output).
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+import sys
 
+from absl import app, flags
+from ml_collections import config_flags
+
+from alexnet_tf import config as config_lib  # the schema: imports no TensorFlow
 from alexnet_tf.cli import app as cli_app
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's work directory.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest",
-                                  "'latest', 'best' or a checkpoint path.")
-_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate; default: the run's eval split.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "Model source: a run, a checkpoint, a .keras file or converted weights; "
+    "A,B,C: an ensemble of them.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A run's work directory (same as --model=RUN).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "auto",
+                                  "For a run: 'auto' (best, else latest), 'best', 'latest' or "
+                                  "a checkpoint path.")
+_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate; default: the data config's "
+                             "eval split (a run's own, else 'val').")
 _TEN_CROP = flags.DEFINE_bool("ten_crop", False, "Sec. 4.1's ten patches, softmax averaged.")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file for the result.")
-flags.mark_flags_as_required(["workdir"])
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "The data's directory (image folders "
+                                "DIR/<split>/<class>/*, TFRecords or TFDS); replaces a run's.")
+_DATA_SOURCE = flags.DEFINE_enum("data_source", None, list(config_lib.DATA_SOURCES),
+                                 "How the data is stored; default: a run's (image_folder when "
+                                 "--data_dir replaces a run's demo set), else image_folder.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file whose data section names the data (e.g. a flat ImageNet "
+    "validation folder's labels file); --config.data.key=value overrides.", lock_config=True)
+_CLASS_NAMES = flags.DEFINE_string(
+    "class_names", None, "Class names of the model's outputs, for sources without them "
+    "(converted weights): one per line in output order, or a synsets file.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global batch size; default: a run's "
+                                   "eval.global_batch_size, else 128.")
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def _fail(message: str) -> int:
+    """One line on stderr for an error the user caused; the exit status 1."""
+    print(f"alexnet-eval: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv) -> int:
+    """The ``alexnet-eval`` command; returns the exit status (1 after one line for an
+    error the user caused)."""
+    rest = list(argv[1:])
+    if rest or bool(_MODEL.value) == bool(_WORKDIR.value):
+        return _fail(f"give --model=SOURCE (or --workdir=RUN), one of them, and no other "
+                     f"arguments (got {rest}); --help for more.")
+    if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 1:
+        return _fail(f"--batch_size={_BATCH_SIZE.value} must be >= 1.")
+    # Imported here: the library needs TensorFlow, --help does not.
     from alexnet_tf import evaluate
+    from alexnet_tf import model_source
+    from alexnet_tf import run as run_lib
 
-    metrics = evaluate.evaluate_checkpoint(_WORKDIR.value, checkpoint=_CHECKPOINT.value,
-                                           split=_SPLIT.value, ten_crop=_TEN_CROP.value,
-                                           output=_OUTPUT.value)
-    print(f"top-1 error {metrics['top1_error']:.4f}  top-5 error {metrics['top5_error']:.4f}  "
-          f"({metrics['examples']} images, {metrics['crops']} crop, {metrics['checkpoint']})")
+    try:
+        # config_flags defers the errors of loading the file until the value is read.
+        config = _CONFIG.value
+    except (OSError, AttributeError, KeyError, TypeError, ValueError) as error:
+        return _fail(f"bad --config: {error}")
+    try:
+        if _WORKDIR.value:
+            run_lib.Run(_WORKDIR.value).config  # --workdir names a run: say so if it is not
+        metrics = evaluate.evaluate(
+            _MODEL.value or _WORKDIR.value, checkpoint=_CHECKPOINT.value,
+            class_names_file=_CLASS_NAMES.value, config=config, data_dir=_DATA_DIR.value,
+            data_source=_DATA_SOURCE.value, split=_SPLIT.value, ten_crop=_TEN_CROP.value,
+            batch_size=_BATCH_SIZE.value, output=_OUTPUT.value)
+    except (model_source.SourceError, evaluate.EvaluationError, config_lib.ConfigError,
+            run_lib.RunError) as error:
+        return _fail(str(error))
+    print(evaluate.format_metrics(metrics))
+    return 0
 
 
 def run() -> None:

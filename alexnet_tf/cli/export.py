@@ -1,13 +1,19 @@
-r"""alexnet-export: a training run as a SavedModel for TensorFlow Serving.
+r"""alexnet-export: any model source as a SavedModel for TensorFlow Serving.
 
-    alexnet-export --workdir=runs/demo --export_dir=exports/alexnet
-    alexnet-export --workdir=runs/paper --export_dir=exports/alexnet --version=7 --checkpoint=latest
+    alexnet-export --model=runs/demo --export_dir=exports/alexnet
+    alexnet-export --model=runs/paper --export_dir=exports/alexnet --version=7 --checkpoint=latest
+    alexnet-export --model=weights/caffe --export_dir=exports/caffe --class_names=synsets.txt
 
-(or ``python -m alexnet_tf.cli.export ...``). Writes EXPORT_DIR/<version>/, the next free
-version unless --version is given (an existing one is never overwritten), and
-EXPORT_DIR/<version>.keras; TF Serving loads the highest version. The library function is
-`alexnet_tf.export.export`; docs/SERVING.md has the server commands. A run, checkpoint or
-version that cannot give an export prints one line and exits with status 1.
+(or ``python -m alexnet_tf.cli.export ...``). ``--model``: a run's work directory, a
+checkpoint inside a run, a ``.keras`` file or a directory written by
+tools/convert_weights.py (`alexnet_tf.model_source`); ``--workdir=RUN`` is the same as
+``--model=RUN``. The export carries the source's input convention and class names
+(``--class_names`` for converted weights without them: one per line, or a synsets file).
+Writes EXPORT_DIR/<version>/, the next free version unless --version is given (an
+existing one is never overwritten), and EXPORT_DIR/<version>.keras; TF Serving loads the
+highest version. The library function is `alexnet_tf.export.export`; docs/SERVING.md has
+the server commands. A source, checkpoint or version that cannot give an export prints
+one line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -19,14 +25,20 @@ from absl import flags
 from alexnet_tf.cli import app as cli_app
 from alexnet_tf.export import limits  # the default limits, without TensorFlow
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
+_MODEL = flags.DEFINE_string("model", None, "Model source: a run, a checkpoint, a .keras file "
+                             "or converted weights.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory (same as "
+                               "--model=RUN).")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "TF Serving's model base path: the "
                                   "export is written to EXPORT_DIR/<version>/.")
 _VERSION = flags.DEFINE_integer("version", None, "Version to write (default: the next free "
                                 "one).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "auto", "auto (best if the run has one, else "
-                                  "latest), best, latest, a checkpoint prefix, or a "
-                                  "directory of checkpoints.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "auto", "For a run: auto (best if the run has "
+                                  "one, else latest), best, latest, a checkpoint prefix, or "
+                                  "a directory of checkpoints.")
+_CLASS_NAMES = flags.DEFINE_string(
+    "class_names", None, "Class names of the model's outputs, for sources without them "
+    "(converted weights): one per line in output order, or a synsets file.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Classes returned per image.")
 _MAX_PIXELS = flags.DEFINE_integer("max_pixels", limits.DEFAULT_MAX_PIXELS,
                                    "Largest image accepted, in pixels.")
@@ -46,19 +58,22 @@ def main(argv) -> int:
     after printing one line for missing flags, extra arguments or a run that cannot
     give an export)."""
     rest = list(argv[1:])
-    if rest or not _WORKDIR.value or not _EXPORT_DIR.value:
-        return _fail("give --workdir and --export_dir, and no other arguments "
-                     f"(got {rest}); --help for more.")
+    if rest or bool(_MODEL.value) == bool(_WORKDIR.value) or not _EXPORT_DIR.value:
+        return _fail("give --model=SOURCE (or --workdir=RUN) and --export_dir, and no other "
+                     f"arguments (got {rest}); --help for more.")
     # Imported here: the library needs TensorFlow, --help does not.
     from alexnet_tf import config as config_lib
     from alexnet_tf import export as export_lib
     from alexnet_tf import run as run_lib
 
     try:
-        path = export_lib.export(_WORKDIR.value, _EXPORT_DIR.value, version=_VERSION.value,
-                                 checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value,
-                                 max_pixels=_MAX_PIXELS.value,
-                                 max_aspect_ratio=_MAX_ASPECT_RATIO.value)
+        if _WORKDIR.value:
+            run_lib.Run(_WORKDIR.value).config  # --workdir names a run: say so if it is not
+        path = export_lib.export(_MODEL.value or _WORKDIR.value, _EXPORT_DIR.value,
+                                 version=_VERSION.value, checkpoint=_CHECKPOINT.value,
+                                 top_k=_TOP_K.value, max_pixels=_MAX_PIXELS.value,
+                                 max_aspect_ratio=_MAX_ASPECT_RATIO.value,
+                                 class_names_file=_CLASS_NAMES.value)
     except (export_lib.ExportError, config_lib.ConfigError, run_lib.RunError) as error:
         return _fail(str(error))
     print(f"Exported {path} (and {path}.keras).")

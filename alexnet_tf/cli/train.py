@@ -9,6 +9,17 @@ r"""alexnet-train: train and evaluate AlexNet from a config file.
 receives the resolved config, checkpoints, TensorBoard logs and metrics. The config is
 validated before anything is written. The keys and their defaults are in
 alexnet_tf/config.py (``base_config``).
+
+Fine-tuning (Sec. 6) starts from a model source (a run's work directory, a checkpoint,
+a .keras file, a tools/convert_weights.py directory)::
+
+    alexnet-train --config=configs/finetune.py --workdir=runs/flowers \
+        --config.model.init_from=weights/caffe --config.data.data_dir=/data/flowers \
+        --config.model.num_classes=5
+
+The source's input convention and architecture replace the config file's values; a
+``--config.*`` flag given here that contradicts them stops the run, naming both values,
+unless ``--config.model.init_from_flags_win=True``.
 """
 
 from __future__ import annotations
@@ -44,13 +55,19 @@ def main(argv) -> None:
     except (config_lib.ConfigError, OSError, AttributeError, KeyError, TypeError,
             ValueError) as error:
         raise app.UsageError(f"Bad --config: {error}") from None
-    from alexnet_tf.train import loop
+    from alexnet_tf.train import finetune, loop
     from alexnet_tf.train.distribute import ClusterConfigError
 
+    # The keys the user set on this command line: with model.init_from, a source's value
+    # replaces the config file's, but one of these that contradicts it stops the run.
+    explicit = set(config_flags.get_override_values(flags.FLAGS["config"]))
     try:
         # Validated above, once: `train` takes a validated config.
-        loop.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-    except ClusterConfigError as error:
+        loop.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                   explicit_keys=explicit)
+    except (ClusterConfigError, finetune.FineTuneError, config_lib.ConfigError) as error:
+        # The user's own settings (the cluster, model.init_from and what it adopts): one
+        # message, not a traceback.
         raise app.UsageError(str(error)) from None
 
 

@@ -19,6 +19,13 @@ flip augmentation never turns an image of one class into something that looks li
 another. Objects stay mostly inside the central region, because training takes
 random crops (about 67x67 of the default 76x76 images).
 
+A second set, ``transfer`` (`TRANSFER_CLASS_NAMES`: six classes none of which is among
+the ten, e.g. stars, crescents, square frames, zigzags), comes from the same drawing
+code and the same colour, illumination and noise model. With a few images per class it
+is the transfer demo (configs/demo_finetune.py): a network trained on the ten classes
+is fine-tuned on it, as the paper fine-tunes its Fall 2011 network on ILSVRC-2012
+(Sec. 6). `SETS` maps each set's name to its classes; ``demo_set`` picks one.
+
 Every image is drawn from its own random generator, seeded by
 ``(seed, split, class, index)``, so an image does not depend on how many images are
 generated or in which order, and the same seed always gives byte-identical files
@@ -26,7 +33,7 @@ generated or in which order, and the same seed always gives byte-identical files
 
 To (re)generate the dataset by hand, e.g. to look at the images::
 
-    python -m alexnet_tf.data.demo --root=/tmp/alexnet_demo [--seed=0]
+    python -m alexnet_tf.data.demo --root=/tmp/alexnet_demo [--seed=0] [--set=transfer]
 
 Programs should call `ensure_demo_dataset`, which only regenerates when the
 dataset on disk is missing or was written with different parameters.
@@ -51,6 +58,8 @@ from PIL import Image
 
 __all__ = [
     "CLASS_NAMES",
+    "SETS",
+    "TRANSFER_CLASS_NAMES",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "SPLITS",
@@ -293,6 +302,123 @@ _DRAWERS: dict[str, Callable[[np.random.Generator, int], _Mask]] = {
 CLASS_NAMES: tuple[str, ...] = tuple(sorted(_DRAWERS))
 
 
+# The transfer set's classes: structures the ten classes do not have, each closed under
+# horizontal flips as they are.
+
+
+def _crescent(rng: np.random.Generator, s: int) -> _Mask:
+    cx, cy = _centre(rng, s)
+    radius = s * _uniform(rng, 0.20, 0.30)
+    # A second disk, shifted in any direction, bites out most of the first one: the
+    # mirror image of a crescent is a crescent pointing the other way.
+    angle = _uniform(rng, 0.0, 2 * math.pi)
+    shift = radius * _uniform(rng, 0.35, 0.55)
+    bx, by = cx + shift * math.cos(angle), cy + shift * math.sin(angle)
+    r2, b2 = radius ** 2, (radius * _uniform(rng, 0.80, 0.95)) ** 2
+    return lambda x, y: ((x - cx) ** 2 + (y - cy) ** 2 <= r2) & ((x - bx) ** 2 + (y - by) ** 2 > b2)
+
+
+def _line_grid(rng: np.random.Generator, s: int) -> _Mask:
+    region = _texture_region(rng, s)
+    angle = math.radians(_uniform(rng, -12.0, 12.0))
+    spacing = s * _uniform(rng, 0.14, 0.24)
+    # Thin lines in both directions: unlike the checkerboard, most of each cell is
+    # background; unlike the dot grid, the foreground is connected.
+    width = _uniform(rng, 0.16, 0.26)
+    pu, pv = (float(p) for p in rng.uniform(0.0, 1.0, size=2))
+
+    def mask(x, y):
+        u, v = _rotate(x, y, angle)
+        return (((_frac(u * (1.0 / spacing) + pu) < width)
+                 | (_frac(v * (1.0 / spacing) + pv) < width)) & region(x, y))
+    return mask
+
+
+def _square_frame(rng: np.random.Generator, s: int) -> _Mask:
+    cx, cy = _centre(rng, s)
+    angle = _uniform(rng, 0.0, math.pi / 2)
+    outer = s * _uniform(rng, 0.18, 0.28)
+    # The hole leaves a frame as wide as a ring's band, so the class is "a square
+    # outline", not "a square".
+    inner = outer * _uniform(rng, 0.50, 0.70)
+
+    def mask(x, y):
+        u, v = _rotate(x - cx, y - cy, angle)
+        au, av = np.abs(u), np.abs(v)
+        return (au <= outer) & (av <= outer) & ((au > inner) | (av > inner))
+    return mask
+
+
+def _star(rng: np.random.Generator, s: int) -> _Mask:
+    cx, cy = _centre(rng, s)
+    # Five points in any orientation (72-degree symmetry covers the full range; a star
+    # is its own mirror image).
+    angle = _uniform(rng, 0.0, 2 * math.pi / 5)
+    outer = s * _uniform(rng, 0.24, 0.34)
+    inner = outer * _uniform(rng, 0.40, 0.50)
+    half = math.pi / 5  # half the angle between two points
+    # The edge from a point (outer, 0) to the next inner corner (inner, half), in the
+    # polar frame of one point's sector: inside is the origin's side of it.
+    ex, ey = inner * math.cos(half) - outer, inner * math.sin(half)
+
+    def mask(x, y):
+        dx, dy = x - cx, y - cy
+        phi = np.arctan2(dy, dx) - angle
+        local = np.abs(_frac(phi * (1.0 / (2 * half)) + 0.5) * (2 * half) - half)
+        d = np.sqrt(dx * dx + dy * dy)
+        px, py = d * np.cos(local), d * np.sin(local)
+        return ex * py - ey * (px - outer) >= 0
+    return mask
+
+
+def _diagonal_cross(rng: np.random.Generator, s: int) -> _Mask:
+    # The cross class turned by 45 degrees: an "x", never read as the upright "+"
+    # (the cross class stays within 15 degrees of upright, this one within 15 of 45).
+    cx, cy = _centre(rng, s)
+    angle = math.radians(45.0 + _uniform(rng, -15.0, 15.0))
+    arm = s * _uniform(rng, 0.18, 0.32)
+    half_width = arm * _uniform(rng, 0.20, 0.35)
+
+    def mask(x, y):
+        u, v = _rotate(x - cx, y - cy, angle)
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= arm) & (av <= half_width)) | ((au <= half_width) & (av <= arm))
+    return mask
+
+
+def _zigzag(rng: np.random.Generator, s: int) -> _Mask:
+    # Horizontal bands bent into a zigzag: a triangle wave along x shifts their phase.
+    # A mirror image is the same zigzag with another phase.
+    region = _texture_region(rng, s)
+    period = s * _uniform(rng, 0.14, 0.24)
+    wavelength = s * _uniform(rng, 0.20, 0.35)
+    amplitude = _uniform(rng, 0.6, 1.0)  # in periods: clearly bent, never flat stripes
+    duty = _uniform(rng, 0.40, 0.60)
+    pu, pv = (float(p) for p in rng.uniform(0.0, 1.0, size=2))
+
+    def mask(x, y):
+        triangle = np.abs(2.0 * _frac(x * (1.0 / wavelength) + pu) - 1.0)
+        return (_frac(y * (1.0 / period) + amplitude * triangle + pv) < duty) & region(x, y)
+    return mask
+
+
+_TRANSFER_DRAWERS: dict[str, Callable[[np.random.Generator, int], _Mask]] = {
+    "crescent": _crescent,
+    "diagonal_cross": _diagonal_cross,
+    "line_grid": _line_grid,
+    "square_frame": _square_frame,
+    "star": _star,
+    "zigzag": _zigzag,
+}
+TRANSFER_CLASS_NAMES: tuple[str, ...] = tuple(sorted(_TRANSFER_DRAWERS))
+# demo set name -> its classes (alexnet_tf.config.DEMO_SETS names the same sets).
+SETS: dict[str, tuple[str, ...]] = {"shapes": CLASS_NAMES, "transfer": TRANSFER_CLASS_NAMES}
+_ALL_DRAWERS = {**_DRAWERS, **_TRANSFER_DRAWERS}
+# The index of a set in the seed of its images: the shapes set's seeds are the ones
+# earlier versions used, so its files stay byte-identical.
+_SET_SEED = {"shapes": (), "transfer": (1,)}
+
+
 def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     # Both colours come from the same distribution and the contrast condition is
     # symmetric, so which one is the foreground carries no information either.
@@ -307,7 +433,7 @@ def generate_image(class_name: str, rng: np.random.Generator,
     """Draws one random image of the demo class `class_name`.
 
     Args:
-      class_name: one of `CLASS_NAMES`.
+      class_name: one of `CLASS_NAMES` or `TRANSFER_CLASS_NAMES`.
       rng: the source of all randomness; the result is a deterministic function of
         its state (and of `class_name` and `image_size`).
       image_size: height and width in pixels, at least 32.
@@ -318,9 +444,10 @@ def generate_image(class_name: str, rng: np.random.Generator,
     Raises:
       ValueError: for an unknown class name or a bad image size.
     """
-    if class_name not in _DRAWERS:
+    if class_name not in _ALL_DRAWERS:
         raise ValueError(
-            f"Unknown demo class name {class_name!r}; expected one of {list(CLASS_NAMES)}.")
+            f"Unknown demo class name {class_name!r}; expected one of {list(CLASS_NAMES)} "
+            f"(set 'shapes') or {list(TRANSFER_CLASS_NAMES)} (set 'transfer').")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
             f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(0)), "
@@ -328,7 +455,7 @@ def generate_image(class_name: str, rng: np.random.Generator,
     s = _check_int("image_size", image_size, minimum=_MIN_IMAGE_SIZE)
 
     foreground, background = _two_colours(rng)
-    alpha = _rasterise(_DRAWERS[class_name](rng, s), s)[..., None]
+    alpha = _rasterise(_ALL_DRAWERS[class_name](rng, s), s)[..., None]
     image = background + (foreground - background) * alpha
 
     # A smooth illumination ramp in a random direction (up to +-20 grey levels at the
@@ -372,6 +499,13 @@ def _params(seed, train_per_class, val_per_class, image_size, jpeg_quality) -> d
     }
 
 
+def _check_set(demo_set) -> tuple[str, ...]:
+    """The classes of the demo set ``demo_set``, or ValueError naming the sets."""
+    if demo_set not in SETS:
+        raise ValueError(f"demo_set must be one of {list(SETS)}, got {demo_set!r}.")
+    return SETS[demo_set]
+
+
 def _file_name(class_name: str, index: int) -> str:
     return f"{class_name}_{index:05d}.jpg"
 
@@ -387,17 +521,20 @@ def _read_manifest(root: pathlib.Path) -> dict | None:
     return manifest
 
 
-def _is_complete(root: pathlib.Path, params: dict) -> bool:
-    """Whether `root` holds a demo dataset written with exactly `params`."""
+def _is_complete(root: pathlib.Path, params: dict, demo_set: str = "shapes") -> bool:
+    """Whether `root` holds the demo set `demo_set` written with exactly `params`."""
     manifest = _read_manifest(root)
+    class_names = SETS[demo_set]
     if (manifest is None or manifest.get("format_version") != FORMAT_VERSION
             or manifest.get("params") != params
-            or manifest.get("class_names") != list(CLASS_NAMES)):
+            # Manifests written before the transfer set existed hold the shapes set.
+            or manifest.get("set", "shapes") != demo_set
+            or manifest.get("class_names") != list(class_names)):
         return False
     # Cheap (a directory listing per class) and catches files deleted by hand.
     for split in SPLITS:
         expected = params[f"{split}_per_class"]
-        for class_name in CLASS_NAMES:
+        for class_name in class_names:
             try:
                 found = sum(1 for e in os.scandir(root / split / class_name)
                             if e.name.endswith(".jpg"))
@@ -441,32 +578,33 @@ def _written_here(relative: pathlib.Path) -> bool:
     parts = relative.parts
     if parts == (MANIFEST_NAME,):
         return True
-    return (len(parts) == 3 and parts[0] in SPLITS and parts[1] in CLASS_NAMES
+    return (len(parts) == 3 and parts[0] in SPLITS and parts[1] in _ALL_DRAWERS
             and parts[2].startswith(f"{parts[1]}_") and parts[2].endswith(".jpg"))
 
 
 def _write_split(directory: pathlib.Path, split_index: int, per_class: int,
-                 params: dict) -> None:
-    for class_index, class_name in enumerate(CLASS_NAMES):
+                 params: dict, demo_set: str) -> None:
+    class_names = SETS[demo_set]
+    for class_index, class_name in enumerate(class_names):
         class_dir = directory / class_name
         class_dir.mkdir(parents=True)
         for image_index in range(per_class):
             # One generator per image, keyed by its identity: images do not depend
             # on generation order or on how many images are requested.
             rng = np.random.default_rng(
-                [params["seed"], split_index, class_index, image_index])
+                [params["seed"], split_index, class_index, image_index, *_SET_SEED[demo_set]])
             pixels = generate_image(class_name, rng, params["image_size"])
             Image.fromarray(pixels).save(
                 class_dir / _file_name(class_name, image_index),
                 format="JPEG", quality=params["jpeg_quality"])
         logging.log_every_n_seconds(
             logging.INFO, "Demo dataset: %s split, %d of %d classes done", 10.0,
-            directory.name, class_index + 1, len(CLASS_NAMES))
+            directory.name, class_index + 1, len(class_names))
 
 
 def write_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
                        val_per_class: int = 100, image_size: int = 76,
-                       jpeg_quality: int = 90) -> pathlib.Path:
+                       jpeg_quality: int = 90, demo_set: str = "shapes") -> pathlib.Path:
     """Generates the demo dataset and writes it to `root`, replacing an older one.
 
     The files are generated in a temporary sibling directory of `root` that is
@@ -483,6 +621,7 @@ def write_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
       val_per_class: number of validation images per class (>= 1).
       image_size: height and width of the images in pixels (>= 32).
       jpeg_quality: JPEG quality, 1..100.
+      demo_set: "shapes" (the ten `CLASS_NAMES`) or "transfer" (`TRANSFER_CLASS_NAMES`).
 
     Returns:
       `root` as a `pathlib.Path`.
@@ -492,6 +631,7 @@ def write_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
         directory or a demo dataset (nothing is deleted in that case).
     """
     params = _params(seed, train_per_class, val_per_class, image_size, jpeg_quality)
+    class_names = _check_set(demo_set)
     given = pathlib.Path(root).expanduser()
     # Absolute and without symlinks: the temporary sibling must be a sibling of the
     # real directory (also for "." or a link to a larger disk), so that the final
@@ -500,8 +640,8 @@ def write_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
     _check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
 
-    logging.info("Writing the demo dataset (%d classes, %s) to %s", len(CLASS_NAMES),
-                 ", ".join(f"{k}={v}" for k, v in params.items()), root)
+    logging.info("Writing the demo dataset (set %r, %d classes, %s) to %s", demo_set,
+                 len(class_names), ", ".join(f"{k}={v}" for k, v in params.items()), root)
     start = time.perf_counter()
     partial = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-",
                                             dir=root.parent))
@@ -510,8 +650,8 @@ def write_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
         for split_index, split in enumerate(SPLITS):
             split_start = time.perf_counter()
             per_class = params[f"{split}_per_class"]
-            _write_split(partial / split, split_index, per_class, params)
-            counts[split] = per_class * len(CLASS_NAMES)
+            _write_split(partial / split, split_index, per_class, params, demo_set)
+            counts[split] = per_class * len(class_names)
             logging.info("Demo dataset: wrote %d %s images (%d per class) in %.1f s",
                          counts[split], split, per_class,
                          time.perf_counter() - split_start)
@@ -522,12 +662,13 @@ def write_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
                            "regenerate with: python -m alexnet_tf.data.demo "
                            "--root=DIR --seed=N",
             "params": params,
-            "class_names": list(CLASS_NAMES),
+            "set": demo_set,
+            "class_names": list(class_names),
             "counts": counts,
         }
         # Written last: a directory with a manifest is always complete.
         (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        _move_into_place(partial, root, params)
+        _move_into_place(partial, root, params, demo_set)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -535,7 +676,8 @@ def write_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
     return given
 
 
-def _move_into_place(partial: pathlib.Path, root: pathlib.Path, params: dict) -> None:
+def _move_into_place(partial: pathlib.Path, root: pathlib.Path, params: dict,
+                     demo_set: str) -> None:
     # Checked again right before touching `root`: it may have changed during the
     # generation (e.g. a user copied files into it).
     _check_replaceable(root)
@@ -552,7 +694,7 @@ def _move_into_place(partial: pathlib.Path, root: pathlib.Path, params: dict) ->
     try:
         os.replace(partial, root)
     except OSError:
-        if _is_complete(root, params):
+        if _is_complete(root, params, demo_set):
             # Another process (e.g. a second training worker) finished the same
             # dataset first: use theirs.
             shutil.rmtree(partial, ignore_errors=True)
@@ -567,7 +709,7 @@ def _move_into_place(partial: pathlib.Path, root: pathlib.Path, params: dict) ->
 
 def ensure_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
                         val_per_class: int = 100, image_size: int = 76,
-                        jpeg_quality: int = 90) -> pathlib.Path:
+                        jpeg_quality: int = 90, demo_set: str = "shapes") -> pathlib.Path:
     """Makes sure `root` holds the demo dataset with these parameters.
 
     Returns at once if `root/MANIFEST.json` records exactly these parameters (and
@@ -577,7 +719,7 @@ def ensure_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
 
     Args:
       root: see `write_demo_dataset`.
-      seed, train_per_class, val_per_class, image_size, jpeg_quality: see
+      seed, train_per_class, val_per_class, image_size, jpeg_quality, demo_set: see
         `write_demo_dataset`.
 
     Returns:
@@ -588,14 +730,15 @@ def ensure_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
         demo dataset (its files are left untouched).
     """
     params = _params(seed, train_per_class, val_per_class, image_size, jpeg_quality)
+    _check_set(demo_set)
     root = pathlib.Path(root).expanduser()
-    if _is_complete(root, params):
+    if _is_complete(root, params, demo_set):
         logging.info("Demo dataset at %s is up to date.", root)
         return root
     if _read_manifest(root) is not None:
         logging.info("Demo dataset at %s has other parameters or is incomplete; "
                      "regenerating it.", root)
-    return write_demo_dataset(root, **params)
+    return write_demo_dataset(root, **params, demo_set=demo_set)
 
 
 # --------------------------------------------------------------------------------
@@ -613,6 +756,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("val_per_class", 100, "Validation images per class.")
     flags.DEFINE_integer("image_size", 76, "Image height and width in pixels.")
     flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality, 1..100.")
+    flags.DEFINE_enum("set", "shapes", list(SETS),
+                      "Which classes: the ten 'shapes', or the six 'transfer' classes.")
     flags.mark_flag_as_required("root")
 
 
@@ -623,7 +768,7 @@ def _main(argv) -> None:
     f = flags.FLAGS
     root = write_demo_dataset(f.root, seed=f.seed, train_per_class=f.train_per_class,
                               val_per_class=f.val_per_class, image_size=f.image_size,
-                              jpeg_quality=f.jpeg_quality)
+                              jpeg_quality=f.jpeg_quality, demo_set=f.set)
     print(root)
 
 

@@ -454,19 +454,23 @@ def _training_class_folders(data_dir: str, train_split: str, split: str, class_n
 def default_demo_dir(data_config=None) -> str:
     """Where the demo set is cached: ``$XDG_CACHE_HOME/alexnet_tf/demo`` (~/.cache/...),
     in a folder per set of demo parameters (``seed0-train400-val100`` for the
-    defaults), so that runs with other parameters never replace a set another run is
-    reading."""
+    defaults, ``transfer-seed0-train20-val20`` for configs/demo_finetune.py's
+    ``data.demo_set="transfer"``), so that runs with other parameters never replace a
+    set another run is reading."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     root = os.path.join(cache, "alexnet_tf", "demo")
     if data_config is None:
         return root
     d = data_config
-    return os.path.join(root, f"seed{d.demo_seed}-train{d.demo_train_per_class}-"
+    # The shapes set keeps the folder names it had before the transfer set existed.
+    prefix = "" if d.demo_set == "shapes" else f"{d.demo_set}-"
+    return os.path.join(root, f"{prefix}seed{d.demo_seed}-train{d.demo_train_per_class}-"
                               f"val{d.demo_val_per_class}")
 
 
 class DemoSource(ImageFolderSource):
-    """The demo set (`alexnet_tf.data.demo`): written (once, atomically) by
+    """The demo set (`alexnet_tf.data.demo`; ``data.demo_set``: the ten "shapes" classes
+    or the six "transfer" classes): written (once, atomically) by
     `alexnet_tf.data.demo.ensure_demo_dataset` into ``data.data_dir`` (default
     `default_demo_dir`), then read as an image folder."""
 
@@ -477,7 +481,8 @@ class DemoSource(ImageFolderSource):
         d = data_config
         root = demo.ensure_demo_dataset(
             d.data_dir or default_demo_dir(d), seed=d.demo_seed,
-            train_per_class=d.demo_train_per_class, val_per_class=d.demo_val_per_class)
+            train_per_class=d.demo_train_per_class, val_per_class=d.demo_val_per_class,
+            demo_set=d.demo_set)
         return cls.from_directory(
             str(root), split,
             class_names=_training_class_folders(str(root), d.train_split, split, class_names))
@@ -548,8 +553,9 @@ def _metadata_split_files(data_dir: str, split: str, entry: dict, metadata_path:
             f"{metadata_path} lists {num_shards} shards of split {split!r}, but "
             f"{len(missing)} are missing from {data_dir!r} (first: {missing[0]!r}); convert "
             f"the split again (tools/build_tfrecords.py --overwrite).")
-    extra = sorted(os.path.basename(p) for m, shards in sets.items() if m != num_shards
-                   for p in shards.values())
+    # Another -of-M, or this set's numbering beyond its count (train-00002-of-00002).
+    extra = sorted(os.path.basename(p) for m, shards in sets.items()
+                   for i, p in shards.items() if m != num_shards or i >= num_shards)
     if extra:
         raise ValueError(
             f"{data_dir!r} holds shard files of split {split!r} that {metadata_path} does not "

@@ -1,10 +1,11 @@
-"""A training run as a SavedModel for TensorFlow Serving (the ``alexnet-export`` binary
+"""Any model source as a SavedModel for TensorFlow Serving (the ``alexnet-export`` binary
 is `alexnet_tf.cli.export`; docs/SERVING.md has the server commands).
 
-* `alexnet_tf.export.saved_model`: `export(workdir, export_dir)` writes
+* `alexnet_tf.export.saved_model`: `export(source, export_dir)` writes
   ``EXPORT_DIR/<version>/`` (the SavedModel, its assets and TF Serving's warmup file) and
-  ``<version>.keras``; versions on disk (`existing_versions`, `next_version`); the model
-  restored through `alexnet_tf.run.Run` (`restore_model`); `warmup_requests`.
+  ``<version>.keras`` for a run, a checkpoint, a ``.keras`` file or converted weights
+  (`alexnet_tf.model_source`); versions on disk (`existing_versions`, `next_version`); a
+  run's model as the export traces it (`restore_model`); `warmup_requests`.
 * `alexnet_tf.export.module`: `ServingModule` and its signatures in one table
   (`SIGNATURE_TABLE` of `Signature` rows; `SIGNATURES`, the names): ``serving_default``
   (image bytes -> top-k classes, ids, names, scores, probabilities), ``pixels``,

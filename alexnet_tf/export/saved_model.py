@@ -1,17 +1,21 @@
-"""`export(workdir, export_dir)`: a training run written as a SavedModel version for
+"""`export(source, export_dir)`: any model source written as a SavedModel version for
 TensorFlow Serving.
 
-`export` rebuilds the model from the run's ``config.json``, restores its weights from a
-checkpoint of ``<workdir>/checkpoints`` (through `alexnet_tf.run.Run`) and writes
+`export` resolves the source (`alexnet_tf.model_source.resolve`: a training run's work
+directory, a checkpoint inside a run, a ``.keras`` file, or converted weights), builds
+its network and loads its weights, and writes
 
     EXPORT_DIR/<version>/             the SavedModel (TF Serving loads the highest version)
         saved_model.pb, variables/
-        assets/classes.json           the run's class index -> id -> name table
-        assets/config.json            the run's resolved config
-        assets/export.json            checkpoint, signatures, preprocessing, input limits
+        assets/classes.json           the class index -> id -> name table (a run's, or the
+                                      source's class names: ``class_names_file``)
+        assets/config.json            the run's resolved config; for other sources the
+                                      base config with the source's network and convention
+        assets/export.json            source, checkpoint, signatures, preprocessing, limits
+        assets/input_convention.json  the source's input convention
         assets.extra/tf_serving_warmup_requests   PredictionLog records TF Serving replays
     EXPORT_DIR/<version>.keras        the same model as a .keras file (normalised images ->
-                                      logits), for Python users
+                                      logits), for Python users; itself a model source
 
 ``<version>`` is the next free integer unless given; an existing version is never
 overwritten. Everything is written under a hidden temporary name and renamed into place
@@ -25,6 +29,7 @@ signatures are those of `alexnet_tf.export.module.SIGNATURE_TABLE`.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -35,7 +40,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from alexnet_tf import config as config_lib
 from alexnet_tf import convention as convention_lib
+from alexnet_tf import model_source as source_lib
 from alexnet_tf import run as run_lib
 from alexnet_tf.export import module as module_lib
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
@@ -131,31 +138,67 @@ def warmup_requests(resize_size: int, model_name: str = "alexnet") -> list[bytes
 # ---------------------------------------------------------------------- export
 
 
-def export(workdir: str, export_dir: str, *, version: int | None = None,
+def _traced_implementation(model_config) -> str | None:
+    """The grouped-convolution implementation the export traces (see `restore_model`)."""
+    return "split" if model_config.grouped_conv_implementation == "auto" else None
+
+
+def _source_config(source: source_lib.ModelSource):
+    """What ``assets/config.json`` holds: a run's own config; for other sources the
+    base config with the source's network (`ModelSource.model_config`) and input
+    convention (`InputConvention.config_overrides`; a mean image travels as
+    ``assets/input_convention_mean_image.npy``)."""
+    if source.kind in ("run", "checkpoint"):
+        return run_lib.Run(source.workdir).config
+    config = config_lib.base_config()
+    with config.unlocked():
+        config.model = copy.deepcopy(source.model_config)
+    for key, value in source.convention.config_overrides().items():
+        section, name = key.split(".", 1)
+        config[section][name] = value
+    return config
+
+
+def export(source, export_dir: str, *, version: int | None = None,
            checkpoint: str = "auto", top_k: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
-           max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> str:
-    """Exports a training run for TF Serving; returns the new ``EXPORT_DIR/<version>``.
+           max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+           class_names_file: str | None = None) -> str:
+    """Exports a model source for TF Serving; returns the new ``EXPORT_DIR/<version>``.
 
     Args:
-      workdir: the run's work directory (config.json, classes.json, checkpoints/).
+      source: a model source: a path (`alexnet_tf.model_source.resolve`: a run's work
+        directory, a checkpoint inside a run, a ``.keras`` file, a converted-weights
+        directory) or a resolved `alexnet_tf.model_source.ModelSource`. It must know its
+        input convention and its class names (or take ``class_names_file``'s).
       export_dir: TF Serving's model base path; created if missing.
       version: the integer version to write; default: one more than the highest there.
         An existing version is never overwritten (ExportError).
-      checkpoint: "auto" (best if the run has one, else latest), "best", "latest", a
-        checkpoint prefix or a directory of checkpoints (see `run.resolve_checkpoint`).
+      checkpoint: for a run: "auto" (best if the run has one, else latest), "best",
+        "latest", a checkpoint prefix or a directory of checkpoints (see
+        `run.resolve_checkpoint`).
       top_k: classes returned per image (at most the number of classes).
       max_pixels, max_aspect_ratio: the largest image the signatures accept.
+      class_names_file: class names for a source without them (converted weights): one
+        per line in output order, or a synsets file (`model_source.read_class_names`).
 
     Raises:
-      ExportError: the run, its checkpoint or the version cannot give an export.
+      ExportError: the source, its checkpoint or the version cannot give an export;
+        nothing is written then.
     """
-    run = run_lib.Run(workdir)
     try:
-        config = run.config
-        convention = run.convention
-        classes = run.classes(config.model.num_classes)
-        checkpoint_path = run.checkpoint(checkpoint)
-    except run_lib.RunError as error:
+        if not isinstance(source, source_lib.ModelSource):
+            source = source_lib.resolve(os.fspath(source), checkpoint=checkpoint)
+        if class_names_file:
+            source = source.with_class_names(*source_lib.read_class_names(class_names_file))
+        convention = source.convention
+        if convention is None:
+            raise ExportError(
+                f"{source.description} says nothing of the input it expects (no input "
+                f"convention), and an export must preprocess images as its weights "
+                f"expect; put its input_convention.json beside it, or export its run.")
+        classes = source.classes()
+        config = _source_config(source)
+    except (source_lib.SourceError, run_lib.RunError, config_lib.ConfigError) as error:
         raise ExportError(str(error)) from None
     if version is not None and (isinstance(version, bool) or int(version) != version
                                 or version < 0):
@@ -170,9 +213,14 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir!r} is a file; expected a directory (TF "
                           f"Serving's model base path).")
-    # Restored before anything is created, so that a refused export leaves no directory.
-    restored = restore_model(run, checkpoint_path)
-    model, step = restored.model, restored.step
+    # Built before anything is created, so that a refused export leaves no directory.
+    try:
+        model = source.load_model(
+            grouped_conv_implementation=_traced_implementation(source.model_config))
+    except source_lib.SourceError as error:
+        raise ExportError(str(error)) from None
+    step = run_lib.checkpoint_step(source.checkpoint) if source.checkpoint else None
+    num_classes = source.num_classes
     os.makedirs(export_dir, exist_ok=True)
     version = next_version(export_dir) if version is None else int(version)
     target = os.path.join(export_dir, str(version))
@@ -189,12 +237,15 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
     try:
         info = {
             "format": "alexnet_tf.export/1",
-            "workdir": os.path.abspath(workdir),
-            "checkpoint": os.path.abspath(checkpoint_path),
+            "source": {"kind": source.kind, "path": source.path,
+                       "description": source.description,
+                       "weights_source": source.weights_source},
+            "workdir": source.workdir,
+            "checkpoint": os.path.abspath(source.checkpoint) if source.checkpoint else None,
             "step": step,
             "version": version,
             "signatures": list(module_lib.SIGNATURES),
-            "top_k": min(top_k, config.model.num_classes),
+            "top_k": min(top_k, num_classes),
             "max_pixels": int(max_pixels),
             "max_aspect_ratio": float(max_aspect_ratio),
             "preprocessing": {
@@ -211,8 +262,10 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
         }
         sources = os.path.join(staging, "assets-src")
         os.makedirs(sources)
-        shutil.copyfile(run.classes_path, os.path.join(sources, run_lib.CLASSES_FILENAME))
-        shutil.copyfile(run.config_path, os.path.join(sources, run_lib.CONFIG_FILENAME))
+        # classes.json in a run's format, through its one writer.
+        run_lib.Run(sources).write_classes([c["id"] for c in classes],
+                                           [c["name"] for c in classes])
+        config_lib.write_config(config, os.path.join(sources, run_lib.CONFIG_FILENAME))
         with open(os.path.join(sources, EXPORT_INFO_FILENAME), "w") as f:
             json.dump(info, f, indent=1)
         # The convention travels with the export (assets/input_convention.json), so a
@@ -239,5 +292,5 @@ def export(workdir: str, export_dir: str, *, version: int | None = None,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logging.info("Exported %s (step %s) to %s with %d warmup requests, and %s.",
-                 checkpoint_path, step, target, count, keras_target)
+                 source.description, step, target, count, keras_target)
     return target

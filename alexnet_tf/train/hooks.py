@@ -204,11 +204,15 @@ class TrainingCheckpoints:
         leftovers = [f for f in os.listdir(directory) if f.startswith("ckpt-")] if (
             os.path.isdir(directory)) else []
         if skipped or leftovers:
+            whole_best = [p for p in run_lib.checkpoint_candidates(self.run.best_dir)
+                          if not run_lib.checkpoint_damage(p)]
+            hint = (f" {whole_best[0]!r} (the best) reads whole: copy its files into "
+                    f"{directory!r} to resume from it, or" if whole_best else "")
             raise run_lib.CheckpointError(
                 f"No checkpoint in {directory!r} reads whole ({len(skipped)} damaged, kept in "
                 f"{os.path.join(directory, DAMAGED_DIR)}; other files: {leftovers[:5]}); "
-                f"refusing to start this run again from step 0. Move the directory away to "
-                f"start over.")
+                f"refusing to start this run again from step 0.{hint} Move the directory "
+                f"away to start over.")
         return None
 
     def _set_aside_later_best(self, step: int | None, chief: bool) -> None:

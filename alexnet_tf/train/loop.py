@@ -11,6 +11,11 @@ The loop only decides *when*: what a step computes is the task's
 (`alexnet_tf.run.Run`), and what happens at log lines, saves and epoch ends is the
 hooks' (`alexnet_tf.train.hooks`).
 
+Fine-tuning (Sec. 6, `alexnet_tf.train.finetune`): with ``model.init_from`` a fresh run
+adopts the source's input convention and architecture into the config it writes, and
+starts from the source's weights (``fc8`` new when the classes differ); the check of
+every weight shape runs in `_plan`, before anything is written.
+
 A run killed at any point (even SIGKILL) restarts from its last checkpoint: model,
 optimizer (momentum, loss scale), step, epoch, plateau state, best error, and the
 position in the epoch's data. A NaN or Inf loss stops the run before anything is
@@ -21,7 +26,9 @@ are read, and checked, at every log line, epoch end and checkpoint save.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import os
 import time
 
 import keras
@@ -34,7 +41,7 @@ from alexnet_tf import evaluate, models
 from alexnet_tf import run as run_lib
 from alexnet_tf import task as task_lib
 from alexnet_tf.data import pipeline, sources
-from alexnet_tf.train import distribute, hooks, optim
+from alexnet_tf.train import distribute, finetune, hooks, optim
 
 _PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16",
                        "bfloat16": "mixed_bfloat16"}
@@ -61,6 +68,7 @@ def _steps_per_epoch(t, train_split) -> int:
 class _Plan:
     """Everything checked before the run writes its first file."""
 
+    config: object  # the resolved config: with a source's adopted values
     run: run_lib.Run
     changed: list
     strategy: tf.distribute.Strategy
@@ -69,29 +77,152 @@ class _Plan:
     train_split: object
     eval_split: object
     steps_per_epoch: int
+    seed: finetune.Seed | None = None  # a fresh run's start from model.init_from
 
 
-def _plan(config, workdir: str, allow_config_change: bool) -> _Plan:
-    """The checks that need no write: the work directory (a run of another config is
-    refused unless ``allow_config_change``), the cluster and strategy, the data, the
-    classes and the batch size. Raises ValueError naming what does not fit.
+def _resolve_source(config, run, resuming: bool, explicit_keys):
+    """``model.init_from``: the model source of a fresh run, with its values adopted into
+    ``config`` (in place); None for a run that resumes (it adopts what its own
+    config.json recorded) or without init_from. Raises FineTuneError (a source that
+    cannot be read, a flag that contradicts it) or ConfigError (the adopted config)."""
+    from alexnet_tf import model_source
+
+    m = config.model
+    if not m.init_from:
+        return None
+    if resuming and run.exists():
+        adopted, kept = finetune.adopt_from_saved_run(
+            config, run.config, explicit=explicit_keys, flags_win=m.init_from_flags_win,
+            workdir=run.workdir)
+        logging.info("model.init_from=%r is ignored: %r has checkpoints, and the run resumes "
+                     "from them (init_from only seeds a fresh run).", m.init_from, run.workdir)
+        source = None
+        origin = "its config.json"
+    else:
+        try:
+            source = model_source.resolve(m.init_from)
+            overrides = source.config_overrides()
+        except model_source.SourceError as error:
+            raise finetune.FineTuneError(f"model.init_from: {error}") from None
+        if source.convention is None:
+            logging.warning("%s has no input convention: the run keeps the config's "
+                            "data.mean_rgb, data.std_rgb, data.channel_order and "
+                            "data.resize_size.", source.description)
+        adopted, kept = finetune.adopt(config, overrides, explicit=explicit_keys,
+                                       flags_win=m.init_from_flags_win,
+                                       origin=source.description)
+        origin = source.description
+    if kept:
+        logging.warning("Kept over %s (model.init_from_flags_win): %s.", origin, ", ".join(
+            f"{key}={yours!r} (the source has {theirs!r})" for key, yours, theirs in kept))
+    if adopted:
+        logging.info("Adopted from %s: %s.", origin, ", ".join(
+            f"{key} {was!r} -> {now!r}" for key, was, now in adopted))
+        try:
+            config_lib.validate(config)
+        except config_lib.ConfigError as error:
+            raise config_lib.ConfigError(
+                f"With the values adopted from {origin} "
+                f"({', '.join(k for k, _, _ in adopted)}), the config is invalid: {error}"
+            ) from None
+    return source
+
+
+def _load_train_split(config, source, run, resuming: bool):
+    """The training split in its class order: a run's own (``classes.json``) when a
+    fine-tuned run resumes; the source's when a fresh run keeps the source's ``fc8``
+    and the source names its classes (the folder's classes map onto them by name);
+    else the split's own."""
+    d = config.data
+    if config.model.init_from and resuming and os.path.exists(run.classes_path):
+        return sources.load_split(d, d.train_split,
+                                  class_names=[c["id"] for c in run.classes()])
+    if source is None or finetune.new_head(config, source):
+        return sources.load_split(d, d.train_split)
+    if source.class_names is None:
+        logging.warning("%s names no classes: the training split's class i (in its own "
+                        "order) is taken as the source's output i.", source.description)
+        return sources.load_split(d, d.train_split)
+    try:
+        return sources.load_split(d, d.train_split, class_names=source.class_names)
+    except ValueError as error:
+        own = sources.load_split(d, d.train_split)
+        raise finetune.FineTuneError(
+            f"Fine-tuning from {source.description} with its fc8 ({source.num_classes} "
+            f"classes, model.num_classes={config.model.num_classes}): the training split's "
+            f"classes map by name onto the source's, and one is not among them: {error} To "
+            f"train a new fc8 for the split's own {len(own.class_names)} classes, set "
+            f"--config.model.num_classes={len(own.class_names)}"
+            + (" or --config.model.init_from_new_head=True."
+               if len(own.class_names) == source.num_classes else ".")) from None
+
+
+# Keys whose change the run's checkpoints cannot follow: the optimizer's slots and the
+# loss scale are variables of the checkpoint, and init_from records where the weights
+# came from (a resumed run's weights come from its own checkpoints, whatever it says).
+_FIXED_ON_RESUME = ("model.init_from", "train.optimizer", "train.mixed_precision")
+
+
+def _check_resumable(run, config, changed, workdir: str) -> None:
+    """Refuses, before anything is written, a config change (``--allow_config_change``)
+    that the run's checkpoints cannot resume under: another network shape (compared
+    layer by layer, `finetune.expected_weight_shapes`) or a `_FIXED_ON_RESUME` key.
+    Writing the new config.json first would leave a run that no rerun can resume."""
+    fixed = [key for key in _FIXED_ON_RESUME if key in changed]
+    if fixed:
+        raise ValueError(
+            f"Work directory {workdir!r} has checkpoints, and {', '.join(fixed)} cannot "
+            f"change when a run resumes (the checkpoints hold the weights and optimizer "
+            f"state of the run as it was). Keep the run's value, or start a new --workdir"
+            f" (with --config.model.init_from={workdir} to start from this run).")
+    if not any(key.startswith("model.") for key in changed):
+        return
+    was = finetune.expected_weight_shapes(run.config.model)
+    now = finetune.expected_weight_shapes(config.model)
+    different = [layer for layer in sorted(set(was) | set(now)) if was.get(layer) != now.get(layer)]
+    if different:
+        layer = different[0]
+        raise ValueError(
+            f"Work directory {workdir!r} has checkpoints of another network: {layer} has "
+            f"{was.get(layer)} in them and {now.get(layer)} in the new config (changed: "
+            f"{[k for k in changed if k.startswith('model.')]}). --allow_config_change "
+            f"resumes a run, it cannot reshape one: start a new --workdir with "
+            f"--config.model.init_from={workdir}.")
+
+
+def _plan(config, workdir: str, allow_config_change: bool, explicit_keys=()) -> _Plan:
+    """The checks that need no write: the model source of ``model.init_from`` (its values
+    adopted into a copy of ``config``, its weights read and every shape checked), the
+    work directory (a run of another config is refused unless ``allow_config_change``),
+    the cluster and strategy, the data, the classes and the batch size. Raises
+    ValueError naming what does not fit.
 
     One class order: the evaluation split is read in the training split's class order
     (a class it adds is refused by name), and a run that already has checkpoints resumes
     only when the training split's classes are its ``classes.json``'s, index by index."""
     run = run_lib.Run(workdir)
+    # By their files, as the restore finds them: a lost state file must not skip this.
+    resuming = bool(run_lib.checkpoint_candidates(run.checkpoint_dir))
+    config = copy.deepcopy(config)
+    source = _resolve_source(config, run, resuming, set(explicit_keys))
     changed = run.config_changes(config)
     if changed and not allow_config_change:
         raise ValueError(
             f"Work directory {workdir!r} holds a run of another config (differing keys: "
             f"{changed[:10]}). Use a new --workdir, the same config to resume this run, or "
             f"--allow_config_change to resume it with the new config.")
+    if resuming and changed:
+        _check_resumable(run, config, changed, workdir)
+    if resuming and finetune.TRAINABLE_KEY in changed:
+        raise finetune.FineTuneError(
+            f"Work directory {workdir!r} holds a run with other {finetune.TRAINABLE_KEY}: its "
+            f"checkpoints' optimizer state is per trainable variable, so the set cannot "
+            f"change on resume. Start a new run with --config.model.init_from={workdir}.")
     t = config.train
     strategy = distribute.create_strategy()
     task = task_lib.ClassificationTask(config, strategy)  # refuses what the strategy can't run
-    train_split = sources.load_split(config.data, config.data.train_split)
-    # By their files, as the restore finds them: a lost state file must not skip this.
-    if run_lib.checkpoint_candidates(run.checkpoint_dir):
+    train_split = _load_train_split(config, source, run, resuming)
+    if resuming:
         saved = [c["id"] for c in run.classes()]
         difference = sources.first_class_difference(saved, train_split.class_names)
         if difference:
@@ -114,26 +245,38 @@ def _plan(config, workdir: str, allow_config_change: bool) -> _Plan:
         raise ValueError(
             f"train.global_batch_size={t.global_batch_size} is not divisible by the "
             f"{replicas} replicas in sync; expected a multiple of {replicas}.")
-    return _Plan(run, changed, strategy, distribute.is_chief(strategy), task, train_split,
-                 eval_split, _steps_per_epoch(t, train_split))
+    steps_per_epoch = _steps_per_epoch(t, train_split)
+    # Last: reading the source's weights is the most expensive check.
+    seed = finetune.plan_seed(config, source) if source is not None and not resuming else None
+    return _Plan(config, run, changed, strategy, distribute.is_chief(strategy), task,
+                 train_split, eval_split, steps_per_epoch, seed)
 
 
-def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False,
+                       explicit_keys=()) -> dict:
     """Validates ``config`` (`alexnet_tf.config.validate`), then trains and evaluates as
     configured (`train`); returns the final validation metrics."""
-    return train(config_lib.validate(config), workdir, allow_config_change=allow_config_change)
+    return train(config_lib.validate(config), workdir, allow_config_change=allow_config_change,
+                 explicit_keys=explicit_keys)
 
 
-def train(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+def train(config, workdir: str, *, allow_config_change: bool = False,
+          explicit_keys=()) -> dict:
     """Trains and evaluates a validated config; returns the final validation metrics.
 
     Everything that can be checked is checked before the first write (`_plan`). Then
-    the resolved config is written to ``workdir/config.json`` (the previous one kept as
-    ``config.<n>.json`` when it changed). Keras' global dtype policy is set for the run
-    (``train.mixed_precision``) and put back afterwards, so that a run leaves the
-    process as it found it.
+    the resolved config (with what ``model.init_from`` adopted) is written to
+    ``workdir/config.json`` (the previous one kept as ``config.<n>.json`` when it
+    changed). Keras' global dtype policy is set for the run (``train.mixed_precision``)
+    and put back afterwards, so that a run leaves the process as it found it.
+
+    ``explicit_keys``: the dotted keys the user set by hand (``alexnet-train``: its
+    ``--config.*`` flags); with ``model.init_from``, one that contradicts the source's
+    input convention or architecture stops the run (`finetune.adopt`), where a value
+    of the config file is replaced by the source's.
     """
-    plan = _plan(config, workdir, allow_config_change)
+    plan = _plan(config, workdir, allow_config_change, explicit_keys)
+    config = plan.config
     previous_policy = keras.mixed_precision.global_policy()
     # One run per work directory: the chief holds its lock from the first write to the
     # last (the other workers write only to their own temporary directories).
@@ -158,9 +301,29 @@ def _train(config, plan: _Plan) -> dict:
     # Micikevicius et al. 2018 for float16.
     keras.mixed_precision.set_global_policy(_PRECISION_POLICIES[t.mixed_precision])
     steps_per_epoch = plan.steps_per_epoch
+    layers = finetune.layer_names(config.model.variant)
+    trainable = finetune.select_layers(t.trainable_layers, layers)
     with strategy.scope():
         model = models.model_from_config(config)
-        optimizer = optim.create_optimizer(t, steps_per_epoch, global_batch_size=t.global_batch_size)
+        if plan.seed is not None:
+            seed = plan.seed
+            count = finetune.load_layers(model, seed)
+            logging.info("Initialised from %s: loaded %s (%s values)%s.", seed.origin,
+                         ", ".join(seed.loaded), f"{count:,}",
+                         f"; {', '.join(seed.initialised)} starts from the variant's "
+                         f"initialiser ({config.model.num_classes} classes, the source has "
+                         f"{seed.source_classes})" if seed.initialised else "")
+        frozen = finetune.freeze(model, trainable)
+        if frozen:
+            logging.info("Frozen (no update, no weight decay, BatchNorm in inference mode): "
+                         "%s; training %s.", ", ".join(frozen), ", ".join(trainable))
+        multipliers = finetune.parse_lr_multipliers(t.lr_multipliers, layers)
+        if multipliers:
+            logging.info("Learning-rate multipliers (Caffe's lr_mult): %s.", ", ".join(
+                f"{layer} x{value:g}" for layer, value in multipliers.items()))
+        optimizer = optim.create_optimizer(t, steps_per_epoch,
+                                           global_batch_size=t.global_batch_size,
+                                           lr_multipliers=multipliers)
         optimizer.build(model.trainable_variables)
         plateau = optim.Plateau(t, global_batch_size=t.global_batch_size)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -172,8 +335,9 @@ def _train(config, plan: _Plan) -> dict:
         step=step, epoch=epoch_var, best_error=best_error)
     latest = checkpoints.restore_latest()  # every worker resumes from the chief's directory
     if latest:
-        logging.info("Resumed from %s at step %d (epoch %d).", latest, int(step.numpy()),
-                     int(epoch_var.numpy()))
+        # Counted as the epoch log lines count (1-based "epoch E/N"): epochs done.
+        logging.info("Resumed from %s at step %d (%d of %d epochs done).", latest,
+                     int(step.numpy()), int(epoch_var.numpy()), t.total_epochs)
     # The step count lives in Python during training, so that counting a step touches
     # no device variable; `step` is set from it just before each save.
     current = int(step.numpy())

@@ -12,12 +12,23 @@ replica, one per variable on each device with more).
 Which variables are decayed: kernels always; biases only with
 ``train.decay_biases`` (the paper does not say; Caffe's bvlc_alexnet does not decay
 them); BatchNorm scales and offsets never (modern practice, Goyal et al. 2017).
+
+Per-layer learning-rate multipliers (``train.lr_multipliers``, fine-tuning): Caffe's
+``lr_mult``. Caffe's SGD solver adds the decay to the gradient and then scales the sum
+by the layer's rate (``sgd_solver.cpp``: Regularize, then ComputeUpdateValue with
+``local_rate = rate * lr_mult``), so the multiplier scales the layer's whole update,
+decay included. Here every optimizer does the same: `CoupledSGD` runs
+``v <- momentum v - lr m (g + wd w)``, and Keras' SGD and AdamW (`LayerRateSGD`,
+`LayerRateAdamW`) take ``lr m`` in their update and in their decoupled decay
+``w <- w - lr m wd w``.
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from alexnet_tf.train.finetune import owning_layer
 
 
 def is_decayed(variable, decay_biases: bool) -> bool:
@@ -35,13 +46,16 @@ def is_decayed(variable, decay_biases: bool) -> bool:
 
 
 def _coupled_sgd_update(variable, velocity, gradient, learning_rate, *, weight_decay,
-                        momentum, nesterov):
+                        momentum, nesterov, lr_multiplier=1.0):
     """One variable's step of Sec. 5's update, in Keras SGD's arithmetic order:
     ``g' = g + wd w;  v <- momentum v - lr g';  w <- w + v`` (Nesterov:
-    ``w <- w + momentum v - lr g'``). ``velocity`` is None when momentum is 0."""
+    ``w <- w + momentum v - lr g'``), with ``lr`` times the variable's layer's
+    ``lr_multiplier`` (Caffe's lr_mult). ``velocity`` is None when momentum is 0."""
     dtype = variable.dtype
     gradient = tf.cast(gradient, dtype)
     learning_rate = tf.cast(learning_rate, dtype)
+    if lr_multiplier != 1.0:
+        learning_rate = learning_rate * tf.cast(lr_multiplier, dtype)
     if weight_decay:
         gradient = gradient + tf.cast(weight_decay, dtype) * variable
     if velocity is None:
@@ -65,11 +79,12 @@ _fused_coupled_sgd_update = tf.function(_coupled_sgd_update, jit_compile=True)
 
 
 def _coupled_sgd_update_all(variables, velocities, gradients, learning_rate, *,
-                            weight_decays, momentum, nesterov):
-    for variable, velocity, gradient, weight_decay in zip(variables, velocities, gradients,
-                                                          weight_decays):
+                            weight_decays, momentum, nesterov, lr_multipliers):
+    for variable, velocity, gradient, weight_decay, lr_multiplier in zip(
+            variables, velocities, gradients, weight_decays, lr_multipliers):
         _coupled_sgd_update(variable, velocity, gradient, learning_rate,
-                            weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+                            weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                            lr_multiplier=lr_multiplier)
 
 
 # With one replica, all variables in one XLA cluster: one launch instead of one per
@@ -97,8 +112,105 @@ def _local_copy(slot, variable):
                      f"{[c.device for c in copies]}.")
 
 
+def check_lr_multipliers(lr_multipliers) -> dict[str, float]:
+    """``{layer: multiplier}`` with every multiplier a finite number > 0, or ValueError."""
+    result = {}
+    for layer, value in dict(lr_multipliers or {}).items():
+        if (not isinstance(layer, str) or isinstance(value, bool)
+                or not isinstance(value, (int, float)) or not 0 < value < float("inf")):
+            raise ValueError(f"lr_multipliers maps layer names to numbers > 0 (Caffe's "
+                             f"lr_mult); got {layer!r}: {value!r}.")
+        result[layer] = float(value)
+    return result
+
+
+class LayerRates:
+    """Mixin for a Keras optimizer: Caffe's ``lr_mult`` per layer (``lr_multipliers``,
+    ``{layer name: multiplier}``; layers it does not name keep 1).
+
+    A variable's layer is its Keras path's first part (`finetune.owning_layer`:
+    ``conv3_bn/gamma`` belongs to ``conv3``). The optimizer's update and its decoupled
+    weight decay both use ``learning_rate * multiplier``, so the layer's whole step
+    scales, as in Caffe's solvers.
+    """
+
+    def _init_layer_rates(self, lr_multipliers) -> None:
+        self.lr_multipliers = check_lr_multipliers(lr_multipliers)
+        self._variable_lr_multipliers = ()
+
+    def build(self, variables):
+        super().build(variables)
+        layers = [owning_layer(getattr(v, "path", None) or v.name) for v in variables]
+        unused = sorted(set(self.lr_multipliers) - set(layers))
+        if unused:
+            raise ValueError(f"lr_multipliers name layers {unused} that have no trainable "
+                             f"variable among {sorted(set(layers))}.")
+        self._variable_lr_multipliers = tuple(self.lr_multipliers.get(layer, 1.0)
+                                              for layer in layers)
+
+    def lr_multiplier(self, variable) -> float:
+        """The multiplier of ``variable`` (a model variable or one replica's copy)."""
+        return self._variable_lr_multipliers[self._get_variable_index(variable)]
+
+    def update_step(self, gradient, variable, learning_rate):
+        multiplier = self.lr_multiplier(variable)
+        if multiplier != 1.0:
+            learning_rate = tf.cast(learning_rate, variable.dtype) * tf.cast(multiplier,
+                                                                             variable.dtype)
+        super().update_step(gradient, variable, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        """Keras' decoupled decay ``w <- w - lr wd w`` (its TensorFlow backend's, per
+        replica), with ``lr`` times the variable's multiplier."""
+        if self.weight_decay is None:
+            return
+        multipliers = [self.lr_multiplier(v) for v in variables]
+
+        def decay(distribution, variables, multipliers):
+            def decay_one(variable, multiplier):
+                if self._use_weight_decay(variable):
+                    lr = tf.cast(self.learning_rate, variable.dtype)
+                    if multiplier != 1.0:
+                        lr = lr * tf.cast(multiplier, variable.dtype)
+                    variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * lr)
+
+            for variable, multiplier in zip(variables, multipliers):
+                if isinstance(variable, keras.Variable):
+                    variable = variable.value
+                distribution.extended.update(variable, decay_one, args=(multiplier,),
+                                             group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            decay, self._distribution_strategy, variables, multipliers)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(lr_multipliers=dict(self.lr_multipliers))
+        return config
+
+
 @keras.saving.register_keras_serializable(package="alexnet_tf")
-class CoupledSGD(keras.optimizers.SGD):
+class LayerRateSGD(LayerRates, keras.optimizers.SGD):
+    """Keras' SGD (momentum, Nesterov, decoupled decay) with per-layer learning-rate
+    multipliers (`LayerRates`)."""
+
+    def __init__(self, *args, lr_multipliers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_layer_rates(lr_multipliers)
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class LayerRateAdamW(LayerRates, keras.optimizers.AdamW):
+    """Keras' AdamW with per-layer learning-rate multipliers (`LayerRates`): both the
+    Adam step and the decoupled decay of a layer use ``learning_rate * multiplier``."""
+
+    def __init__(self, *args, lr_multipliers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_layer_rates(lr_multipliers)
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class CoupledSGD(LayerRates, keras.optimizers.SGD):
     """Momentum SGD with the paper's coupled weight decay (Sec. 5), in one fused update.
 
     ``v <- momentum v - lr (g + wd w);  w <- w + v`` for decayed variables (kernels;
@@ -110,11 +222,14 @@ class CoupledSGD(keras.optimizers.SGD):
     Under ``keras.optimizers.LossScaleOptimizer`` this optimizer receives unscaled
     gradients, so the decay term needs no loss-scale factor. ``fused=False`` runs the same
     arithmetic as separate TF ops, for a device where XLA fails; the two agree to float32
-    rounding (XLA may contract a multiply-add).
+    rounding (XLA may contract a multiply-add). ``lr_multipliers`` (``{layer:
+    multiplier}``, Caffe's lr_mult, `LayerRates`) scale a layer's ``lr``, so
+    ``v <- momentum v - lr m (g + wd w)``, as Caffe's solver.
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=False,
-                 coupled_weight_decay=0.0005, decay_biases=False, fused=True, **kwargs):
+                 coupled_weight_decay=0.0005, decay_biases=False, fused=True,
+                 lr_multipliers=None, **kwargs):
         if kwargs.get("weight_decay"):
             raise ValueError(
                 f"CoupledSGD takes coupled_weight_decay (Sec. 5, through the momentum); got "
@@ -134,9 +249,10 @@ class CoupledSGD(keras.optimizers.SGD):
         self.coupled_weight_decay = float(coupled_weight_decay)
         self.decay_biases = decay_biases
         self.fused = fused
+        self._init_layer_rates(lr_multipliers)
 
     def _update_arguments(self, gradient, variable):
-        """(velocity, dense gradient, weight decay) of one variable's update.
+        """(velocity, dense gradient, weight decay, lr multiplier) of one variable's update.
 
         ``variable`` is a plain tf.Variable (one replica's copy under tf.distribute); the
         Keras variable the optimizer was built with carries the path that decides the decay.
@@ -148,7 +264,8 @@ class CoupledSGD(keras.optimizers.SGD):
             # The decay touches every row, so the update is dense anyway.
             gradient = tf.convert_to_tensor(gradient)
         decayed = is_decayed(self._trainable_variables[index], self.decay_biases)
-        return velocity, gradient, self.coupled_weight_decay if decayed else 0.0
+        return (velocity, gradient, self.coupled_weight_decay if decayed else 0.0,
+                self._variable_lr_multipliers[index])
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         """One replica (no strategy, or one device): every variable's update in one XLA
@@ -156,26 +273,29 @@ class CoupledSGD(keras.optimizers.SGD):
         if not self.fused or distribution.num_replicas_in_sync != 1:
             return super()._distributed_tf_update_step(distribution, grads_and_vars,
                                                        learning_rate)
-        variables, velocities, gradients, decays = [], [], [], []
+        variables, velocities, gradients, decays, multipliers = [], [], [], [], []
         for gradient, variable in grads_and_vars:
             # The plain tf.Variable (a one-device strategy wraps it): see `_local_copy`.
             (variable,) = distribution.experimental_local_results(variable)
-            velocity, gradient, decay = self._update_arguments(gradient, variable)
+            velocity, gradient, decay, multiplier = self._update_arguments(gradient, variable)
             variables.append(variable)
             velocities.append(velocity)
             gradients.append(gradient)
             decays.append(decay)
+            multipliers.append(multiplier)
         _fused_coupled_sgd_update_all(
             variables, velocities, gradients, tf.convert_to_tensor(learning_rate),
-            weight_decays=tuple(decays), momentum=self.momentum, nesterov=self.nesterov)
+            weight_decays=tuple(decays), momentum=self.momentum, nesterov=self.nesterov,
+            lr_multipliers=tuple(multipliers))
 
     def update_step(self, gradient, variable, learning_rate):
-        velocity, gradient, decay = self._update_arguments(gradient, variable)
+        velocity, gradient, decay, multiplier = self._update_arguments(gradient, variable)
         update = _fused_coupled_sgd_update if self.fused else _coupled_sgd_update
         update(variable, velocity, gradient,
                # A tensor, not the Keras variable: tf.function cannot take that as input.
                tf.convert_to_tensor(learning_rate),
-               weight_decay=decay, momentum=self.momentum, nesterov=self.nesterov)
+               weight_decay=decay, momentum=self.momentum, nesterov=self.nesterov,
+               lr_multiplier=multiplier)
 
     def get_config(self):
         config = super().get_config()
@@ -194,13 +314,16 @@ def base_learning_rate(train_config, global_batch_size: int) -> float:
 
 
 def create_optimizer(train_config, steps_per_epoch: int, global_batch_size: int,
-                     fused: bool = True):
+                     fused: bool = True, lr_multipliers: dict[str, float] | None = None):
     """The Keras optimizer; its learning rate is a schedule or a value the loop sets.
 
     SGD with ``train.weight_decay_mode="coupled"`` is `CoupledSGD` (Sec. 5; ``fused``:
     its update XLA-compiled); with "decoupled" it is Keras' SGD with its own
     ``weight_decay``. With ``train.mixed_precision="float16"`` the optimizer is wrapped
     in Keras' LossScaleOptimizer (dynamic loss scaling; bfloat16 needs none).
+    ``lr_multipliers`` (``{layer: multiplier}``, from ``train.lr_multipliers`` through
+    `alexnet_tf.train.finetune.parse_lr_multipliers`) make Keras' SGD and AdamW
+    `LayerRateSGD` and `LayerRateAdamW`, and go to `CoupledSGD`.
     """
     t = train_config
     learning_rate = learning_rate_schedule(t, steps_per_epoch,
@@ -209,16 +332,19 @@ def create_optimizer(train_config, steps_per_epoch: int, global_batch_size: int,
         raise ValueError(f"Unknown train.weight_decay_mode {t.weight_decay_mode!r}; expected "
                          f"'coupled' or 'decoupled'.")
     decoupled = t.weight_decay if t.weight_decay_mode == "decoupled" and t.weight_decay else None
+    # Keras' own classes without multipliers: their arithmetic stays exactly Keras'.
+    rates = {"lr_multipliers": lr_multipliers} if lr_multipliers else {}
     if t.optimizer == "sgd" and t.weight_decay_mode == "coupled":
         optimizer = CoupledSGD(learning_rate=learning_rate, momentum=t.momentum,
                                nesterov=t.nesterov, coupled_weight_decay=t.weight_decay,
-                               decay_biases=t.decay_biases, fused=fused)
+                               decay_biases=t.decay_biases, fused=fused, **rates)
     elif t.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=t.momentum,
-                                         nesterov=t.nesterov, weight_decay=decoupled)
+        optimizer = (LayerRateSGD if rates else keras.optimizers.SGD)(
+            learning_rate=learning_rate, momentum=t.momentum, nesterov=t.nesterov,
+            weight_decay=decoupled, **rates)
     elif t.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
-                                           weight_decay=t.weight_decay)
+        optimizer = (LayerRateAdamW if rates else keras.optimizers.AdamW)(
+            learning_rate=learning_rate, weight_decay=t.weight_decay, **rates)
     else:
         raise ValueError(f"Unknown optimizer {t.optimizer!r}.")
     if decoupled or t.optimizer == "adamw":

@@ -10,6 +10,8 @@ the package's config keys (`WeightsInfo.to_config_overrides`).
     model.keras              the Keras model
     input_convention.json    its `InputConvention` (`InputConvention.save`)
     weights_info.json        source, variant, classes, LRN constants, notes
+    classes.json             optional: the class ids and names by output index, in a run's
+                             format (`alexnet_tf.run.Run.write_classes`)
 
 and `load_converted` reads it back, as well as the one-file layout earlier versions
 wrote (everything in ``input_convention.json``).
@@ -110,20 +112,45 @@ class WeightsInfo:
 
 
 def save_converted(model, info: WeightsInfo, directory: str | os.PathLike,
-                   overwrite: bool = False) -> tuple[str, str]:
+                   overwrite: bool = False, *, class_names=None,
+                   readable_names=None) -> tuple[str, str]:
     """Writes ``model.keras``, ``input_convention.json`` and ``weights_info.json`` into
     ``directory``; returns the model's and the convention's paths. Refuses to replace
-    existing files (FileExistsError naming them) unless ``overwrite``."""
+    existing files (FileExistsError naming them) unless ``overwrite``.
+
+    ``class_names`` (one id per output, e.g. wnids) and ``readable_names`` (optional,
+    as many) are written as ``classes.json``, so that the converted model says which
+    class each output is (`alexnet_tf.model_source.ModelSource.class_names`); with
+    ``overwrite`` and no class names, an earlier ``classes.json`` is removed. Raises
+    ConventionError unless there is one non-empty, distinct id per output.
+    """
+    from alexnet_tf import run as run_lib
+
     directory = os.fspath(directory)
     paths = [os.path.join(directory, name)
              for name in (MODEL_FILENAME, CONVENTION_FILENAME, INFO_FILENAME)]
+    classes_path = os.path.join(directory, run_lib.CLASSES_FILENAME)
     info.check_model(model)  # never write an info that contradicts its weights
+    if class_names is not None:
+        class_names = list(class_names)
+        readable = list(readable_names) if readable_names is not None else class_names
+        if (len(class_names) != info.num_classes or len(readable) != len(class_names)
+                or len(set(class_names)) != len(class_names)
+                or not all(isinstance(c, str) and c for c in class_names + readable)):
+            raise ConventionError(
+                f"Class names must be {info.num_classes} distinct non-empty strings (one per "
+                f"output of fc8), with as many readable names; got {len(class_names)} ids and "
+                f"{len(readable)} names.")
     if not overwrite:
-        existing = [p for p in paths if os.path.exists(p)]
+        existing = [p for p in paths + [classes_path] if os.path.exists(p)]
         if existing:
             raise FileExistsError(f"{existing} already exist; pass overwrite=True to replace them.")
     os.makedirs(directory, exist_ok=True)
+    if os.path.exists(classes_path):  # never leave another model's classes beside these
+        os.remove(classes_path)
     model.save(paths[0])
+    if class_names is not None:
+        run_lib.Run(directory).write_classes(class_names, readable)
     # The JSON files last, each written atomically: a directory with them is complete.
     tmp = paths[2] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -59,3 +59,18 @@ def test_a_non_finite_config_is_refused_before_anything_is_written(tmp_path, ove
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-800:]
     assert not workdir.exists()
+
+
+def test_a_work_directory_in_use_is_one_line_not_a_traceback(tmp_path, small_demo_dir):
+    from alexnet_tf import run as run_lib
+
+    workdir = tmp_path / "run"
+    with run_lib.Run(workdir).lock():
+        result = subprocess.run(
+            [sys.executable, "-m", "alexnet_tf.cli.train", "--config=configs/demo.py",
+             f"--workdir={workdir}", f"--config.data.data_dir={small_demo_dir}",
+             "--config.data.demo_train_per_class=60", "--config.data.demo_val_per_class=20"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "is in use by another training run" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

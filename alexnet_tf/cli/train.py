@@ -55,6 +55,8 @@ def main(argv) -> None:
     except (config_lib.ConfigError, OSError, AttributeError, KeyError, TypeError,
             ValueError) as error:
         raise app.UsageError(f"Bad --config: {error}") from None
+    from alexnet_tf import model_source
+    from alexnet_tf import run as run_lib
     from alexnet_tf.train import finetune, loop
     from alexnet_tf.train.distribute import ClusterConfigError
 
@@ -65,9 +67,11 @@ def main(argv) -> None:
         # Validated above, once: `train` takes a validated config.
         loop.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
                    explicit_keys=explicit)
-    except (ClusterConfigError, finetune.FineTuneError, config_lib.ConfigError) as error:
-        # The user's own settings (the cluster, model.init_from and what it adopts): one
-        # message, not a traceback.
+    except (ClusterConfigError, finetune.FineTuneError, config_lib.ConfigError,
+            model_source.SourceError, run_lib.RunError) as error:
+        # The user's own settings (the cluster, model.init_from and what it adopts, a
+        # source whose weights or classes cannot be read, a work directory in use or
+        # with damaged checkpoints): one message, not a traceback.
         raise app.UsageError(str(error)) from None
 
 

@@ -457,7 +457,7 @@ BAD_BYTES = {
     "truncated JPEG": (None, r"image_bytes\[1\] is a truncated JPEG \(no end-of-image marker"),
     "truncated PNG": (None, r"image_bytes\[1\] is a truncated PNG \(no IEND chunk\)"),
     "10000x10000 JPEG": (None, r"image_bytes\[1\] is 10000x10000 \(height x width\), "
-                               r"100000000 pixels: more than the 40000000 this model accepts"),
+                               r"100000000 pixels: more than the 40000000 allowed"),
     "10000x10000 PNG": (None, r"image_bytes\[1\] is 10000x10000 .* more than the 40000000"),
     "PNG header claiming 20000x3000": (None, r"image_bytes\[1\] is 20000x3000 \(height x "
                                              r"width\), 60000000 pixels"),

@@ -50,11 +50,15 @@ train): label ``i`` is the same class in every split, and a class that a later s
 adds is refused by name.
 
 Every image is decoded with Pillow before it is stored:
-* Unreadable files (zero bytes, truncated JPEGs, non-images named .JPEG) are skipped
-  and reported, never fatal.
+* Files the one decode rule refuses are skipped and reported with its reason, never
+  fatal: `alexnet_tf.data.decode.bytes_problem`, the rule's checks in Python, string
+  for string those of the image-folder pipeline and the export (zero bytes, formats
+  other than JPEG/PNG/GIF/BMP by their magic numbers whatever the file's name,
+  truncated files, images too large, the GIF and BMP variants TF decodes otherwise
+  than Pillow). Files that pass them but that Pillow cannot decode are skipped too.
 * Anything that is not a baseline RGB JPEG is converted to one: CMYK JPEGs (22 in the
   ImageNet training set), greyscale images, a PNG named .JPEG (one in the training set),
-  palette/16-bit images and other formats, by the one decode rule of
+  palette/16-bit images, GIFs and BMPs, by the one decode rule of
   `alexnet_tf.data.decode` (`pillow_rgb`, Pillow's implementation of it, tested
   pixel for pixel against the graph code): images with alpha are composited over white
   (transparent regions then look as a viewer shows them; dropping alpha would expose
@@ -73,8 +77,8 @@ Every image is decoded with Pillow before it is stored:
 * EXIF orientation is applied (the rule's: as viewers show the image, as the pipeline
   and the export decode it): a JPEG with orientation 2-8 is re-encoded upright. Metadata
   (EXIF, ICC profiles) is not copied into re-encoded images.
-* Images (and GIF frames, every one) of more than ``max_pixels`` (40 million, the
-  export's default) pixels are skipped, before decoding.
+* Images of more than ``max_pixels`` (40 million, the export's default) pixels, GIFs
+  by all their frames, are skipped before decoding (the rule's size check).
 """
 
 from __future__ import annotations
@@ -148,23 +152,18 @@ def normalize_image(data: bytes, *, resize_shorter_side: int = 0,
     side of it: alpha over white, 16-bit to its high byte, EXIF orientation applied), so
     that a converted record decodes to what the image-folder pipeline and the export
     decode from the original file, up to the JPEG re-encoding. Raises `SkipImage` with
-    the reason when ``data`` is not a decodable image, or when it (or any GIF frame) has
-    more than ``max_pixels`` pixels.
+    the rule's reason (`decode.bytes_problem`) when the rule refuses ``data``, and with
+    Pillow's error when Pillow cannot decode it.
     """
-    if not data:
-        raise SkipImage("empty file (0 bytes)")
-    if data[:3] == b"GIF":
-        for height, width in decode.gif_frames(data).frames:
-            if height * width > max_pixels:
-                raise SkipImage(f"a GIF frame of {height}x{width} (height x width), "
-                                f"{height * width} pixels: more than the {max_pixels} allowed")
+    # The rule's checks first, in Python: what every other path refuses is refused here
+    # with the same reason (formats by magic number, truncation, sizes, the layouts TF
+    # and Pillow decode differently), before Pillow, which would read more formats.
+    reason = decode.bytes_problem(data, max_pixels=max_pixels)
+    if reason:
+        raise SkipImage(reason)
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format or "unknown"
-            if image.width * image.height > max_pixels:
-                raise SkipImage(f"{image.height}x{image.width} (height x width), "
-                                f"{image.width * image.height} pixels: more than the "
-                                f"{max_pixels} allowed")
             image.load()  # decodes every pixel: raises on truncated or corrupt data
             mode = image.mode
             orientation = decode.exif_orientation(data) if image_format == "JPEG" else 1
@@ -189,8 +188,6 @@ def normalize_image(data: bytes, *, resize_shorter_side: int = 0,
             image.save(out, "JPEG", quality=jpeg_quality)
             return EncodedImage(out.getvalue(), image.height, image.width,
                                 converted=", ".join(changes), resized=resized)
-    except SkipImage:
-        raise
     except Image.UnidentifiedImageError as e:
         raise SkipImage(f"cannot identify an image format (the file starts with {data[:16]!r})") from e
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files

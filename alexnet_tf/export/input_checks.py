@@ -2,15 +2,16 @@
 
 Bad input fails the whole request with an InvalidArgument error that names the image
 and the problem (TF Serving answers HTTP 400 / gRPC INVALID_ARGUMENT), before anything is
-decoded where the header tells: an empty string, bytes that are not a JPEG/PNG/GIF/BMP,
-a truncated image (`alexnet_tf.data.decode.truncation`: a JPEG without its end-of-image
-marker after its scan data, a PNG without IEND, a GIF whose blocks end early), an image
-of more than ``max_pixels`` pixels or a longer side more than ``max_aspect_ratio`` times
-the shorter (`alexnet_tf.data.decode.header_size`: the JPEG frame header, the PNG/BMP
-header bytes, and for a GIF every frame's image descriptor as well as its logical
-screen), float pixels outside [0, 255]. Greyscale and CMYK images pass: the decoder
-converts them to RGB. Decoding then follows the one decode rule of
-`alexnet_tf.data.decode` (alpha over white, EXIF orientation), as training does.
+decoded where the header tells: whatever the one decode rule refuses
+(`alexnet_tf.data.decode.inspect`, with the export's ``max_pixels``: an empty string,
+bytes that are not a JPEG/PNG/GIF/BMP, a truncated image, a GIF or BMP variant TF's
+decoder reads otherwise than Pillow, an image or a GIF's frames together of more than
+``max_pixels`` pixels), named by the rule's reason as training and the converter name
+it; an image whose longer side is more than ``max_aspect_ratio`` times the shorter
+(the sizes from the headers: `alexnet_tf.data.decode.header_size`); float pixels
+outside [0, 255]. Greyscale and CMYK images pass: the decoder converts them to RGB.
+Decoding then follows the one decode rule of `alexnet_tf.data.decode` (alpha over
+white, EXIF orientation), as training does.
 
 Every function here is graph code (``tf.function``-safe) and runs eagerly too; each check
 passes its input through only after ``tf.debugging.Assert`` held, so that nothing after
@@ -35,8 +36,8 @@ __all__ = ["DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_PIXELS", "check_encoded_imag
 
 def header_size(encoded):
     """(height, width) int64 of a JPEG/PNG/GIF/BMP, read from its header, not decoded:
-    `alexnet_tf.data.decode.header_size` (for a GIF, the logical screen or its largest
-    frame, from every image descriptor, whichever has more pixels)."""
+    `alexnet_tf.data.decode.header_size` (for a GIF, its canvas: the larger of its
+    logical screen and its tallest and widest frames, from every image descriptor)."""
     return decode.header_size(encoded)
 
 
@@ -91,25 +92,35 @@ def check_size(height, width, what, max_pixels: int, max_aspect_ratio: float):
 
 def check_encoded_image(encoded, what, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                         max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO):
-    """``encoded``, passed through once it is known to be a complete JPEG/PNG/GIF/BMP
-    within the size limits; else an InvalidArgument error naming ``what`` (a scalar
-    string, e.g. "image_bytes[3]") and the problem. Checks run in order, each only after
-    the previous passed, and none decodes the image."""
+    """``encoded``, passed through once the one decode rule accepts it (`decode.problem`
+    with ``max_pixels``) and its longer side is at most ``max_aspect_ratio`` times the
+    shorter; else an InvalidArgument error naming ``what`` (a scalar string, e.g.
+    "image_bytes[3]") and the rule's reason, the one training, the statistics tool and
+    the converter give for the same file. Checks run in order, each only after the
+    previous passed, and none decodes the image."""
     length = tf.strings.length(encoded)
+    # One inspection: its GIF and JPEG walks are the costly part of the checks.
+    info = decode.inspect(encoded, max_pixels=max_pixels)
 
     def size_checked():
-        height, width = header_size(encoded)
-        with tf.control_dependencies([check_size(height, width, what, max_pixels,
+        # The rule has checked the pixel count; the aspect ratio is the export's own.
+        with tf.control_dependencies([check_size(info.height, info.width, what, max_pixels,
                                                  max_aspect_ratio)]):
             return tf.identity(encoded)
 
+    def problem_checked():
+        # The rule's other reasons: the size ("no pixels (...)", "HxW (height x width),
+        # N pixels: more than ...", "N GIF frames of ...").
+        verb = tf.where(tf.strings.regex_full_match(info.problem, "no pixels.*"), " has ",
+                        " is ")
+        return checked(tf.equal(info.problem, ""), message(what, verb, info.problem),
+                       size_checked)
+
     def truncation_checked():
-        # The decode rule's structural check: a JPEG needs FF D9 after its scan data
-        # (one inside an EXIF thumbnail does not count), a PNG its IEND chunk, a GIF
-        # complete blocks.
-        reason = decode.truncation(encoded)
-        return checked(tf.equal(reason, ""), message(what, " is a ", reason, ", ", length,
-                                                     " bytes"), size_checked)
+        # The rule's structural reasons: a truncated JPEG/PNG/GIF/BMP, a GIF or BMP that
+        # TF's decoder would read otherwise than Pillow, ...
+        return checked(tf.equal(info.truncation, ""), message(
+            what, " is a ", info.truncation, ", ", length, " bytes"), problem_checked)
 
     def format_checked():
         return checked(preprocess.is_supported_image(encoded), message(

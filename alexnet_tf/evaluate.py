@@ -16,7 +16,7 @@ per member, before members are averaged.
 Classes map by name: the split's classes (e.g. ImageNet's wnid folders) are looked up in
 the source's class ids (`alexnet_tf.data.sources.load_split` with ``class_names``), so a
 1000-class model scores any folder whose classes it knows, and a folder class it does
-not know is refused by name.
+not know is refused by name, as the data's fault (listed beside the model's classes).
 """
 
 from __future__ import annotations
@@ -183,6 +183,58 @@ def data_config_for(sources_: Sequence[source_lib.ModelSource], *, config=None,
     return data
 
 
+def _stored_classes(data_config, split: str):
+    """(what a class is called there, where, the split's own class ids in its order),
+    or None when they cannot be told (then the data source's own error stands)."""
+    from alexnet_tf.data import imagenet
+
+    d = data_config
+    try:
+        if d.source in ("image_folder", "demo"):
+            root = d.data_dir or (sources.default_demo_dir(d) if d.source == "demo" else "")
+            folder = os.path.join(root, split)
+            if not root or not os.path.isdir(folder):
+                return None
+            try:  # the folder's own classes, not the training folder's order
+                return "class folder", folder, imagenet.read_class_folders(root, split)
+            except ValueError:  # a flat validation folder: its labels file names them
+                if not d.val_labels_file:
+                    return None
+                wnids = imagenet.read_val_labels(d.val_labels_file, d.val_meta_file or None)
+                return "label", d.val_labels_file, tuple(dict.fromkeys(wnids))
+        return ("class", d.data_dir or d.tfds_name,
+                tuple(sources.load_split(d, split).class_names))
+    except (ValueError, OSError):
+        return None
+
+
+def _check_classes_known(source: source_lib.ModelSource, data_config, split: str) -> None:
+    """Raises EvaluationError when the split has a class the model has no output for,
+    saying that the data is what adds it (the model's classes are what it learnt)."""
+    stored = _stored_classes(data_config, split)
+    if stored is None or source.class_names is None:
+        return
+    what, where, ids = stored
+    known = set(source.class_names)
+    unknown = [c for c in ids if c not in known]
+    if not unknown:
+        return
+    theirs = source.class_names
+    listed = ", ".join(repr(c) for c in theirs[:5]) + (", ..." if len(theirs) > 5 else "")
+    more = (f" (and {len(unknown) - 1} more: {', '.join(repr(c) for c in unknown[1:5])}"
+            f"{', ...' if len(unknown) > 5 else ''})" if len(unknown) > 1 else "")
+    apart = ""
+    if len(unknown) == len(ids):
+        apart = (f" None of the data's {len(ids)} classes is among them: the data and the "
+                 f"model name classes differently (the data: "
+                 f"{', '.join(repr(c) for c in ids[:3])}).")
+    raise EvaluationError(
+        f"Split {split!r} of the data ({where!r}) has {what} {unknown[0]!r}{more}, not among "
+        f"the {len(theirs)} classes of the model, {source.description} ({listed}): the data "
+        f"holds a class the model has no output for.{apart} Expected data whose classes are "
+        f"all among the model's (a split may lack some of them, never add its own).")
+
+
 def _evaluation_config(sources_, data_config, batch_size: int | None):
     config = config_lib.base_config()
     with config.unlocked():
@@ -253,6 +305,7 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
         # The source's class order, whatever order the split stores.
         data = sources.load_split(config.data, split, class_names=first.class_names)
     except (ValueError, OSError) as error:
+        _check_classes_known(first, config.data, split)
         raise EvaluationError(f"{first.description} cannot evaluate {config.data.source} "
                               f"data {config.data.data_dir or '(its default directory)'!r}: "
                               f"{error}") from None

@@ -28,11 +28,20 @@ so no TensorFlow is imported to resolve one), its input convention, its class id
 a fingerprint of its weights. `ModelSource.load_model` builds the network and loads the
 weights. Several sources form an ensemble (Sec. 6, Table 2: the paper averages the
 predictions of five and seven CNNs): `resolve_all` reads ``"A,B,C"`` and
-`check_ensemble` refuses members whose classes or input conventions differ.
+`check_ensemble` refuses members whose classes or input conventions differ, and a member
+whose weights are an earlier member's (it would count twice in the average).
+
+What a source takes from what it sits in must be its own: a run's ``checkpoint`` must lie
+inside that run (another run's weights under this run's classes and data would be
+scored against the wrong labels), and a ``.keras`` file must have as many outputs as
+the run, export or directory it sits in has classes.
 
 Errors: `SourceError` (a ValueError) naming the value and what was expected: a path that
 does not exist, a directory or file of no kind, a run without checkpoints, a file that
-is not one of this package's networks.
+is not one of this package's networks, weights that cannot be read (a damaged checkpoint
+or file, with the reason). A run's own unreadable files raise
+`alexnet_tf.run.RunError` or `alexnet_tf.config.ConfigError` (ValueErrors too); nothing
+else escapes resolving a source, reading its classes or loading its weights.
 """
 
 from __future__ import annotations
@@ -214,7 +223,9 @@ class ModelSource:
 
         ``grouped_conv_implementation`` replaces the source's (the export traces
         "split"). Raises SourceError when the weights do not fill the network (a
-        checkpoint without every variable, a file whose weights another network holds).
+        checkpoint without every variable, a file whose weights another network holds)
+        or cannot be read (a truncated or corrupt checkpoint or file: the file and the
+        reason named, `alexnet_tf.run.checkpoint_damage`); nothing else.
         """
         from alexnet_tf import models
 
@@ -227,7 +238,20 @@ class ModelSource:
             model = models.model_from_config(config)
             try:
                 run_lib.restore_weights(model, self.checkpoint)
-            except run_lib.CheckpointError as error:
+            except Exception as error:  # noqa: BLE001  (a truncated file raises IndexError)
+                # A damaged file fails the restore in many ways (IndexError, DataLossError,
+                # a "does not hold every variable"); the reader says which.
+                damage = checkpoint_damage(self.checkpoint)
+                if damage is not None:
+                    raise SourceError(
+                        f"Checkpoint {self.checkpoint!r} of {self.description} cannot be "
+                        f"read: {damage}. Expected a checkpoint whose .index and .data files "
+                        f"are whole (another of the run's checkpoints, or a whole copy of "
+                        f"this one).") from None
+                if not isinstance(error, run_lib.CheckpointError):
+                    raise SourceError(
+                        f"Checkpoint {self.checkpoint!r} of {self.description} cannot be "
+                        f"restored: {type(error).__name__}: {str(error)[:500]}") from None
                 m = self.model_config
                 raise SourceError(f"{error} (the run's config builds {m.variant}, width "
                                   f"{m.width}, {m.num_classes} classes)") from None
@@ -238,10 +262,23 @@ class ModelSource:
         weights_file = self._files[0]
         try:
             model.load_weights(weights_file)
-        except (ValueError, OSError, KeyError) as error:
+        except (ValueError, KeyError) as error:
             raise SourceError(f"The weights of {weights_file!r} do not fill the network its "
                               f"layers describe: {str(error)[:500]}") from None
+        except Exception as error:  # noqa: BLE001  (zip, zlib and h5py errors of a damaged file)
+            raise SourceError(f"The weights of {weights_file!r} cannot be read "
+                              f"({type(error).__name__}: {str(error)[:300]}); expected the "
+                              f"whole file as Keras saved it.") from None
         return model
+
+    @property
+    def weights_digest(self) -> str:
+        """A SHA-256 that two sources share exactly when they hold the same weights file
+        (a checkpoint's ``.index``, which holds a CRC32C of every tensor; a ``.keras``
+        file's bytes), wherever it is and however it was named."""
+        if self.checkpoint is not None:
+            return self.fingerprint["index_sha256"]
+        return self.fingerprint["sha256"][0]
 
 
 # -------------------------------------------------------------------- resolving
@@ -254,8 +291,9 @@ def resolve(spec: str, *, checkpoint: str = "auto") -> ModelSource:
       spec: a path: a run's work directory, a checkpoint prefix or directory inside a
         run, a ``.keras`` file, or a converted-weights directory.
       checkpoint: for a run's work directory: "auto" (best, else latest), "best",
-        "latest" or a checkpoint path (`alexnet_tf.run.resolve_checkpoint`). Other
-        kinds accept only "auto" (their path says which weights).
+        "latest" or a checkpoint path inside the run (`alexnet_tf.run.resolve_checkpoint`;
+        another run's checkpoint is refused, both named). Other kinds accept only
+        "auto" (their path says which weights).
 
     Raises:
       SourceError: naming ``spec`` and what was expected.
@@ -317,10 +355,22 @@ def resolve_all(specs: str | Sequence[str], *, checkpoint: str = "auto") -> list
 def check_ensemble(sources: Sequence[ModelSource]) -> None:
     """Raises SourceError unless every source has the first one's class ids and input
     convention (Sec. 6: the members' softmax outputs are averaged over one input and
-    one class order), naming the member and the field that differs."""
+    one class order), naming the member and the field that differs; and when a member
+    holds the same weights as an earlier one (`ModelSource.weights_digest`: the same
+    source twice, or a run and its own checkpoint), which would count it twice in the
+    average."""
     if not sources:
         raise SourceError("An ensemble needs at least one model source.")
     first = sources[0]
+    seen: dict[str, int] = {}
+    for i, source in enumerate(sources):
+        earlier = seen.setdefault(source.weights_digest, i)
+        if earlier != i:
+            raise SourceError(
+                f"Ensemble member {i + 1} ({source.description}) holds the same weights as "
+                f"member {earlier + 1} ({sources[earlier].description}): their weights "
+                f"fingerprint is sha256 {source.weights_digest[:16]}... Averaging a model "
+                f"with itself doubles its weight; expected each model once.")
     for i, source in enumerate(sources):
         if source.class_names is None:
             raise SourceError(f"Ensemble member {i + 1} ({source.description}) has no class "
@@ -355,15 +405,16 @@ def read_class_names(path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     Two layouts: ImageNet's synsets file (every line ``n01440764 tench, Tinca tinca``:
     ids are the wnids, names the rest; `alexnet_tf.data.imagenet.read_synset_names`),
-    or one name per line (ids and names are the line). Blank lines are skipped. Raises
-    SourceError naming the file when it is missing, empty or names a class twice.
+    or one name per line (ids and names are the line). Blank lines and a leading UTF-8
+    byte-order mark are skipped. Raises SourceError naming the file when it is missing,
+    empty or names a class twice.
     """
     import re
 
-    from alexnet_tf.data import imagenet
-
     try:
-        with open(path, encoding="utf-8") as f:
+        # utf-8-sig: an editor's byte-order mark would otherwise stay in the first name,
+        # which then matches no class while printing like it.
+        with open(path, encoding="utf-8-sig") as f:
             lines = [line.strip() for line in f if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
         raise SourceError(f"Class names file {path!r} cannot be read: {error}") from None
@@ -371,9 +422,11 @@ def read_class_names(path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         raise SourceError(f"Class names file {path!r} is empty; expected one class name per "
                           f"line in output order, or lines like 'n01440764 tench, Tinca tinca'.")
     if all(re.match(r"n\d{8}(\s|$)", line) for line in lines):
-        synsets = imagenet.read_synset_names(path)
-        ids = tuple(line.split(None, 1)[0] for line in lines)
-        names = tuple(synsets[i] or i for i in ids)
+        # The synsets layout of `alexnet_tf.data.imagenet.read_synset_names` (space or
+        # tab separated), from the lines read here.
+        parts = [line.split(None, 1) for line in lines]
+        ids = tuple(p[0] for p in parts)
+        names = tuple(p[1].strip() if len(p) > 1 and p[1].strip() else p[0] for p in parts)
     else:
         ids = names = tuple(lines)
     if len(set(ids)) != len(ids):
@@ -414,14 +467,21 @@ def _enclosing_run(path: str) -> run_lib.Run | None:
 
 def _run_parts(run: run_lib.Run):
     """(config, convention, class ids, readable names) of a run. Its own errors
-    (`alexnet_tf.run.RunError`, `alexnet_tf.config.ConfigError`) name the file."""
-    config = run.config
-    convention = run.convention
-    ids = names = None
-    if os.path.exists(run.classes_path):
-        classes = run.classes(config.model.num_classes)
-        ids = tuple(c["id"] for c in classes)
-        names = tuple(c["name"] or c["id"] for c in classes)
+    (`alexnet_tf.run.RunError`, `alexnet_tf.config.ConfigError`) name the file; a file
+    that cannot be opened at all (permissions) is a SourceError naming it."""
+    try:
+        config = run.config
+        convention = run.convention
+        ids = names = None
+        if os.path.exists(run.classes_path):
+            classes = run.classes(config.model.num_classes)
+            ids = tuple(c["id"] for c in classes)
+            names = tuple(c["name"] or c["id"] for c in classes)
+    except OSError as error:
+        raise SourceError(f"A file of run {run.workdir!r} cannot be read: "
+                          f"{error.filename or run.workdir!r} ({error.strerror or error}); "
+                          f"expected its config.json, classes.json and input_convention.json "
+                          f"readable.") from None
     return config, convention, ids, names
 
 
@@ -429,8 +489,45 @@ def _checkpoint_fingerprint(prefix: str, model_config) -> dict:
     return {"kind": "checkpoint", "path": os.path.abspath(prefix),
             # A TF checkpoint's .index holds a CRC32C of every tensor: its hash changes
             # whenever any weight does.
-            "index_sha256": file_sha256(prefix + ".index"),
+            "index_sha256": _sha256(prefix + ".index"),
             "model": model_config.to_dict()}
+
+
+def _sha256(path: str) -> str:
+    """`file_sha256`, with a file that cannot be read named as a SourceError."""
+    try:
+        return file_sha256(path)
+    except OSError as error:
+        raise SourceError(f"{path!r} cannot be read ({error.strerror or error}); expected "
+                          f"a readable file of the model source.") from None
+
+
+def checkpoint_damage(prefix: str) -> str | None:
+    """Why the checkpoint ``prefix`` cannot be read, or None when it reads whole
+    (`alexnet_tf.run.checkpoint_damage`); never raises: a reader that fails in a way
+    it does not expect gives that failure as the reason."""
+    try:
+        return run_lib.checkpoint_damage(prefix)
+    except Exception as error:  # noqa: BLE001  (the reader's own failure is the reason)
+        return f"{type(error).__name__}: {str(error)[:200]}"
+
+
+def _check_inside_run(spec: str, run_dir: str, checkpoint: str, prefix: str) -> None:
+    """Raises SourceError unless the checkpoint ``prefix`` lies in ``run_dir``: the run
+    supplies the config, classes, convention and data, which describe its own weights
+    only (another run's weights would be scored under this run's class order)."""
+    real_run, real_prefix = os.path.realpath(run_dir), os.path.realpath(prefix)
+    if os.path.commonpath([real_run, real_prefix]) == real_run:
+        return
+    owner = _enclosing_run(real_prefix)
+    of = (f"a checkpoint of run {owner.workdir!r}" if owner is not None
+          else "a checkpoint outside any run")
+    hint = f"; to evaluate or export it, give --model={owner.workdir}" if owner else ""
+    raise SourceError(
+        f"Checkpoint {checkpoint!r} is not inside run {spec!r} ({run_dir!r}): it resolves to "
+        f"{prefix!r}, {of}. A run's config, classes and data describe its own checkpoints "
+        f"only; expected a checkpoint under {os.path.join(run_dir, run_lib.CHECKPOINT_DIR)!r}"
+        f"{hint}.")
 
 
 def _short(path: str) -> str:
@@ -447,6 +544,7 @@ def _run_source(spec: str, path: str, checkpoint: str) -> ModelSource:
         raise SourceError(f"Model source {spec!r} is a run without the checkpoint asked for "
                           f"(checkpoint={checkpoint!r}): {error}") from None
     if checkpoint not in run_lib.CHECKPOINT_CHOICES:
+        _check_inside_run(spec, path, checkpoint, prefix)
         which = "given"
     else:
         which = "best" if os.path.dirname(prefix) == os.path.abspath(run.best_dir) else "latest"
@@ -484,15 +582,22 @@ def _checkpoint_source(spec: str, path: str) -> ModelSource:
         _data_config=copy.deepcopy(config.data))
 
 
-def _read_classes(directory: str, num_classes: int, spec: str):
-    """(ids, names) from ``directory/classes.json`` (the run's format), or (None, None)."""
+def _read_classes(directory: str, num_classes: int, spec: str, holder_name: str):
+    """(ids, names) from ``directory/classes.json`` (the run's format), or (None, None).
+    Raises SourceError unless it lists ``num_classes`` classes (one per output of the
+    source's network), naming both counts; ``holder_name`` says what ``directory`` is."""
     holder = run_lib.Run(directory)  # the one reader of classes.json
     if not os.path.exists(holder.classes_path):
         return None, None
     try:
-        classes = holder.classes(num_classes)
-    except run_lib.RunError as error:
+        classes = holder.classes()
+    except (run_lib.RunError, OSError) as error:
         raise SourceError(f"Model source {spec!r}: {error}") from None
+    if len(classes) != num_classes:
+        raise SourceError(
+            f"Model source {spec!r} has {num_classes} outputs, but its {holder_name}'s "
+            f"{holder.classes_path!r} lists {len(classes)} classes; expected one class per "
+            f"output (the classes of another network).")
     return tuple(c["id"] for c in classes), tuple(c["name"] or c["id"] for c in classes)
 
 
@@ -514,7 +619,7 @@ def _converted_source(spec: str, path: str) -> ModelSource:
             f"{info.variant}, {info.num_classes} classes, {info.convention.image_size} "
             f"pixels; {model_file!r} holds {m.variant}, {m.num_classes} classes, "
             f"{m.image_size} pixels.")
-    ids, names = _read_classes(path, info.num_classes, spec)
+    ids, names = _read_classes(path, info.num_classes, spec, "converted-weights directory")
     files = [os.path.join(path, name) for name in
              (_CONVERTED_MODEL, CONVENTION_FILENAME, _CONVERTED_INFO)]
     files = [f for f in files if os.path.exists(f)]  # weights_info.json: newer layout
@@ -524,40 +629,64 @@ def _converted_source(spec: str, path: str) -> ModelSource:
         model_config=model_config, convention=info.convention, class_names=ids,
         num_classes=int(info.num_classes),
         fingerprint={"kind": "keras_file", "path": path,
-                     "sha256": [file_sha256(f) for f in files]},
+                     "sha256": [_sha256(f) for f in files]},
         readable_names=names, weights_source=info.source, _files=tuple(files))
 
 
+def _context_classes(spec: str, num_classes: int, where: str, directory: str,
+                     context_classes: int, said_by: str) -> None:
+    """Raises SourceError when what a .keras file sits in has another number of classes
+    than the file has outputs: then its classes and convention are another network's."""
+    if context_classes != num_classes:
+        raise SourceError(
+            f"Model source {spec!r} has {num_classes} outputs (fc8's units in its layer "
+            f"configs), but the {where} it sits in, {directory!r}, has {context_classes} "
+            f"classes ({said_by}): its class names and input convention describe another "
+            f"network. Expected a .keras file of that {where}'s network; to use this one, "
+            f"move it out of {directory!r}.")
+
+
 def _keras_context(spec: str, path: str, num_classes: int):
-    """What a .keras file sits in: (convention, ids, names, run, where, extra files)."""
+    """What a .keras file sits in: (convention, ids, names, run, where, extra files).
+    Raises SourceError when it has another number of classes than the file."""
     directory = os.path.dirname(path)
     stem = os.path.basename(path)[:-len(".keras")]
     assets = os.path.join(directory, stem, _EXPORT_ASSETS)
     try:
         if os.path.isfile(os.path.join(assets, CONVENTION_FILENAME)):  # EXPORT_DIR/<v>.keras
-            ids, names = _read_classes(assets, num_classes, spec)
+            ids, names = _read_classes(assets, num_classes, spec, "export")
             return (InputConvention.load(assets), ids, names, None, "export",
                     [os.path.join(assets, CONVENTION_FILENAME)])
         if os.path.isfile(os.path.join(assets, run_lib.CONFIG_FILENAME)):
             # Exports written before input_convention.json was: their config says it.
             config_path = os.path.join(assets, run_lib.CONFIG_FILENAME)
-            ids, names = _read_classes(assets, num_classes, spec)
-            convention = InputConvention.from_config(config_lib.read_config(config_path))
-            return convention, ids, names, None, "export", [config_path]
+            config = config_lib.read_config(config_path)
+            _context_classes(spec, num_classes, "export", os.path.dirname(assets),
+                             int(config.model.num_classes),
+                             f"model.num_classes of {config_path!r}")
+            ids, names = _read_classes(assets, num_classes, spec, "export")
+            return (InputConvention.from_config(config), ids, names, None, "export",
+                    [config_path])
         if (os.path.basename(path) == _CONVERTED_MODEL
                 and os.path.isfile(os.path.join(directory, CONVENTION_FILENAME))):
             from alexnet_tf.weights import convention as weights_convention
 
             info = weights_convention.read_info(directory)
-            ids, names = _read_classes(directory, num_classes, spec)
+            _context_classes(spec, num_classes, "converted-weights directory", directory,
+                             int(info.num_classes), f"num_classes of {_CONVERTED_INFO}")
+            ids, names = _read_classes(directory, num_classes, spec,
+                                       "converted-weights directory")
             return (info.convention, ids, names, None, "converted weights",
                     [os.path.join(directory, CONVENTION_FILENAME)])
         run = _enclosing_run(path)
         if run is not None:
-            _, convention, ids, names = _run_parts(run)
+            config, convention, ids, names = _run_parts(run)
+            _context_classes(spec, num_classes, "run", run.workdir,
+                             int(config.model.num_classes),
+                             f"model.num_classes of {run.config_path!r}")
             return convention, ids, names, run, "run", [run.config_path]
         if os.path.isfile(os.path.join(directory, CONVENTION_FILENAME)):
-            ids, names = _read_classes(directory, num_classes, spec)
+            ids, names = _read_classes(directory, num_classes, spec, "directory")
             return (InputConvention.load(directory), ids, names, None, "directory",
                     [os.path.join(directory, CONVENTION_FILENAME)])
     except (ConventionError, config_lib.ConfigError, OSError) as error:
@@ -580,7 +709,7 @@ def _keras_source(spec: str, path: str) -> ModelSource:
         kind="keras", path=path, description=description, model_config=model_config,
         convention=convention, class_names=ids, num_classes=num_classes,
         fingerprint={"kind": "keras_file", "path": path,
-                     "sha256": [file_sha256(f) for f in files]},
+                     "sha256": [_sha256(f) for f in files]},
         readable_names=names, workdir=os.path.abspath(run.workdir) if run else None,
         _files=tuple(files), _data_config=copy.deepcopy(run.config.data) if run else None)
 

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -101,6 +102,12 @@ def assert_same_weights(a, b):
     assert len(a.weights) == len(b.weights)
     for x, y in zip(a.weights, b.weights):
         np.testing.assert_array_equal(x.numpy(), y.numpy(), x.path)
+
+
+def keras_file_of(run_dir, path):
+    """The latest checkpoint of ``run_dir`` saved as a .keras file at ``path``."""
+    run_lib.Run(run_dir).restore_model("latest").model.save(path)
+    return path
 
 
 def val_jpegs(data, count=4):
@@ -475,6 +482,206 @@ def test_bad_sources_are_named_before_anything_is_written(runs, tmp_path):
     assert not (tmp_path / "exports").exists()
 
 
+def test_a_run_refuses_a_checkpoint_of_another_run(runs, tmp_path):
+    """Another run's weights under this run's classes and data would be scored against
+    the wrong labels: a checkpoint path must lie inside the run, both named."""
+    other = run_lib.Run(runs.b).checkpoint("latest")
+    message = (rf"Checkpoint '{re.escape(other)}' is not inside run '{re.escape(str(runs.a))}'"
+               rf".*a checkpoint of run '{re.escape(str(runs.b))}'")
+    with pytest.raises(SourceError, match=message):
+        model_source.resolve(str(runs.a), checkpoint=other)
+    output = tmp_path / "eval.json"
+    with pytest.raises(SourceError, match=message):
+        evaluate.evaluate(str(runs.a), checkpoint=other, output=str(output))
+    with pytest.raises(export.ExportError, match=message):
+        export.export(str(runs.a), str(tmp_path / "exports"), checkpoint=other)
+    assert not output.exists() and not (tmp_path / "exports").exists()
+    # The run's own checkpoints by path (the prefix, its directory) are its own.
+    own = run_lib.Run(runs.a).checkpoint("latest")
+    for path in (own, run_lib.Run(runs.a).best_dir):
+        assert model_source.resolve(str(runs.a), checkpoint=path).kind == "run"
+
+
+def test_a_keras_file_with_other_classes_than_where_it_sits_is_refused(runs, tmp_path):
+    """A 6-class .keras file in a 10-class run (or beside a 10-class classes.json) would
+    take that run's 10 class names and convention; refused, both counts named, and the
+    export refused before any directory exists."""
+    six = models.create_model("paper", num_classes=6, image_size=SIZE, width=WIDTH, seed=0)
+    run_copy = tmp_path / "run"
+    shutil.copytree(runs.a, run_copy)
+    six.save(run_copy / "six.keras")
+    message = (r"has 6 outputs \(fc8's units in its layer configs\), but the run it sits in, "
+               rf"'{re.escape(str(run_copy))}', has 10 classes \(model.num_classes of "
+               rf"'{re.escape(str(run_copy / 'config.json'))}'\)")
+    with pytest.raises(SourceError, match=message):
+        model_source.resolve(str(run_copy / "six.keras"))
+    with pytest.raises(SourceError, match=message):  # not 40 images dropped as out of range
+        evaluate.evaluate(str(run_copy / "six.keras"), output=str(tmp_path / "eval.json"))
+    assert not (tmp_path / "eval.json").exists()
+    exports = tmp_path / "exports" / "six"
+    with pytest.raises(export.ExportError, match=message):
+        export.export(str(run_copy / "six.keras"), str(exports))
+    assert not (tmp_path / "exports").exists()
+    # A directory's classes.json (an export's assets are read the same way).
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    six.save(plain / "six.keras")
+    CONVENTION.save(plain)
+    run_lib.Run(plain).write_classes([f"c{i}" for i in range(10)])
+    with pytest.raises(SourceError, match=r"has 6 outputs, but its directory's "
+                                          r"'.*classes.json' lists 10 classes"):
+        model_source.resolve(str(plain / "six.keras"))
+
+
+def test_an_export_refused_after_its_directory_was_made_leaves_none(runs, tmp_path,
+                                                                   monkeypatch):
+    """Whatever refuses once the export directory exists, the directories it made go."""
+    from alexnet_tf.export import saved_model
+
+    def refuse(*args, **kwargs):
+        raise export.ExportError("refused while building the serving module")
+
+    monkeypatch.setattr(saved_model.module_lib, "build_serving_module", refuse)
+    # A config.json of another tool above export_dir does not make a run of it.
+    (tmp_path / "config.json").write_text('{"name": "some other tool"}')
+    with pytest.raises(export.ExportError, match="refused while building"):
+        export.export(str(runs.a), str(tmp_path / "new" / "exports"))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a directory that existed stays
+    with pytest.raises(export.ExportError, match="refused while building"):
+        export.export(str(runs.a), str(tmp_path / "kept" / "e"))
+    assert os.listdir(tmp_path / "kept") == []
+
+
+def test_export_dir_in_a_run_is_refused(runs, tmp_path):
+    for export_dir, where in (
+            (runs.a, "is the work directory of a run"),
+            (runs.a / "exports" / "x", f"is inside the work directory of run "
+                                       f"'{runs.a}'"),
+            (runs.a / "checkpoints", f"is inside the work directory of run '{runs.a}'")):
+        with pytest.raises(export.ExportError, match=re.escape(
+                f"export_dir '{export_dir}' {where} (it holds config.json)")):
+            export.export(str(runs.a), str(export_dir))
+    assert not (runs.a / "exports").exists() and not list(runs.a.glob("*.keras"))
+    assert not [p for p in (runs.a / "checkpoints").iterdir() if p.name.startswith(".export")]
+
+
+@pytest.fixture
+def damaged_run(runs, tmp_path):
+    """Run a with its best checkpoint's .data file cut to a third."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs.a, damaged)
+    data_file, = (damaged / "checkpoints" / "best").glob("ckpt-*.data-*")
+    data_file.write_bytes(data_file.read_bytes()[:data_file.stat().st_size // 3])
+    return damaged
+
+
+def test_a_damaged_checkpoint_is_a_named_source_error(damaged_run, tmp_path):
+    source = model_source.resolve(str(damaged_run))  # resolving reads no tensor
+    best = run_lib.Run(damaged_run).checkpoint("best")
+    message = rf"Checkpoint '{re.escape(best)}' of run .* cannot be read: IndexError: Read less"
+    with pytest.raises(SourceError, match=message):
+        source.load_model()
+    with pytest.raises(SourceError, match=message):
+        evaluate.evaluate(str(damaged_run), output=str(tmp_path / "eval.json"))
+    with pytest.raises(export.ExportError, match=message):
+        export.export(str(damaged_run), str(tmp_path / "exports"))
+    assert not (tmp_path / "exports").exists() and not (tmp_path / "eval.json").exists()
+    with pytest.raises(export.ExportError, match=rf"Checkpoint '{re.escape(best)}' cannot be "
+                                                 rf"read: IndexError"):
+        export.restore_model(run_lib.Run(damaged_run), "best")
+    # A damaged .keras file: its weights cannot be read, named.
+    keras_file = tmp_path / "model.keras"
+    model_source.resolve(str(keras_file_of(damaged_run, keras_file)))
+    with zipfile.ZipFile(keras_file) as archive:
+        entries = {i.filename: archive.read(i) for i in archive.infolist()}
+    weights_name = next(n for n in entries if n.endswith(".h5"))
+    entries[weights_name] = entries[weights_name][:len(entries[weights_name]) // 2]
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    with pytest.raises(SourceError, match=rf"weights of '{re.escape(str(keras_file))}' "):
+        model_source.resolve(str(keras_file)).load_model()
+
+
+def test_the_binaries_name_a_damaged_checkpoint_in_one_line(damaged_run, tmp_path):
+    for module, args in (("alexnet_tf.cli.eval", [f"--output={tmp_path / 'x.json'}"]),
+                         ("alexnet_tf.cli.export", [f"--export_dir={tmp_path / 'exports'}"])):
+        result = _binary(module, f"--model={damaged_run}", *args)
+        errors = [l for l in result.stderr.splitlines() if l.startswith("alexnet-")]
+        assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        assert "cannot be read: IndexError: Read less bytes than requested" in errors[0]
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "exports").exists()
+
+
+def test_an_ensemble_member_twice_is_refused(runs, tmp_path):
+    best = run_lib.Run(runs.a).checkpoint("best")
+    output = tmp_path / "ensemble.json"
+    for spec, second in ((f"{runs.a},{runs.a}", r"run .*a \(best checkpoint ckpt-1\)"),
+                         (f"{runs.a},{best}", r"checkpoint .*best/ckpt-1 of run .*"),
+                         (f"{runs.b},{runs.a},{best}", r"checkpoint .*best/ckpt-1 of run .*")):
+        which = "member 3" if spec.startswith(str(runs.b)) else "member 2"
+        first = "member 2" if which == "member 3" else "member 1"
+        with pytest.raises(SourceError, match=(
+                rf"Ensemble {which} \({second}\) holds the same weights as {first} "
+                rf"\(run .*a \(best checkpoint ckpt-1\)\)")):
+            evaluate.evaluate(spec, output=str(output))
+    assert not output.exists()
+    # Two runs are two members.
+    model_source.check_ensemble(model_source.resolve_all(f"{runs.a},{runs.b}"))
+    with pytest.raises(export.ExportError, match=re.escape(
+            f"Model source '{runs.a},{runs.b}' names an ensemble of 2") + ".*cannot be "
+            "exported: one model per export"):
+        export.export(f"{runs.a},{runs.b}", str(tmp_path / "exports"))
+    assert not (tmp_path / "exports").exists()
+
+
+def test_a_class_names_file_with_a_byte_order_mark(runs, tmp_path):
+    ids = model_source.resolve(str(runs.a)).class_names
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(ids) + "\n", encoding="utf-8-sig")  # as Notepad saves
+    assert names.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert model_source.read_class_names(str(names)) == (ids, ids)
+    assert model_source.resolve(str(runs.a)).with_class_names(ids).class_names == ids
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("n01440764 tench, Tinca tinca\nn01443537\tgoldfish\n",
+                       encoding="utf-8-sig")
+    assert model_source.read_class_names(str(synsets)) == (
+        ("n01440764", "n01443537"), ("tench, Tinca tinca", "goldfish"))
+    # Names that differ invisibly show their difference.
+    with pytest.raises(SourceError, match=re.escape(f"({ids[0]!r} vs '\\ufeff{ids[0]}')")):
+        model_source.resolve(str(runs.a)).with_class_names(("\ufeff" + ids[0],) + ids[1:])
+
+
+def test_a_folder_class_the_model_lacks_is_the_datas_fault(runs, data, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(data, folder)
+    shutil.copytree(data / "val" / "ring", folder / "val" / "zebra")
+    output = tmp_path / "eval.json"
+    with pytest.raises(evaluate.EvaluationError) as refused:
+        evaluate.evaluate(str(runs.a), data_dir=str(folder), output=str(output))
+    message = str(refused.value)
+    assert re.match(rf"Split 'val' of the data \('{re.escape(str(folder / 'val'))}'\) has class "
+                    rf"folder 'zebra', not among the 10 classes of the model, run .*a \(best "
+                    rf"checkpoint ckpt-1\) \('checkerboard', 'cross', 'diagonal_stripes', "
+                    rf"'disk', 'dot_grid', \.\.\.\): the data holds a class the model has no "
+                    rf"output for\.", message), message
+    assert "training" not in message and "--" not in message  # no setting to change
+    # Class names that name classes otherwise than the folder: said so.
+    other = tmp_path / "other.txt"
+    other.write_text("".join(f"thing {i}\n" for i in range(10)))
+    (tmp_path / "net").mkdir()
+    CONVENTION.save(tmp_path / "net")
+    with pytest.raises(evaluate.EvaluationError, match=(
+            r"None of the data's 10 classes is among them: the data and the model name "
+            r"classes differently \(the data: 'checkerboard', 'cross', 'diagonal_stripes'\)")):
+        evaluate.evaluate(str(keras_file_of(runs.a, tmp_path / "net" / "a.keras")),
+                          class_names_file=str(other), data_dir=str(data),
+                          output=str(output))
+    assert not output.exists()
+
+
 def _binary(module, *args):
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600,
@@ -538,6 +745,8 @@ def test_caffe_weights_convert_to_a_source_that_evaluates_and_exports(tmp_path, 
     train, evaluate_args, export_args, overrides = [json.loads(l) for l in ran.stdout.splitlines()]
     assert f"--config.model.init_from={output}" in train
     assert f"--model={output}" in evaluate_args and f"--model={output}" in export_args
+    # Its own export base: two converted models never become versions of one.
+    assert "--export_dir=exports/caffe weights" in export_args
     flags = dict(arg.split("=", 1) for arg in overrides)
     assert ast.literal_eval(flags["--config.data.mean_rgb"]) == pytest.approx(CAFFE_MEAN_RGB)
     assert (flags["--config.model.lrn_bias"], flags["--config.model.lrn_alpha"]) == ("1.0", "2e-05")

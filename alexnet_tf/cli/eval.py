@@ -8,13 +8,15 @@ r"""alexnet-eval: top-1/top-5 error of any model source, or of an ensemble, cent
 ``--model``: a run's work directory, a checkpoint inside a run, a ``.keras`` file or a
 directory written by tools/convert_weights.py (`alexnet_tf.model_source`); several,
 separated by commas, form an ensemble whose softmax outputs are averaged (members must
-share class names and input convention; each member's errors and the ensemble's are
-printed). ``--workdir=RUN`` is the same as ``--model=RUN``.
+share class names and input convention, and hold different weights; each member's errors
+and the ensemble's are printed). ``--workdir=RUN`` is the same as ``--model=RUN``;
+``--checkpoint`` chooses among that run's own checkpoints (a path inside it).
 
 The data: a run brings its own config's data (what it trained on); ``--data_dir``,
 ``--data_source`` or a config file's data section (``--config=FILE``, with
 ``--config.data.key=value``) name other data, and are needed for sources without a run.
-Classes map by name: a folder class the model does not know is refused, naming it.
+Classes map by name: a folder class the model does not know is refused, naming it and the
+model's classes. A source that cannot be read (a damaged checkpoint) prints one line.
 Prints the error rates and writes them as JSON (default: RUN/eval_<split>_<crops>.json, a
 converted directory's own, or beside a .keras file; an ensemble needs --output).
 """
@@ -35,7 +37,7 @@ _MODEL = flags.DEFINE_string(
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's work directory (same as --model=RUN).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "auto",
                                   "For a run: 'auto' (best, else latest), 'best', 'latest' or "
-                                  "a checkpoint path.")
+                                  "a checkpoint path inside the run.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate; default: the data config's "
                              "eval split (a run's own, else 'val').")
 _TEN_CROP = flags.DEFINE_bool("ten_crop", False, "Sec. 4.1's ten patches, softmax averaged.")

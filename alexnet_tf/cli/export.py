@@ -7,13 +7,15 @@ r"""alexnet-export: any model source as a SavedModel for TensorFlow Serving.
 (or ``python -m alexnet_tf.cli.export ...``). ``--model``: a run's work directory, a
 checkpoint inside a run, a ``.keras`` file or a directory written by
 tools/convert_weights.py (`alexnet_tf.model_source`); ``--workdir=RUN`` is the same as
-``--model=RUN``. The export carries the source's input convention and class names
+``--model=RUN``; one model per export (an ensemble A,B is refused: export each member).
+The export carries the source's input convention and class names
 (``--class_names`` for converted weights without them: one per line, or a synsets file).
 Writes EXPORT_DIR/<version>/, the next free version unless --version is given (an
 existing one is never overwritten), and EXPORT_DIR/<version>.keras; TF Serving loads the
-highest version. The library function is `alexnet_tf.export.export`; docs/SERVING.md has
-the server commands. A source, checkpoint or version that cannot give an export prints
-one line and exits with status 1.
+highest version. EXPORT_DIR is never a run's work directory or inside one. The library
+function is `alexnet_tf.export.export`; docs/SERVING.md has the server commands. A
+source, checkpoint (another run's, a damaged one) or version that cannot give an export
+prints one line and exits with status 1, and leaves no directory behind.
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ from alexnet_tf.cli import app as cli_app
 from alexnet_tf.export import limits  # the default limits, without TensorFlow
 
 _MODEL = flags.DEFINE_string("model", None, "Model source: a run, a checkpoint, a .keras file "
-                             "or converted weights.")
+                             "or converted weights (one model: an ensemble is not exported).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory (same as "
                                "--model=RUN).")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "TF Serving's model base path: the "
-                                  "export is written to EXPORT_DIR/<version>/.")
+                                  "export is written to EXPORT_DIR/<version>/ (outside any "
+                                  "run's work directory).")
 _VERSION = flags.DEFINE_integer("version", None, "Version to write (default: the next free "
                                 "one).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "auto", "For a run: auto (best if the run has "
                                   "one, else latest), best, latest, a checkpoint prefix, or "
-                                  "a directory of checkpoints.")
+                                  "a directory of checkpoints, inside the run.")
 _CLASS_NAMES = flags.DEFINE_string(
     "class_names", None, "Class names of the model's outputs, for sources without them "
     "(converted weights): one per line in output order, or a synsets file.")
@@ -64,6 +67,7 @@ def main(argv) -> int:
     # Imported here: the library needs TensorFlow, --help does not.
     from alexnet_tf import config as config_lib
     from alexnet_tf import export as export_lib
+    from alexnet_tf import model_source
     from alexnet_tf import run as run_lib
 
     try:
@@ -74,7 +78,8 @@ def main(argv) -> int:
                                  top_k=_TOP_K.value, max_pixels=_MAX_PIXELS.value,
                                  max_aspect_ratio=_MAX_ASPECT_RATIO.value,
                                  class_names_file=_CLASS_NAMES.value)
-    except (export_lib.ExportError, config_lib.ConfigError, run_lib.RunError) as error:
+    except (export_lib.ExportError, model_source.SourceError, config_lib.ConfigError,
+            run_lib.RunError) as error:
         return _fail(str(error))
     print(f"Exported {path} (and {path}.keras).")
     return 0

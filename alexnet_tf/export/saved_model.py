@@ -65,14 +65,25 @@ def restore_model(run: run_lib.Run, checkpoint: str = "auto") -> run_lib.Restore
     Serving may lack. A run configured with "native" exports native.
 
     Raises ExportError unless every model variable was restored
-    (`alexnet_tf.run.restore_weights`).
+    (`alexnet_tf.run.restore_weights`), and for a checkpoint that cannot be read (named
+    with the reason).
     """
-    implementation = ("split" if run.config.model.grouped_conv_implementation == "auto"
-                      else None)
     try:
-        return run.restore_model(checkpoint, grouped_conv_implementation=implementation)
-    except run_lib.RunError as error:
+        implementation = _traced_implementation(run.config.model)
+        prefix = run.checkpoint(checkpoint)
+    except (run_lib.RunError, config_lib.ConfigError) as error:
         raise ExportError(str(error)) from None
+    try:
+        return run.restore_model(prefix, grouped_conv_implementation=implementation)
+    except Exception as error:  # noqa: BLE001  (a truncated file raises IndexError)
+        damage = source_lib.checkpoint_damage(prefix)
+        if damage is not None:
+            raise ExportError(f"Checkpoint {prefix!r} cannot be read: {damage}; expected "
+                              f"its .index and .data files whole.") from None
+        if isinstance(error, run_lib.RunError):
+            raise ExportError(str(error)) from None
+        raise ExportError(f"Checkpoint {prefix!r} of run {run.workdir!r} cannot be "
+                          f"restored: {type(error).__name__}: {str(error)[:500]}") from None
 
 
 # -------------------------------------------------------------- versions on disk
@@ -170,7 +181,8 @@ def export(source, export_dir: str, *, version: int | None = None,
         directory, a checkpoint inside a run, a ``.keras`` file, a converted-weights
         directory) or a resolved `alexnet_tf.model_source.ModelSource`. It must know its
         input convention and its class names (or take ``class_names_file``'s).
-      export_dir: TF Serving's model base path; created if missing.
+      export_dir: TF Serving's model base path; created if missing. Never a run's work
+        directory or a directory inside one (the versions would land among its files).
       version: the integer version to write; default: one more than the highest there.
         An existing version is never overwritten (ExportError).
       checkpoint: for a run: "auto" (best if the run has one, else latest), "best",
@@ -182,12 +194,22 @@ def export(source, export_dir: str, *, version: int | None = None,
         per line in output order, or a synsets file (`model_source.read_class_names`).
 
     Raises:
-      ExportError: the source, its checkpoint or the version cannot give an export;
-        nothing is written then.
+      ExportError: the source, its checkpoint or the version cannot give an export (an
+        ensemble "A,B" cannot: one model per export; a damaged checkpoint is named with
+        the reason); nothing is written then, and no directory is left behind.
     """
+    if not isinstance(source, source_lib.ModelSource):
+        spec = os.fspath(source)
+        if "," in spec and not os.path.exists(os.path.expanduser(spec)):
+            members = [m.strip() for m in spec.split(",")]
+            raise ExportError(
+                f"Model source {spec!r} names an ensemble of {len(members)} ({members}), "
+                f"which cannot be exported: one model per export (TF Serving serves each "
+                f"model on its own). Export each member to its own export_dir.")
+    _check_export_dir(export_dir)
     try:
         if not isinstance(source, source_lib.ModelSource):
-            source = source_lib.resolve(os.fspath(source), checkpoint=checkpoint)
+            source = source_lib.resolve(spec, checkpoint=checkpoint)
         if class_names_file:
             source = source.with_class_names(*source_lib.read_class_names(class_names_file))
         convention = source.convention
@@ -213,15 +235,103 @@ def export(source, export_dir: str, *, version: int | None = None,
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir!r} is a file; expected a directory (TF "
                           f"Serving's model base path).")
+    num_classes = source.num_classes
+    if len(classes) != num_classes:
+        raise ExportError(f"{source.description} has {num_classes} outputs but "
+                          f"{len(classes)} class names; expected one per output.")
     # Built before anything is created, so that a refused export leaves no directory.
     try:
         model = source.load_model(
             grouped_conv_implementation=_traced_implementation(source.model_config))
+        step = _checkpoint_step(source)
     except source_lib.SourceError as error:
         raise ExportError(str(error)) from None
-    step = run_lib.checkpoint_step(source.checkpoint) if source.checkpoint else None
+    created = _missing_directories(export_dir)
+    try:
+        return _write_export(source, model, step, classes, config, export_dir, version,
+                             top_k, max_pixels, max_aspect_ratio)
+    except BaseException:
+        # A refusal or failure after the directory was made leaves none behind.
+        for directory in reversed(created):
+            try:
+                os.rmdir(directory)  # only when empty: never another version
+            except OSError:
+                break
+        raise
+
+
+def _checkpoint_step(source: source_lib.ModelSource) -> int | None:
+    """The training step saved with a source's checkpoint (None for files). Raises
+    SourceError when the checkpoint cannot be read there (its weights may read whole
+    while a later tensor of a truncated file does not)."""
+    if not source.checkpoint:
+        return None
+    try:
+        return run_lib.checkpoint_step(source.checkpoint)
+    except Exception as error:  # noqa: BLE001  (IndexError, DataLossError of a damaged file)
+        damage = source_lib.checkpoint_damage(source.checkpoint)
+        raise source_lib.SourceError(
+            f"Checkpoint {source.checkpoint!r} of {source.description} cannot be read: "
+            f"{damage or f'{type(error).__name__}: {str(error)[:300]}'}; expected its "
+            f".index and .data files whole.") from None
+
+
+def _missing_directories(path: str) -> list[str]:
+    """Makes ``path`` and returns the directories that did not exist, outermost first."""
+    missing, directory = [], os.path.abspath(path)
+    while not os.path.exists(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    os.makedirs(path, exist_ok=True)
+    return missing[::-1]
+
+
+def _run_directory(directory: str) -> bool:
+    """Whether ``directory`` is a run's work directory: its config.json holds this
+    package's config (its groups), or it has a checkpoints/ beside it. A config.json of
+    another tool does not make one."""
+    config_path = os.path.join(directory, run_lib.CONFIG_FILENAME)
+    if not os.path.isfile(config_path):
+        return False
+    if os.path.isdir(os.path.join(directory, run_lib.CHECKPOINT_DIR)):
+        return True
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(values, dict) and all(
+        isinstance(values.get(k), dict) for k in ("model", "data", "train", "eval"))
+
+
+def _check_export_dir(export_dir: str) -> None:
+    """Raises ExportError when ``export_dir`` is a run's work directory or inside one:
+    versions and .keras files would land among the run's own files (and the run's
+    directory would then look like an export to TF Serving)."""
+    directory = os.path.realpath(os.path.expanduser(os.fspath(export_dir)))
+    while True:
+        if _run_directory(directory):
+            where = ("is the work directory of a run" if directory == os.path.realpath(
+                os.path.expanduser(os.fspath(export_dir))) else f"is inside the work directory "
+                f"of run {directory!r}")
+            raise ExportError(
+                f"export_dir {os.fspath(export_dir)!r} {where} (it holds "
+                f"{run_lib.CONFIG_FILENAME}); expected a directory outside any run, e.g. "
+                f"exports/<name>.")
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return
+        directory = parent
+
+
+def _write_export(source, model, step, classes, config, export_dir, version, top_k,
+                  max_pixels, max_aspect_ratio) -> str:
+    """Writes the version (see `export`) into the existing ``export_dir``."""
+    convention = source.convention
     num_classes = source.num_classes
-    os.makedirs(export_dir, exist_ok=True)
     version = next_version(export_dir) if version is None else int(version)
     target = os.path.join(export_dir, str(version))
     keras_target = os.path.join(export_dir, f"{version}.keras")

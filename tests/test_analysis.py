@@ -5,6 +5,7 @@ and the three tools end to end on a tiny trained run."""
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -538,10 +539,17 @@ def test_show_kernels_on_a_trained_run(tiny_run, tmp_path):
     np.testing.assert_allclose(converted.kernels, raw[..., ::-1] / [1.0, 2.0, 4.0], rtol=1e-6)
     text = kernels.format_report(report)
     assert "tower 1 (kernels 0-5)" in text and "tower 2 (kernels 6-11)" in text
-    # A checkpoint without the model's variables is refused, naming it.
-    bare = tf.train.Checkpoint(step=tf.Variable(1)).save(str(tmp_path / "bare" / "ckpt"))
+    # A checkpoint without the model's variables is refused, naming it (in a copy of
+    # the run: a checkpoint outside the run is refused before it is read).
+    run_copy = tmp_path / "run_copy"
+    shutil.copytree(workdir, run_copy)
+    bare = tf.train.Checkpoint(step=tf.Variable(1)).save(
+        str(run_copy / "checkpoints" / "bare" / "ckpt"))
     with pytest.raises(ValueError, match="does not hold every variable"):
-        model_io.load_model(str(workdir), checkpoint=bare)
+        model_io.load_model(str(run_copy), checkpoint=bare)
+    outside = tf.train.Checkpoint(step=tf.Variable(1)).save(str(tmp_path / "bare" / "ckpt"))
+    with pytest.raises(ValueError, match="is not inside run"):
+        model_io.load_model(str(workdir), checkpoint=outside)
 
 
 @pytest.mark.slow

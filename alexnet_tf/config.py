@@ -33,6 +33,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from alexnet_tf import architecture
+from alexnet_tf.errors import UserError
 from alexnet_tf.data.stats import IMAGENET_MEAN_RGB
 from alexnet_tf.train import finetune  # imports neither TensorFlow nor Keras
 
@@ -46,7 +47,7 @@ WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 SCHEDULES = ("constant", "plateau", "cosine")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config key is unknown or holds a value outside what it accepts."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from alexnet_tf.data import stats
+from alexnet_tf.errors import UserError
 from alexnet_tf.data.stats import IMAGENET_MEAN_RGB
 
 FILENAME = "input_convention.json"
@@ -36,7 +37,7 @@ FORMAT = "alexnet_tf.input_convention/1"
 CHANNEL_ORDERS = ("RGB", "BGR")
 
 
-class ConventionError(ValueError):
+class ConventionError(UserError, ValueError):
     """An input convention with a value outside what it accepts, or a file that is not one."""
 
 

@@ -33,9 +33,10 @@ from alexnet_tf import model_source as source_lib
 from alexnet_tf import run as run_lib
 from alexnet_tf import task as task_lib
 from alexnet_tf.data import pipeline, sources
+from alexnet_tf.errors import UserError
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """Sources and data that cannot be evaluated together (named in the message)."""
 
 

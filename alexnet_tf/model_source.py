@@ -59,6 +59,7 @@ from alexnet_tf import config as config_lib
 from alexnet_tf import run as run_lib
 from alexnet_tf.convention import FILENAME as CONVENTION_FILENAME
 from alexnet_tf.convention import ConventionError, InputConvention
+from alexnet_tf.errors import UserError
 
 KINDS = ("run", "checkpoint", "keras", "converted")
 # How far above a checkpoint or a .keras file the run that owns it is looked for:
@@ -79,7 +80,7 @@ KIND_DESCRIPTIONS = (
 )
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A model argument that names no model source, or sources that cannot go together."""
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import convention as convention_lib
+from alexnet_tf.errors import UserError
 
 CONFIG_FILENAME = "config.json"
 CLASSES_FILENAME = "classes.json"
@@ -40,12 +41,19 @@ TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_CHOICES = ("auto", "best", "latest")
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A directory that is not a run, or a run that lacks what was asked of it."""
 
 
 class CheckpointError(RunError):
     """No such checkpoint, or one that does not fit the model."""
+
+
+def check_workdir_path(workdir: str) -> None:
+    """Refuses a training ``workdir`` that exists and is not a directory (RunError)."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise RunError(f"--workdir {workdir!r} is a file; expected a directory (a new one, "
+                       f"or a run's to resume it).")
 
 
 def _diff(a: dict, b: dict, prefix: str = ""):

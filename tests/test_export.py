@@ -378,8 +378,9 @@ def _export_binary(*args, python_options=()):
 
 
 def _error_lines(result):
-    """The binary's one-line errors: ``alexnet-export: <message>`` on stderr."""
-    return [line for line in result.stderr.splitlines() if line.startswith("alexnet-export: ")]
+    """The binary's one-line errors: ``alexnet-export: error: <message>`` on stderr."""
+    return [line for line in result.stderr.splitlines()
+            if line.startswith("alexnet-export: error: ")]
 
 
 def test_binary_writes_the_next_version_and_never_overwrites(run, tmp_path):
@@ -407,8 +408,9 @@ def test_binary_writes_the_next_version_and_never_overwrites(run, tmp_path):
     assert "is not the work directory of a training run" in result.stderr
     assert len(_error_lines(result)) == 1, result.stderr[-2000:]
     result = _export_binary("--workdir=a")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a missing flag: usage
     assert "give --model=SOURCE (or --workdir=RUN) and --export_dir" in result.stderr
+    assert len(_error_lines(result)) == 1, result.stderr[-2000:]
 
 
 def _console_script():

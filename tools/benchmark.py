@@ -29,11 +29,13 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 # The harness (benchmarks/) lives beside the package and is not installed: put the
 # repository root first on the path, whatever directory this is run from.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from alexnet_tf.cli import app as cli_app  # noqa: E402
 
 _BENCHMARK = flags.DEFINE_enum("benchmark", "grouped_conv",
                                ["grouped_conv", "model", "profile", "input"], "What to measure.")
@@ -265,4 +267,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_app.run(main, __name__)

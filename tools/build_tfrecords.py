@@ -13,11 +13,10 @@ labels file). The logic, output format and metadata.json keys are documented in
 """
 
 import os
-import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF is imported (here or in workers)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from alexnet_tf.cli import app as cli_app  # one-line errors; TF's logs quiet (workers too)
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Holds <split>/<wnid>/<image> (or a flat <split>/).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards and metadata.json go; must be "
@@ -50,20 +49,16 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from alexnet_tf.data import convert
 
-    try:
-        metadata = convert.build_tfrecords(
-            _DATA_DIR.value, _OUTPUT_DIR.value, splits=_SPLITS.value,
-            shards={"train": _TRAIN_SHARDS.value, "val": _VAL_SHARDS.value},
-            resize_shorter_side=_RESIZE.value, workers=_WORKERS.value,
-            val_labels_file=_VAL_LABELS.value, val_meta_file=_VAL_META.value,
-            synsets_file=_SYNSETS.value, seed=_SEED.value, jpeg_quality=_QUALITY.value,
-            overwrite=_OVERWRITE.value, progress=_PROGRESS.value)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
-        print(f"build_tfrecords: error: {e}", file=sys.stderr)
-        return 1
+    metadata = convert.build_tfrecords(
+        _DATA_DIR.value, _OUTPUT_DIR.value, splits=_SPLITS.value,
+        shards={"train": _TRAIN_SHARDS.value, "val": _VAL_SHARDS.value},
+        resize_shorter_side=_RESIZE.value, workers=_WORKERS.value,
+        val_labels_file=_VAL_LABELS.value, val_meta_file=_VAL_META.value,
+        synsets_file=_SYNSETS.value, seed=_SEED.value, jpeg_quality=_QUALITY.value,
+        overwrite=_OVERWRITE.value, progress=_PROGRESS.value)
     print(convert.summary_line(metadata, os.path.abspath(_OUTPUT_DIR.value)))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_app.run(main, __name__)

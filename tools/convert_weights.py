@@ -24,6 +24,8 @@ import shlex
 
 from absl import app, flags
 
+from alexnet_tf.cli import app as cli_app
+
 _SOURCE = flags.DEFINE_enum("source", None, ["caffe", "torchvision"], "Where the weights come from.")
 _INPUT = flags.DEFINE_string("input", None, "The weights file (.npy for caffe, .pth for torchvision).")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the converted model (model.keras, "
@@ -38,21 +40,24 @@ flags.mark_flags_as_required(["source", "input", "output"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from alexnet_tf import errors
+
+    if not os.path.isfile(_INPUT.value):  # before TensorFlow loads
+        raise errors.NotFoundError(f"--input={_INPUT.value!r} does not exist; expected the "
+                                   f"weights file (.npy for caffe, .pth for torchvision).")
     from alexnet_tf import model_source, weights
 
     ids = names = None
     if _CLASS_NAMES.value:  # read first: a bad file stops before the long conversion
-        try:
-            ids, names = model_source.read_class_names(_CLASS_NAMES.value)
-        except model_source.SourceError as error:
-            raise app.UsageError(str(error)) from None
+        ids, names = model_source.read_class_names(_CLASS_NAMES.value)
     if _SOURCE.value == "caffe":
         model, info = weights.load_caffe_npy(_INPUT.value)
     else:
         model, info = weights.load_torchvision(_INPUT.value)
     if ids is not None and len(ids) != info.num_classes:
-        raise app.UsageError(f"--class_names={_CLASS_NAMES.value!r} names {len(ids)} classes; "
-                             f"fc8 of {_INPUT.value!r} has {info.num_classes} outputs.")
+        raise errors.UserError(f"--class_names={_CLASS_NAMES.value!r} names {len(ids)} "
+                               f"classes; fc8 of {_INPUT.value!r} has {info.num_classes} "
+                               f"outputs.")
     model_path, convention_path = weights.save_converted(
         model, info, _OUTPUT.value, overwrite=_OVERWRITE.value, class_names=ids,
         readable_names=names)
@@ -109,4 +114,4 @@ def config_flag_overrides(info) -> list[str]:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_app.run(main, __name__)

@@ -27,9 +27,10 @@ level, in minutes rather than hours; compare two seeds to see the actual spread.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from alexnet_tf.cli import app as cli_app
+from alexnet_tf.errors import UserError
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Image folder root: DIR/<split>/<class>/<image>.")
 _SPLIT = flags.DEFINE_string("split", "train", "The split folder to read (Sec. 2: the training set).")
@@ -77,7 +78,7 @@ def image_dataset(paths, resize_size: int, batch_size: int):
     return dataset.prefetch(batch_size)
 
 
-class BadImage(Exception):
+class BadImage(UserError):
     """A file that cannot be used (``--on_bad_record=fail``); the message names it."""
 
 
@@ -102,7 +103,8 @@ def good_batches(paths, resize_size: int, batch_size: int, *, on_bad_record: str
             reason = f"{type(error).__name__}: {error.message.splitlines()[0]}"
         if reason:
             if on_bad_record == "fail":
-                raise BadImage(f"bad image {path}: {reason}")
+                raise BadImage(f"bad image {path}: {reason} (--on_bad_record=fail; skip "
+                               f"it with --on_bad_record=skip)")
             print(f"alexnet_tf: skipping bad image {path} - {reason}", file=sys.stderr)
             skipped.append((path, reason))
             continue
@@ -138,14 +140,11 @@ def main(argv):
     print(f"Reading {source}")
 
     skipped = []
-    try:
-        result = stats.compute_stats(
-            good_batches(paths, _RESIZE_SIZE.value, _BATCH_SIZE.value,
-                         on_bad_record=_ON_BAD_RECORD.value, skipped=skipped),
-            total=len(paths), image_size=_RESIZE_SIZE.value,
-            source=source)
-    except BadImage as error:
-        sys.exit(f"dataset_stats: {error} (--on_bad_record=fail)")
+    result = stats.compute_stats(
+        good_batches(paths, _RESIZE_SIZE.value, _BATCH_SIZE.value,
+                     on_bad_record=_ON_BAD_RECORD.value, skipped=skipped),
+        total=len(paths), image_size=_RESIZE_SIZE.value,
+        source=source)
     if skipped:
         result.source = f"{source}; {len(skipped)} bad file(s) skipped"
         print(f"skipped {len(skipped)} bad file(s):")
@@ -165,4 +164,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_app.run(main, __name__)

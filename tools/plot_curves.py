@@ -7,11 +7,9 @@ TensorBoard server needed) and plots each scalar against the training step. Need
 matplotlib: ``pip install -e '.[plots]'``.
 """
 
-import os
+from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from absl import app, flags  # noqa: E402
+from alexnet_tf.cli import app as cli_app
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.")
 _OUTPUT = flags.DEFINE_string("output", "curves.png", "Where to write the PNG.")
@@ -29,4 +27,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_app.run(main, __name__)

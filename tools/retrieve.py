@@ -22,13 +22,10 @@ fraction of neighbours sharing the query's class is printed. A query file that i
 image is skipped with a message naming it.
 """
 
-import os
+from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from absl import app, flags  # noqa: E402
-
-from alexnet_tf import config as config_lib  # noqa: E402  (imports no TensorFlow)
+from alexnet_tf import config as config_lib  # imports no TensorFlow
+from alexnet_tf.cli import app as cli_app
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.")
 _CHECKPOINT = flags.DEFINE_string(
@@ -80,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_app.run(main, __name__)

@@ -13,11 +13,9 @@ grey, 1 pure colour; definition in alexnet_tf/analysis/kernels.py) so that the p
 claim, one tower colour-agnostic and the other colour-specific, can be checked.
 """
 
-import os
+from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from absl import app, flags  # noqa: E402
+from alexnet_tf.cli import app as cli_app
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.")
 _CHECKPOINT = flags.DEFINE_string(
@@ -46,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_app.run(main, __name__)

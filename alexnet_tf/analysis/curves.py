@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from alexnet_tf.errors import DataError, MissingDependencyError, NotFoundError
+
 TENSORBOARD_DIR = "tensorboard"
 WRITERS = ("train", "eval")
 # (panel title, tag, y-axis label, log scale)
@@ -97,15 +99,15 @@ def read_scalars(workdir: str) -> dict[str, dict[str, Series]]:
     """writer ("train", "eval") -> tag -> Series, from ``<workdir>/tensorboard``."""
     root = os.path.join(workdir, TENSORBOARD_DIR)
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{workdir!r} has no {TENSORBOARD_DIR}/ directory of "
-                                f"TensorBoard logs.")
+        raise NotFoundError(f"{workdir!r} has no {TENSORBOARD_DIR}/ directory of "
+                            f"TensorBoard logs; expected a run's work directory.")
     result = {}
     for writer in sorted(os.listdir(root)):
         directory = os.path.join(root, writer)
         if os.path.isdir(directory):
             result[writer] = read_event_files(_event_files(directory))
     if not any(result.values()):
-        raise ValueError(f"No scalar summaries under {root!r}.")
+        raise DataError(f"No scalar summaries under {root!r}.")
     return result
 
 
@@ -114,8 +116,9 @@ def _figure_class():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError("Plotting training curves needs matplotlib: pip install -e "
-                          "'.[plots]' (or pip install matplotlib).") from error
+        raise MissingDependencyError("Plotting training curves needs matplotlib: pip "
+                                     "install -e '.[plots]' (or pip install "
+                                     "matplotlib).") from error
     return Figure, FigureCanvasAgg
 
 

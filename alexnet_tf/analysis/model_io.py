@@ -21,6 +21,7 @@ from alexnet_tf import config as config_lib
 from alexnet_tf import model_source
 from alexnet_tf import run as run_lib
 from alexnet_tf.convention import InputConvention
+from alexnet_tf.errors import NotFoundError
 from alexnet_tf.model_source import file_sha256  # noqa: F401  (retrieval's cache keys)
 
 
@@ -90,8 +91,8 @@ def load_model(workdir: str | None = None, *, checkpoint: str = "latest",
     if workdir:
         run = run_lib.Run(workdir)
         if not run.exists():
-            raise FileNotFoundError(f"{workdir!r} is not a run directory: no "
-                                    f"{run_lib.CONFIG_FILENAME} in it.")
+            raise NotFoundError(f"{workdir!r} is not a run directory: no "
+                                f"{run_lib.CONFIG_FILENAME} in it.")
     if model_path:
         source = model_source.resolve(model_path)
     else:

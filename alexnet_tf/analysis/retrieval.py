@@ -52,6 +52,7 @@ from absl import logging
 from PIL import Image, ImageDraw, ImageFont
 
 from alexnet_tf.data import preprocess
+from alexnet_tf.errors import NotFoundError, UserError
 
 FORMAT_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
@@ -67,6 +68,11 @@ SAME_CLASS_COLOUR = (0, 170, 0)
 OTHER_CLASS_COLOUR = (210, 0, 0)
 UNKNOWN_CLASS_COLOUR = (150, 150, 150)
 BACKGROUND = (255, 255, 255)
+
+
+class RetrievalError(UserError, ValueError):
+    """A retrieval that cannot run as asked: no queries, no data, no features cache,
+    ``k`` larger than the database, a model or SavedModel without the features."""
 
 
 def _placeholder_png() -> bytes:
@@ -97,18 +103,18 @@ def keras_extractor(model, convention, *, fingerprint: dict,
     (centre crop of the shorter-side ``convention.resize_size`` image, normalised by the
     model's input convention, an `alexnet_tf.convention.InputConvention`).
 
-    Raises ValueError when ``convention`` is None (a bare ``.keras`` file) or crops
+    Raises RetrievalError when ``convention`` is None (a bare ``.keras`` file) or crops
     another size than the model takes."""
     from alexnet_tf import architecture, models
 
     if convention is None:
-        raise ValueError(
+        raise RetrievalError(
             "A bare .keras file does not say how its input is normalised: give the run's "
             "work directory (its config.json) or a converted-weights directory with "
             "input_convention.json.")
     size, resize_size = convention.image_size, convention.resize_size
     if int(model.input_shape[1]) != size:
-        raise ValueError(f"The input convention crops {size} pixels; the model takes "
+        raise RetrievalError(f"The input convention crops {size} pixels; the model takes "
                          f"{model.input_shape[1]}.")
     feature_model = models.feature_extractor(model)
 
@@ -137,16 +143,16 @@ def saved_model_extractor(directory: str) -> Extractor:
     loaded = tf.saved_model.load(directory)
     signatures = dict(loaded.signatures)
     if FEATURES_SIGNATURE not in signatures:
-        raise ValueError(f"The SavedModel at {directory!r} has no {FEATURES_SIGNATURE!r} "
+        raise RetrievalError(f"The SavedModel at {directory!r} has no {FEATURES_SIGNATURE!r} "
                          f"signature; it has {sorted(signatures)}.")
     signature = signatures[FEATURES_SIGNATURE]
     inputs = signature.structured_input_signature[1]
     if SIGNATURE_INPUT not in inputs or inputs[SIGNATURE_INPUT].dtype != tf.string:
-        raise ValueError(f"Signature {FEATURES_SIGNATURE!r} of {directory!r} takes {inputs}; "
+        raise RetrievalError(f"Signature {FEATURES_SIGNATURE!r} of {directory!r} takes {inputs}; "
                          f"expected {SIGNATURE_INPUT!r}: tf.string [None].")
     outputs = signature.structured_outputs
     if SIGNATURE_OUTPUT not in outputs:
-        raise ValueError(f"Signature {FEATURES_SIGNATURE!r} of {directory!r} returns "
+        raise RetrievalError(f"Signature {FEATURES_SIGNATURE!r} of {directory!r} returns "
                          f"{sorted(outputs)}; expected {SIGNATURE_OUTPUT!r}.")
     dim = outputs[SIGNATURE_OUTPUT].shape[-1]
 
@@ -359,7 +365,7 @@ def nearest_neighbours(queries, database, k: int, *, exclude=None,
                else np.asarray(exclude, np.int64).reshape(q))
     available = n - (1 if np.any(exclude >= 0) else 0)
     if not 1 <= k <= available:
-        raise ValueError(f"k={k} neighbours asked, but the database has {available} "
+        raise RetrievalError(f"k={k} neighbours asked, but the database has {available} "
                          f"candidate rows per query.")
     chunk = int(max(1, min(n, max_chunk_bytes // (8 * (dim + q)))))
     best_d = np.full((q, 0), np.inf)
@@ -436,7 +442,7 @@ def expand_query_paths(paths: Sequence[str]) -> list[str]:
         elif os.path.exists(path):
             files.append(path)
         else:
-            raise FileNotFoundError(f"Query {path!r} does not exist.")
+            raise NotFoundError(f"Query {path!r} does not exist.")
     return files
 
 
@@ -460,7 +466,7 @@ def queries_from_files(paths: Sequence[str]) -> tuple[list[Query], list[str]]:
 def choose_queries(num_examples: int, num_queries: int, seed: int) -> np.ndarray:
     """A seeded random choice of query positions in a split, sorted."""
     if num_queries < 1:
-        raise ValueError(f"num_queries must be >= 1, got {num_queries}.")
+        raise RetrievalError(f"num_queries must be >= 1, got {num_queries}.")
     count = min(num_queries, num_examples)
     return np.sort(np.random.default_rng(seed).choice(num_examples, count, replace=False))
 
@@ -586,7 +592,7 @@ def _data_config(loaded_data, data_dir: str | None, data_source: str | None):
 
     if loaded_data is None:
         if not data_dir:
-            raise ValueError("No data to search: give the run's work directory (its data) "
+            raise RetrievalError("No data to search: give the run's work directory (its data) "
                              "or a data directory (data_dir, data_source).")
         data = config_lib.base_config().data
         data.source = data_source or "image_folder"
@@ -623,7 +629,10 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
     from alexnet_tf.data import sources
 
     if not query_paths and not query_split:
-        raise ValueError("No queries: give query files or directories, or a query split.")
+        raise RetrievalError("No queries: give query files or directories, or a query split.")
+    if features_cache is None and not workdir:  # before the model loads: a usage mistake
+        raise RetrievalError("Give a features cache directory (--features_cache=DIR); only "
+                             "a run has a default one (<workdir>/features).")
     # Query files first: a bad one is reported before a long feature computation.
     queries, skipped = queries_from_files(query_paths) if query_paths else ([], [])
     if saved_model:
@@ -649,21 +658,18 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
         if os.path.exists(run.classes_path):
             run_classes = [c["id"] for c in run.classes()]
     if features_cache is None:
-        if not workdir:
-            raise ValueError("Give a features cache directory (--features_cache=DIR); only "
-                             "a run has a default one (<workdir>/features).")
         features_cache = os.path.join(workdir, "features")
     if query_split and query_split != split:
         queries += queries_from_split(sources.load_split(data, query_split, run_classes),
                                       num_queries, seed)
     if not queries and query_split != split:
-        raise ValueError(f"None of the queries is an image: {skipped}")
+        raise RetrievalError(f"None of the queries is an image: {skipped}")
     database_split = sources.load_split(data, split, run_classes)
     class_names = list(database_split.readable_names or database_split.class_names)
     database = split_features(database_split, extractor, os.path.join(features_cache, split),
                               split_name=split, batch_size=batch_size, progress=progress)
     if len(database) == 0:
-        raise ValueError(f"No image of split {split!r} could be read.")
+        raise RetrievalError(f"No image of split {split!r} could be read.")
     if query_split == split:
         # Queries from the database itself: use their cached rows, and never return a
         # query as its own neighbour.

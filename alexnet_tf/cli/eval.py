@@ -16,14 +16,13 @@ The data: a run brings its own config's data (what it trained on); ``--data_dir`
 ``--data_source`` or a config file's data section (``--config=FILE``, with
 ``--config.data.key=value``) name other data, and are needed for sources without a run.
 Classes map by name: a folder class the model does not know is refused, naming it and the
-model's classes. A source that cannot be read (a damaged checkpoint) prints one line.
+model's classes. A source that cannot be read (a damaged checkpoint) prints one line and
+exits with status 1 (wrong flags: status 2).
 Prints the error rates and writes them as JSON (default: RUN/eval_<split>_<crops>.json, a
 converted directory's own, or beside a .keras file; an ensemble needs --output).
 """
 
 from __future__ import annotations
-
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -57,49 +56,35 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global batch size; defau
                                    "eval.global_batch_size, else 128.")
 
 
-def _fail(message: str) -> int:
-    """One line on stderr for an error the user caused; the exit status 1."""
-    print(f"alexnet-eval: {message}", file=sys.stderr)
-    return 1
-
-
 def main(argv) -> int:
-    """The ``alexnet-eval`` command; returns the exit status (1 after one line for an
-    error the user caused)."""
+    """The ``alexnet-eval`` command; returns the exit status. Wrong arguments raise
+    ``app.UsageError`` (status 2); the user's other mistakes (a source, the data, a
+    damaged checkpoint) are `alexnet_tf.errors.UserError`s, one line each (status 1)."""
     rest = list(argv[1:])
     if rest or bool(_MODEL.value) == bool(_WORKDIR.value):
-        return _fail(f"give --model=SOURCE (or --workdir=RUN), one of them, and no other "
-                     f"arguments (got {rest}); --help for more.")
+        raise app.UsageError(f"give --model=SOURCE (or --workdir=RUN), one of them, and no "
+                             f"other arguments (got {rest})")
     if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 1:
-        return _fail(f"--batch_size={_BATCH_SIZE.value} must be >= 1.")
+        raise app.UsageError(f"--batch_size={_BATCH_SIZE.value} must be >= 1")
+    config = cli_app.config_flag_value("config")
     # Imported here: the library needs TensorFlow, --help does not.
     from alexnet_tf import evaluate
-    from alexnet_tf import model_source
     from alexnet_tf import run as run_lib
 
-    try:
-        # config_flags defers the errors of loading the file until the value is read.
-        config = _CONFIG.value
-    except (OSError, AttributeError, KeyError, TypeError, ValueError) as error:
-        return _fail(f"bad --config: {error}")
-    try:
-        if _WORKDIR.value:
-            run_lib.Run(_WORKDIR.value).config  # --workdir names a run: say so if it is not
-        metrics = evaluate.evaluate(
-            _MODEL.value or _WORKDIR.value, checkpoint=_CHECKPOINT.value,
-            class_names_file=_CLASS_NAMES.value, config=config, data_dir=_DATA_DIR.value,
-            data_source=_DATA_SOURCE.value, split=_SPLIT.value, ten_crop=_TEN_CROP.value,
-            batch_size=_BATCH_SIZE.value, output=_OUTPUT.value)
-    except (model_source.SourceError, evaluate.EvaluationError, config_lib.ConfigError,
-            run_lib.RunError) as error:
-        return _fail(str(error))
+    if _WORKDIR.value:
+        run_lib.Run(_WORKDIR.value).config  # --workdir names a run: say so if it is not
+    metrics = evaluate.evaluate(
+        _MODEL.value or _WORKDIR.value, checkpoint=_CHECKPOINT.value,
+        class_names_file=_CLASS_NAMES.value, config=config, data_dir=_DATA_DIR.value,
+        data_source=_DATA_SOURCE.value, split=_SPLIT.value, ten_crop=_TEN_CROP.value,
+        batch_size=_BATCH_SIZE.value, output=_OUTPUT.value)
     print(evaluate.format_metrics(metrics))
     return 0
 
 
 def run() -> None:
     """Console-script entry point (``alexnet-eval``)."""
-    cli_app.run(main, __name__)
+    cli_app.run(main, __name__, name="alexnet-eval")
 
 
 if __name__ == "__main__":

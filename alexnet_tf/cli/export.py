@@ -15,14 +15,13 @@ existing one is never overwritten), and EXPORT_DIR/<version>.keras; TF Serving l
 highest version. EXPORT_DIR is never a run's work directory or inside one. The library
 function is `alexnet_tf.export.export`; docs/SERVING.md has the server commands. A
 source, checkpoint (another run's, a damaged one) or version that cannot give an export
-prints one line and exits with status 1, and leaves no directory behind.
+prints one line and exits with status 1 (wrong flags: status 2), and leaves no directory
+behind.
 """
 
 from __future__ import annotations
 
-import sys
-
-from absl import flags
+from absl import app, flags
 
 from alexnet_tf.cli import app as cli_app
 from alexnet_tf.export import limits  # the default limits, without TensorFlow
@@ -50,44 +49,33 @@ _MAX_ASPECT_RATIO = flags.DEFINE_float(
     "Largest accepted ratio of an image's longer side to its shorter side.")
 
 
-def _fail(message: str) -> int:
-    """One line on stderr for an error the user caused; the exit status 1."""
-    print(f"alexnet-export: {message}", file=sys.stderr)
-    return 1
-
-
 def main(argv) -> int:
-    """The ``alexnet-export`` command, for ``app.run``; returns the exit status (0, or 1
-    after printing one line for missing flags, extra arguments or a run that cannot
-    give an export)."""
+    """The ``alexnet-export`` command, for ``app.run``; returns the exit status. Missing
+    flags or extra arguments raise ``app.UsageError`` (status 2); a source, checkpoint
+    or version that cannot give an export is an `alexnet_tf.errors.UserError` (one
+    line, status 1)."""
     rest = list(argv[1:])
     if rest or bool(_MODEL.value) == bool(_WORKDIR.value) or not _EXPORT_DIR.value:
-        return _fail("give --model=SOURCE (or --workdir=RUN) and --export_dir, and no other "
-                     f"arguments (got {rest}); --help for more.")
+        raise app.UsageError("give --model=SOURCE (or --workdir=RUN) and --export_dir, and "
+                             f"no other arguments (got {rest})")
     # Imported here: the library needs TensorFlow, --help does not.
-    from alexnet_tf import config as config_lib
     from alexnet_tf import export as export_lib
-    from alexnet_tf import model_source
     from alexnet_tf import run as run_lib
 
-    try:
-        if _WORKDIR.value:
-            run_lib.Run(_WORKDIR.value).config  # --workdir names a run: say so if it is not
-        path = export_lib.export(_MODEL.value or _WORKDIR.value, _EXPORT_DIR.value,
-                                 version=_VERSION.value, checkpoint=_CHECKPOINT.value,
-                                 top_k=_TOP_K.value, max_pixels=_MAX_PIXELS.value,
-                                 max_aspect_ratio=_MAX_ASPECT_RATIO.value,
-                                 class_names_file=_CLASS_NAMES.value)
-    except (export_lib.ExportError, model_source.SourceError, config_lib.ConfigError,
-            run_lib.RunError) as error:
-        return _fail(str(error))
+    if _WORKDIR.value:
+        run_lib.Run(_WORKDIR.value).config  # --workdir names a run: say so if it is not
+    path = export_lib.export(_MODEL.value or _WORKDIR.value, _EXPORT_DIR.value,
+                             version=_VERSION.value, checkpoint=_CHECKPOINT.value,
+                             top_k=_TOP_K.value, max_pixels=_MAX_PIXELS.value,
+                             max_aspect_ratio=_MAX_ASPECT_RATIO.value,
+                             class_names_file=_CLASS_NAMES.value)
     print(f"Exported {path} (and {path}.keras).")
     return 0
 
 
 def run() -> None:
     """Console-script entry point (``alexnet-export``)."""
-    cli_app.run(main, __name__)
+    cli_app.run(main, __name__, name="alexnet-export")
 
 
 if __name__ == "__main__":

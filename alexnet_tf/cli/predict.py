@@ -9,12 +9,11 @@ The image files are sent as they are (JPEG, PNG, GIF or BMP; any size): the expo
 decodes, resizes, crops and normalises them. ``--model_name``, ``--version`` or
 ``--label``, ``--signature``, ``--form`` and ``--timeout`` choose what is asked. A failed
 prediction (HTTP 400 or gRPC INVALID_ARGUMENT for a bad image) or an unreadable file
-prints one line and exits 1. The library behind it is `alexnet_tf.serving.client`.
+prints one line and exits 1; wrong flags exit 2. The library behind it is `alexnet_tf.serving.client`.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 from absl import app, flags
@@ -40,29 +39,34 @@ _TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server."
 
 
 def main(argv: Sequence[str]) -> int:
-    """``argv``: the program name and the image files. Returns 0, or 1 after printing one
-    line for an unreadable file or a failed prediction; wrong arguments raise
-    `app.UsageError`."""
-    from alexnet_tf.serving import client  # TensorFlow loads here, after --help
-
+    """``argv``: the program name and the image files. Returns 0; wrong arguments raise
+    `app.UsageError` (status 2), an unreadable file or a failed prediction an
+    `alexnet_tf.errors.UserError` (one line, status 1)."""
     files = list(argv[1:])
+    # The client checks these too; here they come before TensorFlow loads.
+    given = [f"--{flag.name}" for flag in (_REST, _GRPC, _SAVED_MODEL) if flag.value]
+    if len(given) != 1:
+        raise app.UsageError("give exactly one of --rest, --grpc, --saved_model" +
+                             (f" (got {' and '.join(given)})" if given else ""))
+    if not files:
+        raise app.UsageError("give at least one image file")
+    from alexnet_tf import errors
+    from alexnet_tf.serving import client  # TensorFlow loads here
+
     try:
         outputs = client.predict_files(
             files, rest=_REST.value, grpc=_GRPC.value, saved_model=_SAVED_MODEL.value,
             model_name=_MODEL_NAME.value, version=_VERSION.value, label=_LABEL.value,
             signature_name=_SIGNATURE.value, form=_FORM.value, timeout=_TIMEOUT.value)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    except (OSError, client.ServingError) as error:
-        print(f"alexnet-predict: {error}", file=sys.stderr)
-        return 1
+    except OSError as error:  # an image file that cannot be read (ServingError: a UserError)
+        raise errors.UserError(str(error)) from error
     print(client.describe(files, outputs))
     return 0
 
 
 def run() -> None:
     """Console-script entry point (``alexnet-predict``)."""
-    cli_app.run(main, __name__)
+    cli_app.run(main, __name__, name="alexnet-predict")
 
 
 if __name__ == "__main__":

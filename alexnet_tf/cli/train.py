@@ -7,8 +7,12 @@ r"""alexnet-train: train and evaluate AlexNet from a config file.
 (or ``python -m alexnet_tf.train``). ``--config=FILE[:arg]`` names a config file (its
 ``get_config(arg)``), ``--config.key=value`` overrides one of its keys, ``--workdir``
 receives the resolved config, checkpoints, TensorBoard logs and metrics. The config is
-validated before anything is written. The keys and their defaults are in
-alexnet_tf/config.py (``base_config``).
+validated before anything is written. To list the config keys, with the values a
+command line gives them, add ``--print_config`` (nothing is trained)::
+
+    alexnet-train --config=configs/demo.py --print_config
+
+their defaults and what each means are in alexnet_tf/config.py (``base_config``).
 
 Fine-tuning (Sec. 6) starts from a model source (a run's work directory, a checkpoint,
 a .keras file, a tools/convert_weights.py directory)::
@@ -24,9 +28,6 @@ unless ``--config.model.init_from_flags_win=True``.
 
 from __future__ import annotations
 
-import re
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -39,63 +40,56 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Resume a run whose config.json differs from --config (the old one is kept as "
     "config.<n>.json); without it such a work directory is refused.")
-flags.mark_flags_as_required(["config", "workdir"])
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "Print the config (every key, with --config.key=value applied "
+    "and validated) as JSON and exit, without training; --workdir is not needed.")
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from alexnet_tf import config as config_lib
+def read_config():
+    """The validated config of --config and its overrides; a file that cannot be loaded
+    or a value the schema refuses is a usage error (status 2)."""
+    from alexnet_tf import config as config_lib  # the schema: imports no TensorFlow
 
+    config = cli_app.config_flag_value("config")
+    if config is None:
+        raise app.UsageError("give --config=FILE, a config file such as configs/demo.py "
+                             "(optionally FILE:arg)")
     try:
-        # config_flags defers errors of loading the file and of applying
-        # --config.key=value overrides until the value is read: turn each into one
-        # message naming the file or key, instead of a traceback.
-        config = config_lib.validate(_CONFIG.value)
-    except (config_lib.ConfigError, OSError, AttributeError, KeyError, TypeError,
-            ValueError) as error:
-        raise app.UsageError(f"Bad --config: {error}") from None
-    from alexnet_tf import model_source
-    from alexnet_tf import run as run_lib
-    from alexnet_tf.train import finetune, loop
-    from alexnet_tf.train.distribute import ClusterConfigError
+        return config_lib.validate(config)
+    except config_lib.ConfigError as error:
+        raise app.UsageError(f"bad --config: {error}") from error
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form "
+                             f"--name=value")
+    config = read_config()
+    if _PRINT_CONFIG.value:
+        print(config.to_json_best_effort(indent=2, sort_keys=True))
+        return 0
+    if not _WORKDIR.value:
+        raise app.UsageError("give --workdir=DIR, the run's directory (new, or a run's to "
+                             "resume it)")
+    from alexnet_tf import run as run_lib  # imports no TensorFlow
+
+    run_lib.check_workdir_path(_WORKDIR.value)  # before TensorFlow loads; loop checks it too
+    from alexnet_tf.train import loop
 
     # The keys the user set on this command line: with model.init_from, a source's value
     # replaces the config file's, but one of these that contradicts it stops the run.
     explicit = set(config_flags.get_override_values(flags.FLAGS["config"]))
-    try:
-        # Validated above, once: `train` takes a validated config.
-        loop.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
-                   explicit_keys=explicit)
-    except (ClusterConfigError, finetune.FineTuneError, config_lib.ConfigError,
-            model_source.SourceError, run_lib.RunError) as error:
-        # The user's own settings (the cluster, model.init_from and what it adopts, a
-        # source whose weights or classes cannot be read, a work directory in use or
-        # with damaged checkpoints): one message, not a traceback.
-        raise app.UsageError(str(error)) from None
-
-
-def parse_flags(argv):
-    """absl's parser, plus a one-line error for a --config.key=value naming no key.
-
-    ml_collections raises that as a KeyError/AttributeError from inside flag
-    parsing, which absl would show as a traceback.
-    """
-    try:
-        return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError) as error:
-        message = str(error)
-        match = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', message)
-        if match:
-            message = f"{match.group(2)!r} is not a key; did you mean {match.group(1)!r}?"
-        sys.stderr.write(f"FATAL Flags parsing error: unknown config key in a --config.* "
-                         f"override: {message}\n")
-        sys.exit(1)
+    # Validated above, once: `train` takes a validated config. The user's own mistakes
+    # below (the cluster, model.init_from, the data, a busy or damaged work directory)
+    # are `alexnet_tf.errors.UserError`s: cli_app.run prints them as one line.
+    loop.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+               explicit_keys=explicit)
+    return 0
 
 
 def run() -> None:
     """Console-script entry point (``alexnet-train``)."""
-    cli_app.run(main, __name__, flags_parser=parse_flags)
+    cli_app.run(main, __name__, name="alexnet-train")
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from alexnet_tf.data import decode, imagenet
+from alexnet_tf.errors import DataError, ExistsError, NotFoundError
 from alexnet_tf.export.limits import DEFAULT_MAX_PIXELS
 
 __all__ = [
@@ -313,11 +314,11 @@ def _atomic_write_json(path: str, value) -> None:
 
 def _check_output_dir(output_dir: str, overwrite: bool) -> None:
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise FileExistsError(f"--output_dir {output_dir!r} exists and is not a directory.")
+        raise ExistsError(f"--output_dir {output_dir!r} exists and is not a directory.")
     if os.path.isdir(output_dir) and not overwrite:
         entries = sorted(os.listdir(output_dir))
         if entries:
-            raise FileExistsError(
+            raise ExistsError(
                 f"--output_dir {output_dir!r} is not empty ({len(entries)} entries, e.g. "
                 f"{entries[:3]}); choose an empty or new directory, or pass --overwrite to write "
                 "over this converter's files there (the converted splits' earlier shards and "
@@ -342,25 +343,25 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
     workers = workers or os.cpu_count() or 1
     splits = list(splits)
     if not splits or len(set(splits)) != len(splits):
-        raise ValueError(f"splits must be distinct split names, got {splits}.")
+        raise DataError(f"splits must be distinct split names, got {splits}.")
     for split in splits:
         if shards.get(split, shards["val"]) < 1:
-            raise ValueError(f"The shard count of {split!r} must be >= 1, got {shards.get(split)}.")
+            raise DataError(f"The shard count of {split!r} must be >= 1, got {shards.get(split)}.")
     if resize_shorter_side < 0:
-        raise ValueError(f"resize_shorter_side must be >= 0 (0 keeps the original size), got {resize_shorter_side}.")
+        raise DataError(f"resize_shorter_side must be >= 0 (0 keeps the original size), got {resize_shorter_side}.")
     if not 1 <= jpeg_quality <= 100:
-        raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}.")
+        raise DataError(f"jpeg_quality must be in 1..100, got {jpeg_quality}.")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}.")
+        raise DataError(f"workers must be >= 1, got {workers}.")
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"--data_dir {data_dir!r} does not exist or is not a directory.")
+        raise NotFoundError(f"--data_dir {data_dir!r} does not exist or is not a directory.")
     data_dir = os.path.abspath(data_dir)
     output_dir = os.path.abspath(output_dir)
     _check_output_dir(output_dir, overwrite)
 
     for split in splits:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
-            raise ValueError(f"Split name {split!r} must be a plain folder name (letters, "
+            raise DataError(f"Split name {split!r} must be a plain folder name (letters, "
                              f"digits, '_', '-' and '.'); readers match it literally.")
     # List and check every split before writing anything; every split in the class
     # order of the first (its own folders, or DATA_DIR/train's for a flat split).
@@ -375,7 +376,7 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
         names = imagenet.read_synset_names(synsets_file)
         missing = [w for w in class_order if w not in names]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"--synsets_file {synsets_file!r} has no name for {len(missing)} of the "
                 f"{len(class_order)} classes, e.g. {missing[:5]}; expected a wnid-to-name file "
                 "covering them (LOC_synset_mapping.txt or imagenet_metadata.txt).")

@@ -773,6 +773,6 @@ def _main(argv) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app as _app
+    from alexnet_tf.cli import app as _cli_app
     _define_flags()
-    _app.run(_main)
+    _cli_app.run(_main, __name__)

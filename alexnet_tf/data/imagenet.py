@@ -42,6 +42,8 @@ import os
 import re
 from typing import Sequence
 
+from alexnet_tf.errors import DataError, MissingDependencyError, NotFoundError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "list_split",
@@ -74,7 +76,7 @@ def _scan(folder: str) -> tuple[list[str], list[str]]:
     try:
         entries = os.scandir(folder)
     except OSError as e:
-        raise ValueError(f"Folder {folder!r} cannot be listed ({e.strerror or e}); fix its "
+        raise DataError(f"Folder {folder!r} cannot be listed ({e.strerror or e}); fix its "
                          f"permissions or move it out of the data directory.") from None
     with entries:
         for entry in entries:
@@ -103,18 +105,18 @@ def read_class_folders(root: str, split: str = "train") -> tuple[str, ...]:
     """The sorted class-folder names of ``root/split`` (for ImageNet, the 1000 wnids)."""
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"No directory {folder!r}: expected {root}/{split}/<wnid>/<image> class folders.")
     dirs, _ = _scan(folder)
     if not dirs:
-        raise ValueError(f"{folder!r} holds no class folders; expected {folder}/<wnid>/<image>.")
+        raise DataError(f"{folder!r} holds no class folders; expected {folder}/<wnid>/<image>.")
     return tuple(dirs)
 
 
 def _read_lines(path: str) -> list[str]:
     """The non-blank lines of a text file, stripped."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No file {path!r}.")
+        raise NotFoundError(f"No file {path!r}.")
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
 
@@ -129,20 +131,20 @@ def read_meta_mat(path: str) -> dict[int, str]:
     try:
         import scipy.io  # deferred: only the official ground-truth format needs it
     except ImportError as e:
-        raise ImportError(
+        raise MissingDependencyError(
             f"Reading {path!r} (the ImageNet devkit's meta.mat) needs scipy: "
             "`pip install scipy` (or `pip install alexnet_tf[imagenet]`), or pass the "
             "one-wnid-per-line imagenet_2012_validation_synset_labels.txt instead.") from e
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No file {path!r}; expected the devkit's data/meta.mat.")
+        raise NotFoundError(f"No file {path!r}; expected the devkit's data/meta.mat.")
     try:
         mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=True)
     except Exception as e:  # scipy raises several types for a file that is not a .mat
-        raise ValueError(f"Cannot read {path!r} as a MATLAB file (the devkit's meta.mat): {e}") from e
+        raise DataError(f"Cannot read {path!r} as a MATLAB file (the devkit's meta.mat): {e}") from e
     synsets = mat.get("synsets")
     names = getattr(getattr(synsets, "dtype", None), "names", None) or ()
     if synsets is None or "ILSVRC2012_ID" not in names or "WNID" not in names:
-        raise ValueError(
+        raise DataError(
             f"{path!r} has no struct array 'synsets' with fields ILSVRC2012_ID and WNID; "
             "expected the ImageNet devkit's data/meta.mat.")
     ids = synsets["ILSVRC2012_ID"].ravel()
@@ -169,11 +171,11 @@ def read_val_labels(path: str, meta_file: str | None = None) -> list[str]:
     """
     lines = _read_lines(path)
     if not lines:
-        raise ValueError(f"Validation labels file {path!r} is empty.")
+        raise DataError(f"Validation labels file {path!r} is empty.")
     integer = [bool(_INTEGER.match(line)) for line in lines]
     if all(integer):
         if meta_file is None:
-            raise ValueError(
+            raise DataError(
                 f"{path!r} holds integer ILSVRC2012_IDs (the devkit's "
                 "ILSVRC2012_validation_ground_truth.txt); mapping them to wnids needs the "
                 "devkit's data/meta.mat: pass val_meta_file (--val_meta_file).")
@@ -181,18 +183,18 @@ def read_val_labels(path: str, meta_file: str | None = None) -> list[str]:
         wnids = []
         for number, line in enumerate(lines, 1):
             if int(line) not in id_to_wnid:
-                raise ValueError(
+                raise DataError(
                     f"{path!r}, label {number}: ILSVRC2012_ID {line} is not in {meta_file!r}.")
             wnids.append(id_to_wnid[int(line)])
         return wnids
     if any(integer):
         first = integer.index(True) if not integer[0] else integer.index(False)
-        raise ValueError(
+        raise DataError(
             f"{path!r} mixes integer IDs and names (label {first + 1}: {lines[first]!r}); expected "
             "one wnid per line or one integer ILSVRC2012_ID per line.")
     bad = [line for line in lines if len(line.split()) != 1]
     if bad:
-        raise ValueError(
+        raise DataError(
             f"{path!r}: line {bad[0]!r} has more than one field; expected one wnid per line "
             "(e.g. n01751748) or one integer ILSVRC2012_ID per line.")
     return lines
@@ -216,14 +218,14 @@ def list_split(root: str, split: str, *, val_labels_file: str | None = None,
     """
     folder = os.path.join(root, split)
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"No data directory {root!r}; expected {root}/<split>/...")
+        raise NotFoundError(f"No data directory {root!r}; expected {root}/<split>/...")
     if not os.path.isdir(folder):
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"No split directory {folder!r}: expected {folder}/<wnid>/<image> class folders "
             f"or, for validation, {folder}/<image> with a labels file.")
     dirs, loose = _scan(folder)
     if dirs and loose:
-        raise ValueError(
+        raise DataError(
             f"{folder!r} holds both class folders ({dirs[0]!r}, ...) and loose images "
             f"({loose[0]!r}, ...); expected one layout: {folder}/<wnid>/<image> or {folder}/<image>.")
 
@@ -234,7 +236,7 @@ def list_split(root: str, split: str, *, val_labels_file: str | None = None,
     else:
         order = None
     if order is not None and len(set(order)) != len(order):
-        raise ValueError(f"class_names has duplicates: {order}")
+        raise DataError(f"class_names has duplicates: {order}")
 
     if dirs:
         if val_labels_file is not None and split != "train":
@@ -243,7 +245,7 @@ def list_split(root: str, split: str, *, val_labels_file: str | None = None,
         index = {name: i for i, name in enumerate(order)}
         unknown = [d for d in dirs if d not in index]
         if unknown:
-            raise ValueError(
+            raise DataError(
                 f"Split {split!r} ({folder!r}) has class folder {unknown[0]!r}"
                 f"{f' (and {len(unknown) - 1} more: {unknown[1:5]})' if len(unknown) > 1 else ''}"
                 f", not among the {len(order)} training classes ({', '.join(order[:5])}"
@@ -254,7 +256,7 @@ def list_split(root: str, split: str, *, val_labels_file: str | None = None,
             class_dir = os.path.join(folder, name)
             sub_dirs, files = _scan(class_dir)
             if not files:
-                raise ValueError(
+                raise DataError(
                     f"Class folder {class_dir!r} holds no images (expected files ending in "
                     f"{', '.join(IMAGE_EXTENSIONS)}, any case).")
             paths.extend(os.path.join(class_dir, f) for f in files)
@@ -262,29 +264,29 @@ def list_split(root: str, split: str, *, val_labels_file: str | None = None,
         return paths, labels, order
 
     if not loose:
-        raise ValueError(
+        raise DataError(
             f"{folder!r} holds no images and no class folders; expected {folder}/<wnid>/<image> "
             f"or {folder}/<image> (extensions {', '.join(IMAGE_EXTENSIONS)}, any case).")
     if val_labels_file is None:
-        raise ValueError(
+        raise DataError(
             f"{folder!r} holds {len(loose)} images without class folders (the flat ImageNet "
             "validation layout); its labels need val_labels_file (--val_labels_file): "
             "imagenet_2012_validation_synset_labels.txt, or the devkit's "
             "ILSVRC2012_validation_ground_truth.txt with its meta.mat (--val_meta_file).")
     if order is None:
-        raise ValueError(
+        raise DataError(
             f"{folder!r} is a flat split: its class order is that of the training split, but "
             f"{os.path.join(root, 'train')!r} does not exist and no class_names were given.")
     wnids = read_val_labels(val_labels_file, val_meta_file)
     if len(wnids) != len(loose):
-        raise ValueError(
+        raise DataError(
             f"{val_labels_file!r} has {len(wnids)} labels but {folder!r} holds {len(loose)} "
             "images; expected one label per image, in sorted file-name order.")
     index = {name: i for i, name in enumerate(order)}
     labels = []
     for file_name, wnid in zip(loose, wnids):
         if wnid not in index:
-            raise ValueError(
+            raise DataError(
                 f"{val_labels_file!r} gives {file_name!r} the class {wnid!r}, which is not among "
                 f"the {len(order)} training classes ({os.path.join(root, 'train')!r} or class_names).")
         labels.append(index[wnid])
@@ -302,5 +304,5 @@ def read_synset_names(path: str) -> dict[str, str]:
         parts = line.split(None, 1)
         names[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
     if not names:
-        raise ValueError(f"Synsets file {path!r} is empty; expected lines like 'n01440764 tench, Tinca tinca'.")
+        raise DataError(f"Synsets file {path!r} is empty; expected lines like 'n01440764 tench, Tinca tinca'.")
     return names

@@ -59,6 +59,7 @@ import tensorflow as tf
 from absl import logging
 
 from alexnet_tf.data import tfrecords
+from alexnet_tf.errors import DataError, MissingDependencyError, NotFoundError
 
 TFRECORD_METADATA = "metadata.json"
 
@@ -237,10 +238,10 @@ def _data_dir(data_config) -> str:
     """``config.data.data_dir``, checked to name a directory."""
     d = data_config
     if not d.data_dir:
-        raise ValueError(f"config.data.data_dir is empty; data.source={d.source!r} needs "
+        raise DataError(f"config.data.data_dir is empty; data.source={d.source!r} needs "
                          f"--config.data.data_dir=DIR.")
     if not os.path.isdir(d.data_dir):
-        raise FileNotFoundError(f"config.data.data_dir {d.data_dir!r} is not a directory.")
+        raise NotFoundError(f"config.data.data_dir {d.data_dir!r} is not a directory.")
     return d.data_dir
 
 
@@ -282,7 +283,7 @@ def map_classes(stored: Sequence[str | None], class_names: Sequence[str] | None,
     unknown = [(j, c) for j, c in enumerate(stored) if c is not None and c not in index]
     if unknown:
         j, c = unknown[0]
-        raise ValueError(
+        raise DataError(
             f"{where} has class {c!r} (stored index {j}) that the training split does not "
             f"have{f' ({len(unknown)} such classes)' if len(unknown) > 1 else ''}; expected "
             f"only the {len(class_names)} training classes ({', '.join(class_names[:5])}"
@@ -336,7 +337,7 @@ def _check_every_class_has_an_image(root: str, paths, labels, class_names) -> No
             seen.add(label)
     for label in sorted(set(int(l) for l in labels) - seen):
         files = [str(p) for p, l in zip(paths, labels) if l == label]
-        raise ValueError(
+        raise DataError(
             f"Class {class_names[label]!r} of {root!r} has {len(files)} file(s), none of them "
             f"a non-empty JPEG, PNG, GIF or BMP (e.g. {files[0]!r}, "
             f"{os.path.getsize(files[0]) if os.path.exists(files[0]) else 'unreadable'} "
@@ -497,7 +498,7 @@ def _check_split_name(split: str, where: str) -> None:
     """A split name is matched literally: no glob characters, no path separators."""
     bad = sorted(set(split) & (_GLOB_CHARACTERS | {"/", os.sep}))
     if not split or bad:
-        raise ValueError(f"Split name {split!r} ({where}) must be a plain name (e.g. 'train'), "
+        raise DataError(f"Split name {split!r} ({where}) must be a plain name (e.g. 'train'), "
                          f"matched literally; it holds {bad or 'nothing'}.")
 
 
@@ -527,7 +528,7 @@ def _count_records(path: str) -> int:
             f.seek(position)
             count += 1
     if position != size:
-        raise ValueError(f"TFRecord file {path!r} ends inside a record ({size} bytes, the "
+        raise DataError(f"TFRecord file {path!r} ends inside a record ({size} bytes, the "
                          f"framing expects {position}): it is truncated; convert the split "
                          f"again (tools/build_tfrecords.py --overwrite).")
     return count
@@ -539,17 +540,17 @@ def _metadata_split_files(data_dir: str, split: str, entry: dict, metadata_path:
     there; other ``<split>-NNNNN-of-MMMMM`` files are refused (stale or foreign shards)."""
     num_shards = entry.get("num_shards")
     if not isinstance(num_shards, int) or num_shards < 1:
-        raise ValueError(f"{metadata_path} gives split {split!r} num_shards={num_shards!r}; "
+        raise DataError(f"{metadata_path} gives split {split!r} num_shards={num_shards!r}; "
                          f"expected a positive integer.")
     names = [f"{split}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
     pattern = entry.get("file_pattern")
     if pattern is not None and pattern != f"{split}-?????-of-{num_shards:05d}":
-        raise ValueError(f"{metadata_path} gives split {split!r} file_pattern {pattern!r} "
+        raise DataError(f"{metadata_path} gives split {split!r} file_pattern {pattern!r} "
                          f"but num_shards={num_shards}; expected file_pattern "
                          f"{split}-?????-of-{num_shards:05d}.")
     missing = [n for n in names if not os.path.isfile(os.path.join(data_dir, n))]
     if missing:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"{metadata_path} lists {num_shards} shards of split {split!r}, but "
             f"{len(missing)} are missing from {data_dir!r} (first: {missing[0]!r}); convert "
             f"the split again (tools/build_tfrecords.py --overwrite).")
@@ -557,7 +558,7 @@ def _metadata_split_files(data_dir: str, split: str, entry: dict, metadata_path:
     extra = sorted(os.path.basename(p) for m, shards in sets.items()
                    for i, p in shards.items() if m != num_shards or i >= num_shards)
     if extra:
-        raise ValueError(
+        raise DataError(
             f"{data_dir!r} holds shard files of split {split!r} that {metadata_path} does not "
             f"list ({len(extra)}, first: {extra[0]!r}; it lists {num_shards} shards "
             f"{names[0]} ...): shards of another conversion. Remove them or convert the "
@@ -569,11 +570,11 @@ def _complete_split_files(data_dir: str, split: str, sets: dict) -> tuple[str, .
     """Without metadata: the one complete ``<split>-NNNNN-of-MMMMM`` set."""
     pattern = os.path.join(data_dir, f"{split}-*")
     if not sets:
-        raise FileNotFoundError(f"No TFRecord files match {pattern!r}; expected shards named "
+        raise NotFoundError(f"No TFRecord files match {pattern!r}; expected shards named "
                                 f"<split>-00000-of-NNNNN as tools/build_tfrecords.py writes.")
     if len(sets) > 1:
         counts = sorted(sets)
-        raise ValueError(
+        raise DataError(
             f"{data_dir!r} holds shards of split {split!r} from {len(sets)} conversions "
             f"(-of-{counts[0]:05d} and -of-{counts[1]:05d}) and no {TFRECORD_METADATA} to "
             f"say which is current; expected one complete <split>-NNNNN-of-MMMMM set.")
@@ -581,7 +582,7 @@ def _complete_split_files(data_dir: str, split: str, sets: dict) -> tuple[str, .
     missing = [f"{split}-{i:05d}-of-{total:05d}" for i in range(total) if i not in shards]
     extra = sorted(os.path.basename(p) for i, p in shards.items() if i >= total)
     if missing or extra:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"Split {split!r} in {data_dir!r} is an incomplete shard set: "
             + (f"{len(missing)} of its {total} shards are missing (first: {missing[0]!r})"
                if missing else f"shard {extra[0]!r} is beyond its {total} shards")
@@ -643,7 +644,7 @@ class TFRecordSource(DataSource):
             with open(metadata_path) as f:
                 metadata = json.load(f)
             if split not in metadata.get("splits", {}):
-                raise ValueError(f"{metadata_path} describes splits "
+                raise DataError(f"{metadata_path} describes splits "
                                  f"{sorted(metadata.get('splits', {}))}, not {split!r}.")
             entry = metadata["splits"][split]
             if "num_shards" in entry:
@@ -652,16 +653,16 @@ class TFRecordSource(DataSource):
                 files = _complete_split_files(data_dir, split, sets)
             classes = metadata["classes"]
             if "num_classes" in metadata and metadata["num_classes"] != len(classes):
-                raise ValueError(f"{metadata_path} says num_classes={metadata['num_classes']} "
+                raise DataError(f"{metadata_path} says num_classes={metadata['num_classes']} "
                                  f"but lists {len(classes)} classes; expected a list of "
                                  f"num_classes entries in label order.")
             misplaced = [(i, c.get("index")) for i, c in enumerate(classes)
                          if c.get("index", i) != i]
             if misplaced:
-                raise ValueError(f"{metadata_path} lists class {misplaced[0][1]} at position "
+                raise DataError(f"{metadata_path} lists class {misplaced[0][1]} at position "
                                  f"{misplaced[0][0]}; expected the classes in label order.")
             if metadata.get("label_offset", label_offset) != label_offset:
-                raise ValueError(
+                raise DataError(
                     f"{metadata_path} says labels are stored with offset "
                     f"{metadata['label_offset']}, but config.data.tfrecord_label_offset is "
                     f"{label_offset}.")
@@ -670,7 +671,7 @@ class TFRecordSource(DataSource):
             if shards and len(shards) == len(files) and all("num_bytes" in s for s in shards):
                 for path, shard in zip(files, shards):
                     if os.path.getsize(path) != shard["num_bytes"]:
-                        raise ValueError(
+                        raise DataError(
                             f"{path!r} holds {os.path.getsize(path)} bytes but {metadata_path} "
                             f"says {shard['num_bytes']}: the shard was changed after the "
                             f"conversion; convert the split again.")
@@ -678,7 +679,7 @@ class TFRecordSource(DataSource):
             else:
                 found = sum(_count_records(f) for f in files)
             if found != num_records:
-                raise ValueError(
+                raise DataError(
                     f"{metadata_path} says split {split!r} has num_records={num_records}, but "
                     f"its {len(files)} shard(s) hold {found} records; expected them to agree "
                     f"(convert the split again).")
@@ -700,11 +701,11 @@ class TFRecordSource(DataSource):
             for label, synset in zip(labels, batch["image/class/synset"].numpy()):
                 synsets.setdefault(int(label) - label_offset, set()).add(synset.decode())
         if not synsets or min(synsets) < 0:
-            raise ValueError(f"The records of {where} hold labels below label_offset="
+            raise DataError(f"The records of {where} hold labels below label_offset="
                              f"{label_offset}; check config.data.tfrecord_label_offset.")
         mixed = [(i, sorted(s)) for i, s in sorted(synsets.items()) if len(s) > 1]
         if mixed:
-            raise ValueError(f"The records of {where} give class index {mixed[0][0]} the "
+            raise DataError(f"The records of {where} give class index {mixed[0][0]} the "
                              f"synsets {mixed[0][1][:3]}; expected one class per label.")
         top = max(synsets)
         gaps = [i for i in range(top + 1) if i not in synsets]
@@ -712,7 +713,7 @@ class TFRecordSource(DataSource):
             hint = (f" Labels stored 1..{top} mean the Inception/TPU convention (0: "
                     f"background): set --config.data.tfrecord_label_offset=1."
                     if gaps[0] == 0 and label_offset == 0 else "")
-            raise ValueError(
+            raise DataError(
                 f"The records of {where} (no {TFRECORD_METADATA}) hold labels up to "
                 f"{top + label_offset} but none stored as {gaps[0] + label_offset} (class "
                 f"index {gaps[0]} with tfrecord_label_offset={label_offset}), so that class "
@@ -723,7 +724,7 @@ class TFRecordSource(DataSource):
             synset = next(iter(synsets[i])) if i in synsets else None
             if synset == "":  # records without a synset: the class is known by its index
                 if class_names is not None and i >= len(class_names):
-                    raise ValueError(
+                    raise DataError(
                         f"The records of {where} hold class index {i} (no synset), beyond "
                         f"the {len(class_names)} training classes.")
                 synset = class_names[i] if class_names is not None else f"class_{i}"
@@ -827,7 +828,7 @@ def import_tfds():
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             "config.data.source='tfds' needs the tensorflow-datasets package: "
             "pip install -e '.[tfds]' (or pip install tensorflow-datasets). "
             f"Importing it failed: {error}") from error
@@ -863,12 +864,12 @@ def tfds_builder(name: str, data_dir: str):
         builder = tfds.builder(name, data_dir=data_dir or None)
     except tfds.core.DatasetNotFoundError as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"TFDS knows no dataset {name!r} (config.data.tfds_name) in data_dir "
             f"{_tfds_where(data_dir)}: neither a registered builder nor prepared there "
             f"({first_line}). {_how_to_prepare(name, data_dir)}") from None
     if not builder.is_prepared():
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"TFDS dataset {name!r} (config.data.tfds_name) is not prepared in data_dir "
             f"{_tfds_where(data_dir)} (no {builder.data_dir}). "
             f"{_how_to_prepare(name, data_dir, builder)}")
@@ -900,7 +901,7 @@ class TfdsSource(DataSource):
     def from_config(cls, data_config, split: str, class_names=None) -> TfdsSource:
         d = data_config
         if not d.tfds_name:
-            raise ValueError("config.data.tfds_name is empty; data.source='tfds' needs a "
+            raise DataError("config.data.tfds_name is empty; data.source='tfds' needs a "
                              "prepared TFDS builder, e.g. --config.data.tfds_name=imagenet2012.")
         return cls.from_prepared(d.tfds_name, d.data_dir, split, shuffle_buffer=d.shuffle_buffer,
                                  class_names=class_names)
@@ -924,7 +925,7 @@ class TfdsSource(DataSource):
         try:
             split_info = info.splits[split]
         except (KeyError, ValueError) as error:
-            raise ValueError(
+            raise DataError(
                 f"TFDS dataset {name!r} has splits {sorted(info.splits.keys())}, not {split!r} "
                 f"({error}); set config.data.train_split / config.data.eval_split (TFDS calls "
                 f"ImageNet's validation split 'validation').") from None
@@ -939,7 +940,7 @@ class TfdsSource(DataSource):
         if (image_key not in feature_keys or label_key not in feature_keys
                 or not isinstance(features[image_key], tfds.features.Image)
                 or not isinstance(features[label_key], tfds.features.ClassLabel)):
-            raise ValueError(
+            raise DataError(
                 f"TFDS dataset {name!r} is not an image-classification dataset this package "
                 f"can read: expected an Image feature {image_key!r} and a ClassLabel feature "
                 f"{label_key!r} (its supervised_keys, or 'image' and 'label'); it has "
@@ -1040,11 +1041,11 @@ def load_split(data_config, split: str,
     class_names = tuple(class_names)
     if len(set(class_names)) != len(class_names):
         duplicate = next(c for c in class_names if class_names.count(c) > 1)
-        raise ValueError(f"The training classes name {duplicate!r} twice; expected distinct "
+        raise DataError(f"The training classes name {duplicate!r} twice; expected distinct "
                          f"class ids.")
     loaded = source.from_config(data_config, split, class_names)
     if tuple(loaded.class_names) != class_names:  # every source's contract
         i, want, got = first_class_difference(class_names, loaded.class_names)
-        raise ValueError(f"{type(loaded).__name__} of split {split!r} has class {got!r} at "
+        raise DataError(f"{type(loaded).__name__} of split {split!r} has class {got!r} at "
                          f"index {i}; expected the training class {want!r}.")
     return loaded

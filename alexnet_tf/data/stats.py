@@ -67,6 +67,8 @@ from typing import Any, Iterable, Optional
 import numpy as np
 from tqdm import tqdm
 
+from alexnet_tf.errors import UserError
+
 FORMAT_VERSION = 1
 
 # Sec. 2 subtracts the mean image; this per-channel ImageNet mean (R, G, B on 0..255) is
@@ -111,7 +113,7 @@ _SHAPES = {
 _CHUNK_IMAGES = 8
 
 
-class StatsFileError(ValueError):
+class StatsFileError(UserError, ValueError):
     """A statistics file is missing a key or holds an array of the wrong shape."""
 
 

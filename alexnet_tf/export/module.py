@@ -37,13 +37,14 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import models
+from alexnet_tf.errors import UserError
 from alexnet_tf.convention import InputConvention
 from alexnet_tf.data import preprocess
 from alexnet_tf.export import input_checks
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The run, the checkpoint or the export directory cannot give an export."""
 
 

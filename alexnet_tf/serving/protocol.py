@@ -31,11 +31,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from alexnet_tf.errors import UserError
+
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILENAME = "tf_serving_warmup_requests"  # in <version>/assets.extra/
 
 
-class ServingError(RuntimeError):
+class ServingError(UserError, RuntimeError):
     """A prediction request failed; ``code`` is the HTTP status or gRPC status name."""
 
     def __init__(self, message: str, code: Any = None):

@@ -17,8 +17,10 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from alexnet_tf.errors import UserError
 
-class ClusterConfigError(ValueError):
+
+class ClusterConfigError(UserError, ValueError):
     """TF_CONFIG is malformed."""
 
 

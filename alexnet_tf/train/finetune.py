@@ -42,6 +42,7 @@ import math
 from typing import Any, Collection, Sequence
 
 from alexnet_tf import architecture
+from alexnet_tf.errors import UserError
 
 TRAINABLE_KEY = "train.trainable_layers"
 MULTIPLIERS_KEY = "train.lr_multipliers"
@@ -53,7 +54,7 @@ SOURCE_KEYS = ("data.channel_order", "data.mean_rgb", "data.std_rgb", "data.resi
                "model.width", "model.groups", "model.lrn_bias", "model.lrn_alpha")
 
 
-class FineTuneError(ValueError):
+class FineTuneError(UserError, ValueError):
     """A fine-tuning setting that cannot be carried out, named with what was expected."""
 
 

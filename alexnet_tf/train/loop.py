@@ -54,11 +54,13 @@ def weights_checksum(model) -> float:
 
 def _steps_per_epoch(t, train_split) -> int:
     if len(train_split) < t.global_batch_size:
-        raise ValueError(f"The training split has {len(train_split)} examples, fewer than one "
-                         f"batch (train.global_batch_size={t.global_batch_size}).")
+        raise config_lib.ConfigError(
+            f"The training split has {len(train_split)} examples, fewer than one "
+            f"batch (train.global_batch_size={t.global_batch_size}); set a smaller "
+            f"--config.train.global_batch_size.")
     steps = t.steps_per_epoch or len(train_split) // t.global_batch_size
     if steps * t.global_batch_size > len(train_split):
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"train.steps_per_epoch={t.steps_per_epoch} needs {steps * t.global_batch_size} "
             f"examples per epoch; the training split has {len(train_split)}.")
     return steps
@@ -170,7 +172,7 @@ def _check_resumable(run, config, changed, workdir: str) -> None:
     Writing the new config.json first would leave a run that no rerun can resume."""
     fixed = [key for key in _FIXED_ON_RESUME if key in changed]
     if fixed:
-        raise ValueError(
+        raise run_lib.RunError(
             f"Work directory {workdir!r} has checkpoints, and {', '.join(fixed)} cannot "
             f"change when a run resumes (the checkpoints hold the weights and optimizer "
             f"state of the run as it was). Keep the run's value, or start a new --workdir"
@@ -182,7 +184,7 @@ def _check_resumable(run, config, changed, workdir: str) -> None:
     different = [layer for layer in sorted(set(was) | set(now)) if was.get(layer) != now.get(layer)]
     if different:
         layer = different[0]
-        raise ValueError(
+        raise run_lib.RunError(
             f"Work directory {workdir!r} has checkpoints of another network: {layer} has "
             f"{was.get(layer)} in them and {now.get(layer)} in the new config (changed: "
             f"{[k for k in changed if k.startswith('model.')]}). --allow_config_change "
@@ -194,12 +196,15 @@ def _plan(config, workdir: str, allow_config_change: bool, explicit_keys=()) -> 
     """The checks that need no write: the model source of ``model.init_from`` (its values
     adopted into a copy of ``config``, its weights read and every shape checked), the
     work directory (a run of another config is refused unless ``allow_config_change``),
-    the cluster and strategy, the data, the classes and the batch size. Raises
-    ValueError naming what does not fit.
+    the cluster and strategy, the data, the classes and the batch size. Raises a
+    `alexnet_tf.errors.UserError` (a ValueError: `RunError` for the work directory,
+    `ConfigError` for a config that does not fit the data, the data's own errors) naming
+    what does not fit.
 
     One class order: the evaluation split is read in the training split's class order
     (a class it adds is refused by name), and a run that already has checkpoints resumes
     only when the training split's classes are its ``classes.json``'s, index by index."""
+    run_lib.check_workdir_path(workdir)
     run = run_lib.Run(workdir)
     # By their files, as the restore finds them: a lost state file must not skip this.
     resuming = bool(run_lib.checkpoint_candidates(run.checkpoint_dir))
@@ -207,7 +212,7 @@ def _plan(config, workdir: str, allow_config_change: bool, explicit_keys=()) -> 
     source = _resolve_source(config, run, resuming, set(explicit_keys))
     changed = run.config_changes(config)
     if changed and not allow_config_change:
-        raise ValueError(
+        raise run_lib.RunError(
             f"Work directory {workdir!r} holds a run of another config (differing keys: "
             f"{changed[:10]}). Use a new --workdir, the same config to resume this run, or "
             f"--allow_config_change to resume it with the new config.")
@@ -227,7 +232,7 @@ def _plan(config, workdir: str, allow_config_change: bool, explicit_keys=()) -> 
         difference = sources.first_class_difference(saved, train_split.class_names)
         if difference:
             i, was, now = difference
-            raise ValueError(
+            raise run_lib.RunError(
                 f"Work directory {workdir!r} holds a run trained on other classes: class "
                 f"{i} is {was!r} in its {run.classes_path} but {now!r} in the training split "
                 f"{config.data.train_split!r} ({len(saved)} vs {len(train_split.class_names)} "
@@ -236,13 +241,13 @@ def _plan(config, workdir: str, allow_config_change: bool, explicit_keys=()) -> 
     eval_split = sources.load_split(config.data, config.data.eval_split,
                                     class_names=train_split.class_names)
     if len(train_split.class_names) != config.model.num_classes:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"config.model.num_classes is {config.model.num_classes} but the training split "
             f"has {len(train_split.class_names)} classes; set --config.model.num_classes="
             f"{len(train_split.class_names)}.")
     replicas = strategy.num_replicas_in_sync
     if t.global_batch_size % replicas:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"train.global_batch_size={t.global_batch_size} is not divisible by the "
             f"{replicas} replicas in sync; expected a multiple of {replicas}.")
     steps_per_epoch = _steps_per_epoch(t, train_split)

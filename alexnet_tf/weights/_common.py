@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from alexnet_tf import architecture
+from alexnet_tf.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,14 +101,20 @@ def assign(model, converted: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
                            np.ascontiguousarray(bias, np.float32)])
 
 
+
+class WeightsError(UserError, ValueError):
+    """A weights file, or the weights in it, that cannot become the network: another
+    format, a missing or misshapen layer; the message names the file and the layer."""
+
+
 def as_array(value, what: str) -> np.ndarray:
-    """A weight as a NumPy array (PyTorch tensors included), or ValueError naming it."""
+    """A weight as a NumPy array (PyTorch tensors included), or WeightsError naming it."""
     if hasattr(value, "detach"):  # a torch.Tensor; no torch import needed
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
-        raise ValueError(f"{what}: expected an array, found {type(value).__name__}.")
+        raise WeightsError(f"{what}: expected an array, found {type(value).__name__}.")
     if value.dtype.kind not in "fiu":
-        raise ValueError(f"{what}: expected a numeric array, found dtype {value.dtype}.")
+        raise WeightsError(f"{what}: expected a numeric array, found dtype {value.dtype}.")
     return value
 
 
@@ -116,4 +123,4 @@ def raise_problems(header: str, problems: list[str], hint: str = "") -> None:
         message = header + "\n  " + "\n  ".join(problems)
         if hint:
             message += "\n" + hint
-        raise ValueError(message)
+        raise WeightsError(message)

@@ -143,21 +143,21 @@ def read_caffe_npy(path: str | os.PathLike) -> dict:
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
         except ValueError as error:
-            raise ValueError(
+            raise _common.WeightsError(
                 f"{path} is not a NumPy .npy file of Caffe weights ({error}). A torchvision "
                 f".pth file is read by load_torchvision.") from None
         if not dtype.hasobject:
-            raise ValueError(
+            raise _common.WeightsError(
                 f"{path} holds a plain {dtype} array of shape {shape}; expected a pickled dict "
                 f"{{layer: [weights, biases]}} as written by caffe-tensorflow.")
         try:
             obj = _WeightsUnpickler(f, encoding="latin1").load()
         except pickle.UnpicklingError as error:
-            raise ValueError(f"{path}: {error}.") from None
+            raise _common.WeightsError(f"{path}: {error}.") from None
     if isinstance(obj, np.ndarray) and obj.shape == ():
         obj = obj.item()
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}; expected a dict "
+        raise _common.WeightsError(f"{path} holds a {type(obj).__name__}; expected a dict "
                          f"{{layer: [weights, biases]}} as written by caffe-tensorflow.")
     return dict(obj)
 
@@ -173,17 +173,17 @@ def _entry(name: str, value) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(value, Mapping):
         value = {_key(k): v for k, v in value.items()}
         if set(value) != {"weights", "biases"}:
-            raise ValueError(f"Caffe layer {name!r}: expected {{'weights', 'biases'}}, found keys "
+            raise _common.WeightsError(f"Caffe layer {name!r}: expected {{'weights', 'biases'}}, found keys "
                              f"{sorted(value)}.")
         pair = (value["weights"], value["biases"])
     elif isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray)
                                              and value.dtype == object and value.ndim == 1):
         if len(value) != 2:
-            raise ValueError(f"Caffe layer {name!r}: expected [weights, biases], found "
+            raise _common.WeightsError(f"Caffe layer {name!r}: expected [weights, biases], found "
                              f"{len(value)} arrays.")
         pair = tuple(value)
     else:
-        raise ValueError(f"Caffe layer {name!r}: expected [weights, biases], found "
+        raise _common.WeightsError(f"Caffe layer {name!r}: expected [weights, biases], found "
                          f"{type(value).__name__}.")
     return (_common.as_array(pair[0], f"Caffe layer {name!r} weights"),
             _common.as_array(pair[1], f"Caffe layer {name!r} biases"))
@@ -208,10 +208,10 @@ def convert_caffe_weights(weights: Mapping, num_classes: int | None = None,
         raise ValueError(f"fc6_input_order must be one of {FC6_INPUT_ORDERS}, "
                          f"got {fc6_input_order!r}.")
     if not isinstance(weights, Mapping):
-        raise ValueError(f"Expected a dict {{layer: [weights, biases]}}, got {type(weights).__name__}.")
+        raise _common.WeightsError(f"Expected a dict {{layer: [weights, biases]}}, got {type(weights).__name__}.")
     weights = {_key(k): v for k, v in weights.items()}
     if any(k.startswith(("features.", "classifier.")) for k in weights):
-        raise ValueError(
+        raise _common.WeightsError(
             f"These are torchvision alexnet weights (keys {sorted(weights)[:3]}...), not Caffe's "
             f"bvlc_alexnet; read them with load_torchvision.")
     entries = {name: _entry(name, weights[name]) for name in CAFFE_LAYERS if name in weights}

@@ -27,6 +27,7 @@ from typing import Any
 
 from alexnet_tf.convention import FILENAME as CONVENTION_FILENAME
 from alexnet_tf.convention import ConventionError, InputConvention
+from alexnet_tf.errors import ExistsError
 
 MODEL_FILENAME = "model.keras"
 INFO_FILENAME = "weights_info.json"
@@ -144,7 +145,7 @@ def save_converted(model, info: WeightsInfo, directory: str | os.PathLike,
     if not overwrite:
         existing = [p for p in paths + [classes_path] if os.path.exists(p)]
         if existing:
-            raise FileExistsError(f"{existing} already exist; pass overwrite=True to replace them.")
+            raise ExistsError(f"{existing} already exist; pass overwrite=True to replace them.")
     os.makedirs(directory, exist_ok=True)
     if os.path.exists(classes_path):  # never leave another model's classes beside these
         os.remove(classes_path)

@@ -26,6 +26,7 @@ import numpy as np
 
 from alexnet_tf.weights import _common
 from alexnet_tf.convention import InputConvention
+from alexnet_tf.errors import MissingDependencyError
 from alexnet_tf.weights.convention import WeightsInfo
 
 # Our layer -> torchvision's module prefix.
@@ -60,7 +61,7 @@ def _import_torch():
     try:
         import torch
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             "Reading a torchvision .pth file needs PyTorch, which is not installed: "
             "pip install torch (CPU wheels: pip install torch --index-url "
             "https://download.pytorch.org/whl/cpu). A state_dict already in memory, as "
@@ -75,9 +76,9 @@ def read_torchvision_state_dict(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types; name the file
-        raise ValueError(f"{path} could not be read as a PyTorch state_dict: {error}") from error
+        raise _common.WeightsError(f"{path} could not be read as a PyTorch state_dict: {error}") from error
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}; expected a state_dict "
+        raise _common.WeightsError(f"{path} holds a {type(obj).__name__}; expected a state_dict "
                          f"(torch.save(model.state_dict(), path)).")
     return dict(obj)
 
@@ -89,10 +90,10 @@ def convert_torchvision_weights(state_dict: Mapping, num_classes: int | None = N
     unknown key and wrong shape (expected vs found).
     """
     if not isinstance(state_dict, Mapping):
-        raise ValueError(f"Expected a state_dict (a mapping), got {type(state_dict).__name__}.")
+        raise _common.WeightsError(f"Expected a state_dict (a mapping), got {type(state_dict).__name__}.")
     state = {str(k): v for k, v in state_dict.items()}
     if any(k in state for k in ("conv1", "fc6", "fc8")):
-        raise ValueError(
+        raise _common.WeightsError(
             f"These look like Caffe bvlc_alexnet weights (keys {sorted(state)[:3]}...), not a "
             f"torchvision state_dict; read them with load_caffe_npy.")
     if num_classes is None:

@@ -166,12 +166,7 @@ def data_config_for(sources_: Sequence[source_lib.ModelSource], *, config=None,
                 f"whose data section names it (--config=FILE).")
         data = config_lib.base_config().data
         data.source = "image_folder"
-    if data_source:
-        data.source = data_source
-    elif data_dir and data.source == "demo":
-        data.source = "image_folder"
-    if data_dir:
-        data.data_dir = data_dir
+    sources.point_at(data, data_dir=data_dir, data_source=data_source)
     convention = first.convention
     if first.data_config is None or config is not None:
         # The convention is the whole normalisation: it is handed to the pipeline, so

@@ -589,6 +589,7 @@ def _data_config(loaded_data, data_dir: str | None, data_source: str | None):
     import copy
 
     from alexnet_tf import config as config_lib
+    from alexnet_tf.data import sources
 
     if loaded_data is None:
         if not data_dir:
@@ -596,16 +597,10 @@ def _data_config(loaded_data, data_dir: str | None, data_source: str | None):
                              "or a data directory (data_dir, data_source).")
         data = config_lib.base_config().data
         data.source = data_source or "image_folder"
-    else:
-        data = copy.deepcopy(loaded_data)
-        if data_source:
-            data.source = data_source
-        elif data_dir and data.source == "demo":
-            # A directory given by hand holds real data, not the demo set to (re)write.
-            data.source = "image_folder"
-    if data_dir:
         data.data_dir = data_dir
-    return data
+        return data
+    return sources.point_at(copy.deepcopy(loaded_data), data_dir=data_dir,
+                            data_source=data_source)
 
 
 def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",

@@ -1049,3 +1049,17 @@ def load_split(data_config, split: str,
         raise DataError(f"{type(loaded).__name__} of split {split!r} has class {got!r} at "
                          f"index {i}; expected the training class {want!r}.")
     return loaded
+
+
+def point_at(data_config, *, data_dir: str | None = None, data_source: str | None = None):
+    """``data_config`` (changed in place, returned) pointed at ``data_dir`` and
+    ``data_source`` given by hand: a source named wins; a directory given by hand holds
+    real data, so a "demo" source (which would write the demo set there) becomes
+    "image_folder". Evaluation and retrieval of any model source share this rule."""
+    if data_source:
+        data_config.source = data_source
+    elif data_dir and data_config.source == "demo":
+        data_config.source = "image_folder"
+    if data_dir:
+        data_config.data_dir = data_dir
+    return data_config

@@ -24,6 +24,8 @@ setup(
         "tensorflow-serving-api>=2.16,<3",
     ],
     extras_require={
+        # Each extra installs what its README path needs: tests/test_extras.py runs each
+        # path where only what the extra installs (and what that declares) is importable.
         # ImageNet's devkit meta.mat (flat validation labels as ILSVRC2012 IDs).
         "imagenet": ["scipy>=1.10"],
         # Reading torchvision .pth weights (torch.load(weights_only=True)).
@@ -31,12 +33,19 @@ setup(
         # Empty: tensorflow-serving-api and grpcio are core now; kept so that
         # `pip install -e .[serving]` goes on working.
         "serving": [],
-        # Reading prepared TFDS builders (data.source="tfds").
-        "tfds": ["tensorflow-datasets>=4.9"],
+        # Preparing TFDS builders (README: imagenet2012 from the ILSVRC-2012 tars) and reading
+        # them (data.source="tfds"). tensorflow-datasets 4.9.10 imports importlib_resources
+        # in every download_and_prepare of a builder it ships, but declares it only for
+        # Python < 3.9 (tensorflow/datasets#11212; issue 15). Its `tfds` command would also
+        # need apache-beam and mlcroissant (tensorflow/datasets#5463); they are left out:
+        # apache-beam caps pillow < 13 and protobuf < 7, so README prepares in Python.
+        "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=5.0"],
         # Training-curve plots (tools/plot_curves.py).
         "plots": ["matplotlib>=3.7"],
+        # Every test's needs: the extras above but torch (CI installs torch's CPU wheel
+        # itself where it can; the torch tests skip without it), pytest and xdist (-n 2).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scipy>=1.10", "matplotlib>=3.7",
-                 "tensorflow-datasets>=4.9"],
+                 "tensorflow-datasets>=4.9", "importlib_resources>=5.0"],
     },
     entry_points={
         "console_scripts": [

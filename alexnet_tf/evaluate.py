@@ -24,12 +24,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from typing import Sequence
-
-from absl import logging
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import model_source as source_lib
+from alexnet_tf import outputs
 from alexnet_tf import run as run_lib
 from alexnet_tf import task as task_lib
 from alexnet_tf.data import pipeline, sources
@@ -40,14 +40,36 @@ class EvaluationError(UserError, ValueError):
     """Sources and data that cannot be evaluated together (named in the message)."""
 
 
-def run_evaluation(eval_step, distributed_dataset) -> dict:
-    """Mean loss and top-1/top-5 error over a whole (distributed) dataset: host floats
-    keyed "loss", "top1_error", "top5_error", and "examples" (an int)."""
-    totals = dict.fromkeys(task_lib.METRIC_KEYS, 0.0)
+def summed_over(eval_step, distributed_dataset, progress=None) -> dict:
+    """The sums of ``eval_step``'s outputs (host floats, by key) over a whole
+    (distributed) dataset. ``progress``: a tqdm bar (or anything with ``update(n)``),
+    advanced by each batch's image count, the ``count`` (or ``"<i>/count"``) output."""
+    totals: dict[str, float] = {}
     for batch in distributed_dataset:
-        for key, value in eval_step(batch).items():
-            totals[key] += float(value)
+        sums = {key: float(value) for key, value in eval_step(batch).items()}
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + value
+        if progress is not None:
+            progress.update(int(sums["count"] if "count" in sums else sums["0/count"]))
+    return totals
+
+
+def run_evaluation(eval_step, distributed_dataset, progress=None) -> dict:
+    """Mean loss and top-1/top-5 error over a whole (distributed) dataset: host floats
+    keyed "loss", "top1_error", "top5_error", and "examples" (an int). ``progress``:
+    as `summed_over`."""
+    totals = dict.fromkeys(task_lib.METRIC_KEYS, 0.0)
+    totals.update(summed_over(eval_step, distributed_dataset, progress))
     return task_lib.errors_from_sums(totals)
+
+
+def progress_bar(total: int, description: str, enabled: bool = True):
+    """The bar `evaluate_sources` shows on stderr: images done of ``total``, and
+    images/s (tqdm's rate)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="img", file=sys.stderr,
+                dynamic_ncols=True, disable=not enabled)
 
 
 def eval_dataset_fn(split, config, task, ten_crop: bool, bad_records=None):
@@ -263,7 +285,8 @@ def default_output(source: source_lib.ModelSource, split: str, ten_crop: bool) -
 
 def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
                      split: str | None = None, ten_crop: bool = False,
-                     batch_size: int | None = None, output: str | None = None) -> dict:
+                     batch_size: int | None = None, output: str | None = None,
+                     overwrite: bool = True, progress: bool = False) -> dict:
     """Top-1/top-5 error of one source, or of every member and the ensemble of
     several, on a split; written as JSON to ``output``.
 
@@ -276,7 +299,9 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
       batch_size: the global evaluation batch; default a run's ``eval.global_batch_size``
         (else the base config's, 128).
       output: the JSON file; default `default_output` for one source; an ensemble needs
-        one.
+        one. Written through a temporary file: an earlier result is replaced whole.
+      overwrite: False refuses an ``output`` that exists (`check_output`).
+      progress: show a progress bar on stderr (images done, images/s).
 
     Returns the metrics written: "loss", "top1_error", "top5_error", "examples",
     "split", "crops", "model" (the description), "checkpoint" (for a run's checkpoint,
@@ -295,6 +320,7 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
     if output is None and len(sources_) > 1:
         raise EvaluationError(f"An ensemble of {len(sources_)} models has no directory of "
                               f"its own for its result: give --output=FILE.json.")
+    check_output(output, overwrite)
     output = output or default_output(first, split, ten_crop)
     config = _evaluation_config(sources_, data_config, batch_size)
     try:
@@ -318,14 +344,15 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
         return dict(metrics, model=source.description, source=source.path,
                     checkpoint=source.checkpoint, split=split, crops=crops)
 
-    if len(models) == 1:
-        metrics = described(run_evaluation(task.eval_step(models[0], ten_crop), dataset), first)
-    else:
-        step = ensemble_eval_step(models, config.model.num_classes, ten_crop, strategy)
-        totals: dict[str, float] = {}
-        for batch in dataset:
-            for key, value in step(batch).items():
-                totals[key] = totals.get(key, 0.0) + float(value)
+    with progress_bar(len(data), f"{'ten' if ten_crop else 'centre'}-crop {split}",
+                      progress) as bar:
+        if len(models) == 1:
+            metrics = described(run_evaluation(task.eval_step(models[0], ten_crop), dataset,
+                                               bar), first)
+        else:
+            step = ensemble_eval_step(models, config.model.num_classes, ten_crop, strategy)
+            totals = summed_over(step, dataset, bar)
+    if len(models) > 1:
         per_model = [task_lib.errors_from_sums(
             {k: totals[f"{i}/{k}"] for k in task_lib.METRIC_KEYS})
             for i in range(len(models) + 1)]
@@ -333,14 +360,19 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
         metrics = dict(per_model[-1], model=f"ensemble of {len(models)}",
                        source=[s.path for s in sources_], checkpoint=None, split=split,
                        crops=crops, ensemble=True, members=members)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    with open(output, "w") as f:
-        json.dump(metrics, f, indent=2)
+    with outputs.write_atomically(output) as file:  # an earlier result stays whole
+        json.dump(metrics, file, indent=2)
     metrics["output"] = output
-    for line in format_metrics(metrics).splitlines():
-        logging.info("%s", line)
     return metrics
+
+
+def check_output(output: str | None, overwrite: bool) -> None:
+    """Refuses an ``output`` the user named that exists, unless ``overwrite``
+    (`alexnet_tf.outputs.check_new_file`): it may be another evaluation's result, or any
+    other file. Checked before a model is built. The default outputs (`default_output`)
+    are the package's own, and a new evaluation replaces them."""
+    if output is not None:
+        outputs.check_new_file(output, overwrite)
 
 
 def format_metrics(metrics: dict) -> str:
@@ -360,12 +392,14 @@ def format_metrics(metrics: dict) -> str:
 def evaluate(model: str | Sequence[str], *, checkpoint: str = "auto",
              class_names_file: str | None = None, config=None, data_dir: str | None = None,
              data_source: str | None = None, split: str | None = None, ten_crop: bool = False,
-             batch_size: int | None = None, output: str | None = None) -> dict:
+             batch_size: int | None = None, output: str | None = None,
+             overwrite: bool = True, progress: bool = False) -> dict:
     """``alexnet-eval``: resolves ``model`` (one source or "A,B,C",
     `model_source.resolve_all`), gives sources without class names those of
     ``class_names_file`` (`model_source.read_class_names`), names the data
     (`data_config_for`) and runs `evaluate_sources`. Everything is checked before a
     model is built. Raises SourceError or EvaluationError naming the problem."""
+    check_output(output, overwrite)
     members = source_lib.resolve_all(model, checkpoint=checkpoint)
     if class_names_file:
         ids, names = source_lib.read_class_names(class_names_file)
@@ -373,7 +407,8 @@ def evaluate(model: str | Sequence[str], *, checkpoint: str = "auto",
     check_evaluable(members)
     data = data_config_for(members, config=config, data_dir=data_dir, data_source=data_source)
     return evaluate_sources(members, data, split=split, ten_crop=ten_crop,
-                            batch_size=batch_size, output=output)
+                            batch_size=batch_size, output=output, overwrite=overwrite,
+                            progress=progress)
 
 
 def evaluate_checkpoint(workdir: str, *, checkpoint: str = "latest", split: str | None = None,

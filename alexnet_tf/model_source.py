@@ -337,13 +337,17 @@ def resolve(spec: str, *, checkpoint: str = "auto") -> ModelSource:
                       f"expected " + "; or ".join(KIND_DESCRIPTIONS) + ".")
 
 
-def resolve_all(specs: str | Sequence[str], *, checkpoint: str = "auto") -> list[ModelSource]:
-    """The sources of ``specs``: a comma-separated string ("A,B,C") or a list of paths;
-    one source, or the members of an ensemble. Raises SourceError for an empty list and
-    for any member `resolve` refuses (naming it)."""
-    if isinstance(specs, str):
+def resolve_all(specs: str | os.PathLike | Sequence[str | os.PathLike], *,
+                checkpoint: str = "auto") -> list[ModelSource]:
+    """The sources of ``specs``: a comma-separated string ("A,B,C"), one path object
+    (``pathlib.Path``: never split) or a list of paths; one source, or the members of an
+    ensemble. Raises SourceError for an empty list and for any member `resolve` refuses
+    (naming it)."""
+    if isinstance(specs, os.PathLike):
+        specs = [specs]
+    elif isinstance(specs, str):
         specs = specs.split(",")
-    specs = [s.strip() for s in specs]
+    specs = [os.fspath(s).strip() for s in specs]
     if not specs or any(not s for s in specs):
         raise SourceError(f"Expected one model source or several separated by commas "
                           f"(A,B,C), got {','.join(specs)!r}.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from alexnet_tf.config import ConfigError
 from alexnet_tf.convention import InputConvention
 from alexnet_tf.data import pipeline
 from alexnet_tf.train import towers
@@ -80,7 +81,7 @@ def _local_devices(strategy) -> tuple:
 
 
 def check_strategy(train_config, strategy) -> None:
-    """Raises ValueError for a train config that ``strategy`` cannot run.
+    """Raises `alexnet_tf.config.ConfigError` for a train config that ``strategy`` cannot run.
 
     * ``train.jit_compile`` with replicas on several CPU devices of one process.
       Measured, TF 2.21: an XLA-compiled replica step on one of several (logical) CPU
@@ -95,7 +96,7 @@ def check_strategy(train_config, strategy) -> None:
     local_devices = _local_devices(strategy)
     if train_config.jit_compile and len(local_devices) > 1 and all(
             tf.DeviceSpec.from_string(d).device_type == "CPU" for d in local_devices):
-        raise ValueError(
+        raise ConfigError(
             f"train.jit_compile=True cannot run data-parallel over the {len(local_devices)} "
             f"CPU devices {list(local_devices)} of one process (TF's XLA cannot reach the "
             f"other devices' variables); set --config.train.jit_compile=False (XLA is slower "
@@ -103,14 +104,15 @@ def check_strategy(train_config, strategy) -> None:
     if train_config.tower_devices:
         check_tower_devices(train_config.tower_devices)
         if strategy.num_replicas_in_sync != 1:
-            raise ValueError(f"train.tower_devices={train_config.tower_devices!r} places one "
+            raise ConfigError(f"train.tower_devices={train_config.tower_devices!r} places one "
                              f"model on two devices; it cannot be combined with "
                              f"{strategy.num_replicas_in_sync} data-parallel replicas.")
 
 
 def check_tower_devices(text: str) -> tuple[str, str]:
-    """The two devices of ``train.tower_devices`` ("DEV_A,DEV_B"), or ValueError unless
-    both are among this process's logical devices."""
+    """The two devices of ``train.tower_devices`` ("DEV_A,DEV_B"). Raises
+    `alexnet_tf.config.ConfigError` (a ValueError) unless both are among this process's
+    logical devices: TF's soft placement would otherwise run a tower elsewhere, silently."""
     names = [d.strip() for d in text.split(",") if d.strip()]
     available = {}
     for device in tf.config.list_logical_devices():
@@ -121,15 +123,15 @@ def check_tower_devices(text: str) -> tuple[str, str]:
         try:
             spec = tf.DeviceSpec.from_string(name)
         except ValueError as error:
-            raise ValueError(f"train.tower_devices names {name!r}, which is not a device "
+            raise ConfigError(f"train.tower_devices names {name!r}, which is not a device "
                              f"name ({error}); expected e.g. '/GPU:0,/GPU:1'.") from None
         keys.append((spec.device_type, spec.device_index))
     if len(names) != 2:
-        raise ValueError(f"train.tower_devices={text!r} must name two devices, e.g. "
+        raise ConfigError(f"train.tower_devices={text!r} must name two devices, e.g. "
                          f"'/GPU:0,/GPU:1'.")
     missing = [n for n, k in zip(names, keys) if k not in available]
     if missing:
-        raise ValueError(f"train.tower_devices names {missing}, which this process does not "
+        raise ConfigError(f"train.tower_devices names {missing}, which this process does not "
                          f"have; its devices are {sorted(available.values())}.")
     return tuple(names)
 
@@ -142,7 +144,7 @@ class ClassificationTask:
         ``data`` for label smoothing and the on-device input tail, ``train`` for the
         global batch, XLA and the tower placement, ``eval.ten_crop``).
       strategy: the `tf.distribute` strategy the steps run under (default: the
-        current one). Raises ValueError when it cannot run the config (`check_strategy`).
+        current one). Raises `alexnet_tf.config.ConfigError` when it cannot run the config (`check_strategy`).
       convention: the model's input convention; default: the one the config describes
         (`InputConvention.from_config`). Evaluation passes the run's saved one.
     """

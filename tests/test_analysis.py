@@ -18,6 +18,7 @@ from alexnet_tf import create_model
 from alexnet_tf.analysis import curves, kernels, model_io, retrieval
 from alexnet_tf.data import preprocess
 from alexnet_tf.data.sources import ImageFolderSource
+from alexnet_tf.errors import UserError
 from conftest import REPO_ROOT
 from test_config import load_config_file
 
@@ -439,6 +440,50 @@ def test_saved_model_features_signature_end_to_end(tmp_path):
         retrieval.saved_model_extractor(str(no_signature))
 
 
+def _tool(script, *args, block=None):
+    """tools/<script> as a command; ``block``: a module made unimportable first, as if it
+    were not installed (``sys.modules[name] = None``)."""
+    wrapper = ("import runpy, sys\n"
+               f"for name in {list(block or [])!r}: sys.modules[name] = None\n"
+               "sys.argv = sys.argv[1:]\n"
+               "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-c", wrapper, str(REPO_ROOT / "tools" / script),
+                           *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_retrieve_takes_an_export_base_directory_as_alexnet_predict_does(tmp_path):
+    root = _colour_folder(tmp_path / "data")
+    base = tmp_path / "exports" / "alexnet"
+    _save_features_model(base / "1", size=2)
+    _save_features_model(base / "2", size=3)  # the newest version: 3x3 mean colours
+    (base / "2.keras").write_bytes(b"")  # what alexnet-export writes beside: not a version
+    newest = retrieval.saved_model_extractor(str(base))
+    assert newest.dim == 27 and newest.fingerprint["path"] == str(base / "2")
+    assert retrieval.saved_model_extractor(str(base / "1")).dim == 12  # a version, as before
+    from alexnet_tf.serving.client import saved_model_path
+    assert saved_model_path(str(base)) == str(base / "2")  # the one rule, shared
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="neither a SavedModel nor a directory of versions"):
+        retrieval.saved_model_extractor(str(tmp_path / "empty"))
+
+    common = [f"--data_dir={root}", "--query_split=val", "--num_queries=2", "--k=2",
+              f"--features_cache={tmp_path / 'cache'}", "--thumb=16"]
+    result = _tool("retrieve.py", f"--saved_model={base}", *common,
+                   f"--output={tmp_path / 'n.png'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Neighbours sharing the query's class: 100.0%" in result.stdout
+    manifest = json.loads((tmp_path / "cache" / "train" / "manifest.json").read_text())
+    assert manifest["fingerprint"]["extractor"]["path"] == str(base / "2")
+    assert Image.open(tmp_path / "n.png").format == "PNG"
+    refused = _tool("retrieve.py", f"--saved_model={tmp_path / 'empty'}", *common)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"retrieve.py: error: {str(tmp_path / 'empty')!r} is neither a SavedModel nor a "
+        "directory of versions."]
+
+
 def test_neighbour_grid_layout_and_frames():
     tiles = [Image.new("RGB", (10, 10), c) for c in ((0, 0, 0), (50, 50, 50), (90, 90, 90))]
     grid, layout = retrieval.neighbour_grid(
@@ -474,6 +519,21 @@ def test_plotting_without_matplotlib_names_the_extra(monkeypatch):
     series = curves.Series(np.array([1, 2]), np.array([0.5, 0.25]))
     with pytest.raises(ImportError, match=r"pip install -e '\.\[plots\]'"):
         curves.plot_curves({"train": {"loss": series}})
+
+
+def test_plot_curves_without_matplotlib_says_which_extra_in_one_line(tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path / "run" / "tensorboard" / "train"))
+    with writer.as_default():
+        tf.summary.scalar("loss", 1.0, step=1)
+    writer.close()
+    for workdir in (tmp_path / "run", tmp_path / "no_run"):  # checked before the logs
+        result = _tool("plot_curves.py", f"--workdir={workdir}",
+                       f"--output={tmp_path / 'c.png'}", block=["matplotlib"])
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines() == [
+            "plot_curves.py: error: Plotting training curves needs matplotlib, which is not "
+            "installed: pip install -e '.[plots]' (or pip install matplotlib)."]
+        assert result.stdout == "" and not (tmp_path / "c.png").exists()
 
 
 # --------------------------------------------------------------- a tiny trained run, e2e
@@ -513,6 +573,11 @@ def test_show_kernels_on_a_trained_run(tiny_run, tmp_path):
     assert not np.allclose(report.kernels, fresh)
     loaded = model_io.load_model(str(workdir))
     assert loaded.std_rgb == (64.0, 64.0, 64.0)  # the demo config's input convention
+    # A run's default checkpoint is alexnet-eval's and alexnet-export's: best, else latest.
+    from alexnet_tf import model_source
+
+    assert report.source == loaded.description == model_source.resolve(str(workdir)).description
+    assert "best checkpoint" in report.source, report.source
     np.testing.assert_allclose(kernels.conv1_kernels(loaded.model, std_rgb=loaded.std_rgb),
                                report.kernels)
     # A .keras file of the same model gives the same kernels and scores.

@@ -309,7 +309,8 @@ def test_tool_end_to_end_and_refusal(dataset, tmp_path):
                    "--val_shards=1", "--resize_shorter_side=0", "--workers=1",
                    f"--val_labels_file={dataset['labels_file']}", "--noprogress")
     assert result.returncode == 0, result.stderr
-    assert "train: 16 records in 2 shards, 3 skipped" in result.stdout
+    assert "train: 16 records in 2 shards (as given; ~" in result.stdout
+    assert ", 3 skipped" in result.stdout
     metadata = json.load(open(out / "metadata.json"))
     assert metadata["splits"]["train"]["num_shards"] == 2
     assert len(_records(str(out), "train")) == metadata["splits"]["train"]["num_records"] == 16
@@ -319,3 +320,164 @@ def test_tool_end_to_end_and_refusal(dataset, tmp_path):
     refused = _tool(f"--data_dir={dataset['root']}", f"--output_dir={out}", "--noprogress")
     assert refused.returncode != 0 and "not empty" in refused.stderr and "--overwrite" in refused.stderr
     assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
+
+
+def test_worker_processes_are_as_quiet_as_the_tool(dataset, tmp_path):
+    # Spawned workers import TensorFlow themselves: its start-up notes (oneDNN, CUDA
+    # drivers, absl's preface) must not reach the user from them either.
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                            "ALEXNET_TF_TF_LOGS")}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "build_tfrecords.py"),
+         f"--data_dir={dataset['root']}", f"--output_dir={tmp_path / 'out'}",
+         "--train_shards=2", "--val_shards=1", "--resize_shorter_side=0", "--workers=2",
+         f"--val_labels_file={dataset['labels_file']}", "--noprogress"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=str(REPO_ROOT))
+    assert result.returncode == 0, result.stderr
+    assert "with 2 worker(s)" in result.stderr
+    noise = [line for line in result.stderr.splitlines()
+             if "absl::InitializeLog" in line or "oneDNN" in line or "cuda" in line.lower()]
+    assert not noise, noise
+
+
+def test_default_workers_are_capped_by_the_split_size(dataset, tmp_path, monkeypatch):
+    # A worker's start costs seconds: a few images are converted in this process.
+    lines = []  # the converter's info lines, whatever absl's verbosity earlier tests left
+    monkeypatch.setattr(convert.logging, "info", lambda message, *args: lines.append(
+        message % args if args else message))
+    _build(dataset, tmp_path / "out", shards={"train": 2, "val": 1}, workers=None)
+    assert any("into 3 shards with 1 worker(s)" in line for line in lines), lines
+
+
+# ---------------------------------------------------------------- shard counts
+
+
+def test_the_automatic_shard_rule_on_numbers():
+    target = convert.TARGET_SHARD_BYTES
+    assert target == 128 * 1024 * 1024
+    # ImageNet's training set at shorter side 256, quality 95: ~39,168 bytes per record
+    # (real colour photos stored so average 3.56 bits per pixel; 341x256 is the stored
+    # size of the common 500x375 photo; plus the record's 332 bytes of keys and framing).
+    assert convert.auto_num_shards(1_281_167, 39_168) == 374
+    assert convert.auto_num_shards(50_000, 39_168) == 15  # its validation set
+    # The originals (resize_shorter_side=0), ~115 kB each: the Inception converters' ~1024.
+    assert convert.auto_num_shards(1_281_167, 115_440) == 1102
+    # The issue's case: 75 small images make one shard, not 1024 + 128 files.
+    assert convert.auto_num_shards(75, 30_000) == 1
+    assert convert.auto_num_shards(100, target / 10) == 10  # exactly 10 targets: 10 shards
+    assert convert.auto_num_shards(100, target / 10 + 1) == 11  # never over the target
+    assert convert.auto_num_shards(10, 10 * target) == 10  # never more shards than images
+    assert convert.auto_num_shards(5, 0) == 1  # every image unreadable: still one shard
+    assert convert.auto_num_shards(0, 1000) == 1
+
+
+def test_record_bytes_is_the_size_written_to_a_shard(tmp_path):
+    cases = [(0, 1, 1, 1, "", "", ""), (127, 255, 256, 128, "n01440764", "tench, Tinca tinca",
+                                        "n01440764_10026.JPEG"),
+             (39_000, 256, 341, 1000, "n15075141", "toilet tissue, toilet paper, bathroom tissue",
+              "ILSVRC2012_val_00050000.JPEG"), (2 ** 21 + 3, 70_000, 9, 7, "x", "é" * 40, "f")]
+    path = str(tmp_path / "records")
+    with tf.io.TFRecordWriter(path) as writer:
+        for size, height, width, label, synset, text, filename in cases:
+            example = tfrecords.make_example(b"\xff" * size, label - 1, synset=synset, text=text,
+                                             height=height, width=width, filename=filename)
+            writer.write(example.SerializeToString(deterministic=True))
+            expected = convert.record_bytes(size, height=height, width=width, label=label,
+                                            synset=synset, text=text, filename=filename)
+            assert len(example.SerializeToString(deterministic=True)) + 16 == expected
+    assert os.path.getsize(path) == sum(
+        convert.record_bytes(c[0], height=c[1], width=c[2], label=c[3], synset=c[4],
+                             text=c[5], filename=c[6]) for c in cases)
+
+
+def test_a_small_split_gets_one_shard_and_the_estimate_is_what_is_written(dataset, tmp_path):
+    out = tmp_path / "auto"
+    metadata = _build(dataset, out, shards=None)
+    for split in ("train", "val"):
+        entry = metadata["splits"][split]
+        assert entry["num_shards"] == 1 and entry["shard_choice"] == "automatic"
+        assert entry["target_shard_bytes"] == convert.TARGET_SHARD_BYTES
+        # The sample (64 images) covers these splits: the estimate is exact, the broken
+        # files counted 0 bytes as they are skipped.
+        assert entry["estimated_bytes"] == sum(s["num_bytes"] for s in entry["shards"])
+    assert sorted(p for p in os.listdir(out) if "-of-" in p) == [
+        "train-00000-of-00001", "val-00000-of-00001"]
+    line = convert.summary_line(metadata)
+    assert line.startswith("train: 16 records in 1 shard (automatic: at most 128 MiB each; ~")
+    assert "val: 5 records in 1 shard (automatic" in line
+
+
+def test_a_split_over_the_target_gets_several_shards(dataset, tmp_path, caplog):
+    per_record, sampled = convert.estimate_record_bytes(
+        [(os.path.join(dataset["root"], "train", WNIDS[label], name), label)
+         for name, label in dataset["plain"].items()])
+    assert sampled == len(dataset["plain"]) and per_record > 500
+    target = int(4.5 * per_record)  # about 4 of this split's 19 files per shard
+    with caplog.at_level("INFO", logger="absl"):  # whatever verbosity earlier tests left
+        metadata = _build(dataset, tmp_path / "several", shards={}, target_shard_bytes=target)
+    train = metadata["splits"]["train"]
+    assert train["shard_choice"] == "automatic" and 3 < train["num_shards"] < 19
+    assert train["num_shards"] == convert.auto_num_shards(19, train["estimated_bytes"] / 19, target)
+    written = [s["num_bytes"] for s in train["shards"]]
+    assert sum(written) == train["estimated_bytes"] and sum(written) / len(written) <= target
+    assert len(_records(str(tmp_path / "several"), "train")) == 16  # every readable image
+    assert metadata["splits"]["val"]["num_shards"] == 2  # 5 records over 4.5 of them
+    logged = [r.getMessage() for r in caplog.records if "automatic:" in r.getMessage()]
+    assert any(m.startswith(f"train: {train['num_shards']} shard(s), automatic: 19 images x ~")
+               and "measured on 19 of them" in m for m in logged), logged
+
+
+def test_the_estimate_samples_a_large_split_and_measures_images_as_stored(tmp_path):
+    folder = tmp_path / "train" / "n01440764"
+    os.makedirs(folder)
+    items = []
+    for i in range(30):
+        path = folder / f"{i}.JPEG"
+        Image.fromarray(_pixels(i, size=(400, 300))).save(path, "JPEG", quality=75)
+        items.append((str(path), 0))
+    full, n = convert.estimate_record_bytes(items, resize_shorter_side=256, sample_size=30)
+    sampled, m = convert.estimate_record_bytes(items, resize_shorter_side=256, sample_size=8)
+    assert (n, m) == (30, 8)
+    assert sampled == convert.estimate_record_bytes(items, resize_shorter_side=256,
+                                                    sample_size=8)[0]  # seeded
+    assert abs(sampled - full) < 0.25 * full
+    stored = convert.normalize_image(open(items[0][0], "rb").read(), resize_shorter_side=256)
+    assert (stored.height, stored.width) == (256, 341)  # measured after the resize ...
+    kept, _ = convert.estimate_record_bytes(items, resize_shorter_side=0, sample_size=30)
+    # Kept as they are (plain RGB JPEGs): the files' own bytes plus each record's fields.
+    assert kept == pytest.approx(np.mean([convert.record_bytes(
+        os.path.getsize(p), height=300, width=400, label=1, filename=os.path.basename(p))
+        for p, _ in items]))
+    # At 256: each image resized and re-encoded at quality 95, as it will be stored.
+    def stored_record(path):
+        image = convert.normalize_image(open(path, "rb").read(), resize_shorter_side=256)
+        return convert.record_bytes(len(image.data), height=image.height, width=image.width,
+                                    label=1, filename=os.path.basename(path))
+    assert full == pytest.approx(np.mean([stored_record(p) for p, _ in items]))
+    assert abs(full - kept) > 0.2 * kept  # (here larger: the files are quality 75)
+
+
+def test_given_counts_win_over_the_automatic_rule(dataset, tmp_path):
+    metadata = _build(dataset, tmp_path / "mixed", shards={"train": 3, "val": None})
+    train, val = metadata["splits"]["train"], metadata["splits"]["val"]
+    assert (train["num_shards"], train["shard_choice"]) == (3, "given")
+    assert "estimated_bytes" not in train and "target_shard_bytes" not in train
+    assert (val["num_shards"], val["shard_choice"]) == (1, "automatic")
+    with pytest.raises(ValueError, match="shard count of 'train'"):
+        _build(dataset, tmp_path / "zero", shards={"train": 0})
+
+
+def test_tool_default_is_automatic_and_flags_win(dataset, tmp_path):
+    common = [f"--data_dir={dataset['root']}", "--resize_shorter_side=0", "--workers=1",
+              f"--val_labels_file={dataset['labels_file']}", "--noprogress"]
+    auto = _tool(*common, f"--output_dir={tmp_path / 'auto'}")
+    assert auto.returncode == 0, auto.stderr
+    assert "train: 16 records in 1 shard (automatic: at most 128 MiB each; ~" in auto.stdout
+    assert "val: 5 records in 1 shard (automatic" in auto.stdout
+    assert "train: 1 shard(s), automatic: 19 images x ~" in auto.stderr  # the log says why
+    assert sorted(p for p in os.listdir(tmp_path / "auto") if "-of-" in p) == [
+        "train-00000-of-00001", "val-00000-of-00001"]
+    given = _tool(*common, f"--output_dir={tmp_path / 'given'}", "--val_shards=3")
+    assert given.returncode == 0, given.stderr
+    assert "val: 5 records in 3 shards (as given; ~" in given.stdout
+    assert "train: 16 records in 1 shard (automatic" in given.stdout

@@ -22,7 +22,8 @@ BINARIES = {
                              "--[no]print_config"],
     "alexnet_tf.cli.eval": ["--model", "--workdir", "--checkpoint", "--split", "--[no]ten_crop",
                             "--output", "--data_dir", "--data_source", "--config",
-                            "--class_names", "--batch_size"],
+                            "--class_names", "--batch_size", "--[no]overwrite",
+                            "--[no]progress"],
     "alexnet_tf.train": ["--config", "--workdir"],  # python -m alexnet_tf.train
     "alexnet_tf.cli.export": ["--model", "--workdir", "--export_dir", "--version", "--checkpoint",
                               "--class_names", "--top_k", "--max_pixels", "--max_aspect_ratio"],
@@ -147,7 +148,8 @@ MISTAKES = [
      "--config='configs/nope.py': no such file"),
     ("alexnet_tf.cli.train", ["--config=configs/demo.py", "--workdir=runs/x",
                               "--config.model.widht=0.5"], 2,
-     "'widht' is not a key; did you mean 'width'?"),
+     "'widht' is not a key; did you mean 'width'? (alexnet-train --config=FILE "
+     "--print_config lists the config keys)"),
     ("alexnet_tf.cli.train", ["--config=configs/demo.py", "--workdir=runs/x",
                               "--config.model.width=abc"], 2, "could not convert string"),
     ("alexnet_tf.cli.train", ["--config=configs/demo.py", "--workdir=runs/x",
@@ -158,6 +160,12 @@ MISTAKES = [
     ("alexnet_tf.cli.train", ["--config=configs/paper.py", "--workdir=runs/x",
                               "--config.data.data_dir={missing}"], 1,
      "missing' is not a directory"),
+    ("alexnet_tf.cli.train", ["--config=configs/demo.py", "--workdir={tmp}/out",
+                              "--config.train.total_epochs=1"], 2,
+     "for a run this short add --config.train.warmup_epochs=0.1 (or 0 for no warm-up)"),
+    ("alexnet_tf.cli.train", ["--config=configs/demo.py", "--workdir={tmp}/out",
+                              "--config.train.tower_devices=/GPU:0,/GPU:1"], 1,
+     "train.tower_devices names ['/GPU:0', '/GPU:1'], which this process does not have"),
     ("alexnet_tf.cli.eval", ["--model=x", "--no_such_flag"], 2, "Unknown command line flag"),
     ("alexnet_tf.cli.eval", [], 2, "give --model=SOURCE (or --workdir=RUN)"),
     ("alexnet_tf.cli.eval", ["--model=x", "--batch_size=0"], 2, "--batch_size=0 must be >= 1"),
@@ -180,10 +188,19 @@ MISTAKES = [
      "does not exist; expected the weights file"),
     ("retrieve", ["--model={missing}", "--query_split=val"], 1,
      "Give a features cache directory (--features_cache=DIR)"),
+    ("retrieve", ["--saved_model=x", "--query_split=val"], 2,
+     "--saved_model without --workdir=RUN also needs --data_dir=DIR and --features_cache=DIR"),
     ("retrieve", ["--model=x", "--saved_model=y", "--query_split=val"], 2,
      "Give at most one of --model and --saved_model."),
     ("show_kernels", ["--scale=0", "--model=x"], 2, "--scale and --columns must be >= 1."),
     ("dataset_stats", ["--data_dir=x", "--output=x.json"], 2, "must end in .npz"),
+    # An output file that exists is the user's: refused before any work, unless --overwrite.
+    ("show_kernels", ["--model=x", "--output={file}"], 1, "exists; give --overwrite"),
+    ("plot_curves", ["--workdir=x", "--output={file}"], 1, "exists; give --overwrite"),
+    ("retrieve", ["--model=x", "--query_split=val", "--output={file}"], 1,
+     "exists; give --overwrite"),
+    ("dataset_stats", ["--data_dir=x", "--output={file}/x.npz"], 1, "is a file, not a "
+                                                                     "directory"),
 ]
 
 
@@ -343,8 +360,8 @@ binary.run()
 """
 
 
-@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EACCES"])
-def test_a_full_disk_or_a_read_only_work_directory_is_one_line(code):
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EACCES", "ENOENT", "ENOTDIR", "EISDIR"])
+def test_a_full_disk_a_read_only_or_a_missing_path_is_one_line(code):
     result = subprocess.run([sys.executable, "-c", _MACHINE, code], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120, env=_env())
     line = _check_one_line(result, "alexnet-train", 1)

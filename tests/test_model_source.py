@@ -615,6 +615,21 @@ def test_the_binaries_name_a_damaged_checkpoint_in_one_line(damaged_run, tmp_pat
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "exports").exists()
 
 
+def test_an_existing_output_is_replaced_only_when_asked(runs, tmp_path):
+    output = tmp_path / "mine.json"
+    output.write_text("the user's own file")
+    from alexnet_tf import errors
+
+    with pytest.raises(errors.ExistsError, match="exists; give --overwrite"):
+        evaluate.evaluate(runs.a, output=str(output), overwrite=False)
+    with pytest.raises(errors.UserError, match="is a directory; expected a file name"):
+        evaluate.evaluate(runs.a, output=str(tmp_path), overwrite=True)
+    assert output.read_text() == "the user's own file"
+    metrics = evaluate.evaluate(runs.a, output=str(output), overwrite=True)
+    assert json.loads(output.read_text())["top1_error"] == metrics["top1_error"]
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.json"]  # no temporary left
+
+
 def test_an_ensemble_member_twice_is_refused(runs, tmp_path):
     best = run_lib.Run(runs.a).checkpoint("best")
     output = tmp_path / "ensemble.json"
@@ -698,6 +713,16 @@ def test_eval_binary_prints_members_and_the_ensemble_or_one_line(runs, tmp_path)
     assert lines[0].startswith("member 1 run ") and lines[1].startswith("member 2 run ")
     assert lines[2].startswith("ensemble of 2: top-1 error ") and "(40 images, ten crop)" in lines[2]
     assert json.loads(output.read_text())["crops"] == "ten"
+    # The progress bar: every image counted, and their rate.
+    bar = result.stderr.replace("\r", "\n").splitlines()
+    assert any("ten-crop val" in l and "40/40" in l and "img/s" in l for l in bar), bar[-5:]
+    # The same --output again: refused before anything runs, the result kept.
+    kept = output.read_text()
+    again = _binary("alexnet_tf.cli.eval", f"--model={runs.a},{runs.b}", f"--output={output}")
+    errors = [l for l in again.stderr.splitlines() if l.startswith("alexnet-eval: ")]
+    assert again.returncode == 1 and len(errors) == 1, again.stderr[-2000:]
+    assert f"--output='{output}' exists; give --overwrite" in errors[0]
+    assert output.read_text() == kept
     result = _binary("alexnet_tf.cli.eval", f"--model={runs.a},{tmp_path / 'nowhere'}",
                      f"--output={tmp_path / 'x.json'}")
     errors = [l for l in result.stderr.splitlines() if l.startswith("alexnet-eval: ")]

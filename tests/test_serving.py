@@ -362,10 +362,13 @@ def test_predict_files_gives_the_same_text_from_every_transport(run, server, ima
         paths, client.predictions(local(run, [p.read_bytes() for p in image_files])))
     for transport in ({"rest": server.rest_url}, {"grpc": server.grpc_target},
                       {"saved_model": str(run.export_dir)}):
-        assert client.describe(paths, client.predict_files(paths, **transport)) == expected
+        results = client.predict_files(paths, **transport)
+        assert [(r.path, r.error) for r in results] == [(p, None) for p in paths]
+        assert client.describe(results) == expected
     features = client.predict_files(paths[:1], grpc=server.grpc_target,
                                     signature_name="features")
-    assert client.describe(paths[:1], features).startswith(f"{paths[0]}: features (")
+    assert client.describe(features).startswith(f"{paths[0]}: features (")
+    assert "\n" not in client.describe(features)  # one line per image
     for wrong in ({}, {"rest": server.rest_url, "saved_model": str(run.export_dir)}):
         with pytest.raises(ValueError, match="exactly one of --rest, --grpc, --saved_model"):
             client.predict_files(paths, **wrong)
@@ -388,19 +391,22 @@ def test_cli_prints_top5_with_class_names_from_every_transport(run, server, imag
     assert status == 0 and out.strip() == expected.split(f"\n{image_files[1]}")[0]
 
 
-def test_cli_errors(run, server, tmp_path):
+def test_cli_errors(run, server, image_files, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    # Failed predictions and unreadable files: one line, exit status 1.
-    status, _, err = _cli(f"--rest={server.rest_url}", bad)
+    # A file that cannot be decoded or read: its path and the reason, exit status 1
+    # (tests/test_predict_files.py has files of every kind among good ones).
+    status, out, err = _cli(f"--rest={server.rest_url}", bad, tmp_path / "missing.jpg")
+    assert status == 1 and out == ""
+    assert [line for line in err.splitlines() if "error" in line] == [
+        f"alexnet-predict: error: {bad}: truncated JPEG (its headers end before any scan "
+        f"data)", f"alexnet-predict: error: {tmp_path / 'missing.jpg'}: No such file or "
+                  f"directory"]
+    # A request that fails as a whole: one line with the server's message and status.
+    status, _, err = _cli(f"--grpc={server.grpc_target}", "--version=9", *image_files)
     line = _last_line(err)
     assert status == 1 and line.startswith("alexnet-predict: error: ")
-    assert "is a truncated JPEG" in line and "400" in line
-    status, _, err = _cli(f"--grpc={server.grpc_target}", bad)
-    line = _last_line(err)
-    assert status == 1 and "is a truncated JPEG" in line and "INVALID_ARGUMENT" in line
-    status, _, err = _cli(f"--rest={server.rest_url}", tmp_path / "missing.jpg")
-    assert status == 1 and "missing.jpg" in _last_line(err)
+    assert "Specific(alexnet, 9)" in line and "NOT_FOUND" in line
     # Usage errors: one line, status 2, before TensorFlow loads.
     status, _, err = _cli(bad)
     assert status == 2 and err == ("alexnet-predict: error: give exactly one of --rest, "

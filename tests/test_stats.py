@@ -310,7 +310,11 @@ def test_tool_names_and_skips_bad_files_or_stops_naming_one(tmp_path):
     written = stats.load(str(tmp_path / "s.npz"))
     assert written.count == 3 and "2 bad file(s) skipped" in written.source
 
-    failed = run("--on_bad_record=fail")
+    before = (tmp_path / "s.npz").read_bytes()
+    again = run()  # the statistics written are the user's now
+    assert again.returncode == 1 and "exists; give --overwrite" in again.stderr, again.stderr
+    failed = run("--on_bad_record=fail", "--overwrite")
     assert failed.returncode == 1
     assert f"bad image {root / 'train' / 'b' / 'cut.png'}: truncated PNG" in failed.stderr
     assert "Traceback" not in failed.stderr
+    assert (tmp_path / "s.npz").read_bytes() == before  # a failed run replaces nothing

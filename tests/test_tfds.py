@@ -1,12 +1,18 @@
 """The TFDS source: a tiny image-classification builder defined here, prepared into a temporary
 data_dir, read back through `sources.load_split` and `pipeline.make_dataset`: sizes, class
 names, undecoded images, labels, seeded and resumable order, sharding, the clear errors, and
-fc7 retrieval (Fig. 4) on a run trained from TFDS."""
+fc7 retrieval (Fig. 4) on a run trained from TFDS. And TFDS's real imagenet2012 builder,
+prepared from small ILSVRC-2012 tars in the manual-download layout, trained on with
+alexnet-train and evaluated (README's TFDS path)."""
 
 import functools
 import io
+import json
 import math
+import pathlib
+import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -180,7 +186,10 @@ def test_unprepared_or_unknown_tfds_names_are_clear_errors(tfds_dir, tmp_path):
         sources.load_split(config.data, "train")
     message = str(error.value)
     assert f"{NAME!r}" in message and "is not prepared" in message and str(tmp_path) in message
-    assert f"tfds build {NAME} --data_dir={tmp_path}" in message
+    # TFDS's Python API first: the [tfds] extra runs it (`tfds build` needs apache-beam).
+    assert (f"tfds.builder({NAME!r}, data_dir={str(tmp_path)!r}).download_and_prepare()"
+            in message)
+    assert f"tfds build {NAME} --data_dir={tmp_path}`, which also needs" in message
     imagenet = _data_config(tmp_path, tfds_name="imagenet2012")
     with pytest.raises(FileNotFoundError, match=r"(?s)'imagenet2012' .*is not prepared.*"
                                                 r"--manual_dir=MANUAL_DIR"):
@@ -282,3 +291,140 @@ def test_short_training_run_reads_tfds(tfds_dir, tmp_path):
     metrics = loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert metrics["step"] == 3 and metrics["examples"] == 9 and math.isfinite(metrics["loss"])
     assert (tmp_path / "run" / "classes.json").read_text().count('"id": "square"') == 1
+
+
+# ------------------------------------------------------ TFDS's real imagenet2012 builder
+
+# TFDS's imagenet2012 builder (tensorflow_datasets/datasets/imagenet2012/) reads
+# MANUAL_DIR/ILSVRC2012_img_train.tar (one inner <wnid>.tar of <wnid>_<n>.JPEG files per
+# class; the label is the inner tar's name) and MANUAL_DIR/ILSVRC2012_img_val.tar (flat
+# ILSVRC2012_val_<8 digits>.JPEG files). The validation labels come from its own
+# validation_labels.txt (50,000 wnids): it zips them with the val tar's sorted file names,
+# so a tar of the first N validation images gets exactly their real labels, and needs
+# neither all 50,000 images nor all 1000 classes. The ClassLabel always has the 1000 wnids
+# of its labels.txt, whichever classes the tars hold. ILSVRC2012_img_test.tar is optional.
+IMAGENET_TRAIN_WNIDS = ("n01751748", "n09193705", "n02105855")  # val images 1..3's classes
+IMAGENET_TRAIN_PER_CLASS = 4
+IMAGENET_VAL_IMAGES = 6
+IMAGENET_SIDE = 80
+
+
+def _imagenet_label_files():
+    """TFDS's own imagenet2012 label files: (the 1000 class wnids, the 50,000 val wnids)."""
+    tfds, _ = _builder_class()
+    root = pathlib.Path(tfds.__file__).parent / "datasets" / "imagenet2012"
+    return ((root / "labels.txt").read_text().split(),
+            (root / "validation_labels.txt").read_text().split())
+
+
+def _wnid_jpeg(wnid, i):
+    """A small JPEG whose colour names its class (the wnid's digits) and index."""
+    number = int(wnid[1:])
+    pixel = (number % 251, (number // 251) % 251, 10 + 20 * i)
+    image = np.zeros((IMAGENET_SIDE, IMAGENET_SIDE + 12, 3), np.uint8) + np.array(
+        pixel, np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _add_to_tar(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_imagenet_manual_dir(manual_dir, *, wnids=IMAGENET_TRAIN_WNIDS,
+                              per_class=IMAGENET_TRAIN_PER_CLASS,
+                              val_images=IMAGENET_VAL_IMAGES):
+    """ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar as image-net.org ships them, in
+    small: ``per_class`` images of each of ``wnids`` and the first ``val_images``
+    validation images (each coloured by its real class). Returns the val images' wnids."""
+    _, val_labels = _imagenet_label_files()
+    manual_dir = pathlib.Path(manual_dir)
+    manual_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(manual_dir / "ILSVRC2012_img_train.tar", "w") as train:
+        for wnid in wnids:
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as images:
+                for i in range(per_class):
+                    _add_to_tar(images, f"{wnid}_{10026 + 17 * i}.JPEG", _wnid_jpeg(wnid, i))
+            _add_to_tar(train, f"{wnid}.tar", inner.getvalue())
+    with tarfile.open(manual_dir / "ILSVRC2012_img_val.tar", "w") as val:
+        # Not in name order, as the real tar is not: TFDS sorts the names itself.
+        for k in reversed(range(1, val_images + 1)):
+            _add_to_tar(val, f"ILSVRC2012_val_{k:08d}.JPEG", _wnid_jpeg(val_labels[k - 1], k))
+    return val_labels[:val_images]
+
+
+def _command(name, module):
+    """An installed console script (as README runs it), else ``python -m module``."""
+    script = pathlib.Path(sys.executable).parent / name
+    return [str(script)] if script.exists() else [sys.executable, "-m", module]
+
+
+@pytest.mark.slow
+def test_real_imagenet2012_builder_prepares_manual_tars_then_trains_and_evaluates(tmp_path):
+    """TFDS's own imagenet2012 builder (not a stand-in) prepares manual-download tars in
+    ILSVRC-2012's layout; `alexnet-train --config.data.source=tfds` trains on the result and
+    alexnet-eval's function evaluates the run on its validation split. Without
+    importlib_resources (which tensorflow-datasets imports but does not declare),
+    download_and_prepare stops with ModuleNotFoundError (issue 15)."""
+    tfds, _ = _builder_class()
+    class_wnids, val_labels = _imagenet_label_files()
+    assert len(class_wnids) == 1000 and len(val_labels) == 50_000
+    manual_dir, data_dir = tmp_path / "manual", tmp_path / "tfds"
+    val_wnids = write_imagenet_manual_dir(manual_dir)
+
+    builder = tfds.builder("imagenet2012", data_dir=str(data_dir))
+    assert type(builder).__module__.startswith("tensorflow_datasets.datasets.imagenet2012")
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    except ModuleNotFoundError as error:
+        pytest.fail(f"TFDS's imagenet2012 build imports {error.name!r}, which the [tfds] "
+                    f"extra (setup.py) must install: {error}")
+    splits = builder.info.splits
+    assert sorted(splits.keys()) == ["train", "validation"]  # no test tar: no test split
+    assert splits["train"].num_examples == len(IMAGENET_TRAIN_WNIDS) * IMAGENET_TRAIN_PER_CLASS
+    assert splits["validation"].num_examples == IMAGENET_VAL_IMAGES
+    names = builder.info.features["label"].names
+    assert names == class_wnids
+    stored = {}
+    for split in ("train", "validation"):
+        for example in builder.as_dataset(split=split).as_numpy_iterator():
+            stored[example["file_name"].decode()] = names[example["label"]]
+    # Train labels: the inner tars' names; validation labels: TFDS's own file, by name order.
+    assert stored == {
+        **{f"{w}_{10026 + 17 * i}.JPEG": w for w in IMAGENET_TRAIN_WNIDS
+           for i in range(IMAGENET_TRAIN_PER_CLASS)},
+        **{f"ILSVRC2012_val_{k:08d}.JPEG": val_wnids[k - 1]
+           for k in range(1, IMAGENET_VAL_IMAGES + 1)}}
+
+    workdir = tmp_path / "run"
+    train = subprocess.run(
+        _command("alexnet-train", "alexnet_tf.cli.train") + [
+            "--config=configs/demo.py", f"--workdir={workdir}", "--config.data.source=tfds",
+            "--config.data.tfds_name=imagenet2012", f"--config.data.data_dir={data_dir}",
+            "--config.data.eval_split=validation", "--config.model.num_classes=1000",
+            "--config.model.width=0.0625", "--config.train.global_batch_size=4",
+            "--config.train.total_epochs=1", "--config.train.warmup_epochs=0",
+            "--config.train.log_every_steps=1",
+            "--config.eval.global_batch_size=6"],
+        cwd=pathlib.Path(__file__).absolute().parent.parent, capture_output=True, text=True,
+        timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert [c["id"] for c in json.loads((workdir / "classes.json").read_text())] == names
+    trained = json.loads((workdir / "metrics.json").read_text())
+    assert trained["step"] == 3 and trained["examples"] == IMAGENET_VAL_IMAGES, trained
+
+    # alexnet-eval's own function, in this process (one TensorFlow start less): the run's
+    # best checkpoint on the run's eval split, read back from TFDS.
+    from alexnet_tf import evaluate
+
+    result = evaluate.evaluate(str(workdir))
+    written = json.loads((workdir / "eval_validation_center.json").read_text())
+    assert written["split"] == "validation" and written["examples"] == IMAGENET_VAL_IMAGES
+    for key in ("loss", "top1_error", "top5_error"):  # the training run's final evaluation
+        assert result[key] == written[key], (key, result, written)
+        assert written[key] == pytest.approx(trained[key], rel=1e-5, abs=1e-6), (key, written)

@@ -63,14 +63,19 @@ def test_tower_placement_needs_the_two_tower_model():
 
 
 @pytest.mark.slow
-def test_training_with_tower_placement_learns(small_demo_dir, tmp_path):
+def test_training_with_tower_placement_learns(small_demo_dir, tmp_path, monkeypatch):
     # Both towers on the one CPU here: the code path of two devices, without a second one.
     from alexnet_tf.train import loop
     from test_train import _demo_config
 
+    lines = []  # the loop's info lines, whatever absl's verbosity earlier tests left
+    monkeypatch.setattr(loop.logging, "info", lambda message, *args: lines.append(
+        message % args if args else message))
     config = _demo_config(small_demo_dir, total_epochs=3, tower_devices="/CPU:0,/CPU:0")
     metrics = loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert metrics["top1_error"] < 0.85, metrics
+    # The run says where the towers run.
+    assert any("tower 1 on /CPU:0 and tower 2 on /CPU:0" in line for line in lines), lines[:3]
 
 
 def test_tower_devices_are_validated():
@@ -99,5 +104,5 @@ def test_tower_devices_must_exist_when_the_task_is_built(devices, message):
 
     config = config_lib.base_config()
     config.train.tower_devices = devices
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(config_lib.ConfigError, match=message):  # a user's error: one line
         task.ClassificationTask(config)

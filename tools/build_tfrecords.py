@@ -1,14 +1,23 @@
 r"""ImageNet image files -> sharded TFRecords, metadata.json and skipped-file reports.
 
     python tools/build_tfrecords.py --data_dir=DATA_DIR --output_dir=OUT \
-        [--splits=train,val] [--train_shards=1024] [--val_shards=128] \
+        [--splits=train,val] [--train_shards=N] [--val_shards=N] \
         [--resize_shorter_side=256] [--workers=N] [--seed=0] [--jpeg_quality=95] \
         [--val_labels_file=imagenet_2012_validation_synset_labels.txt | \
          --val_labels_file=ILSVRC2012_validation_ground_truth.txt --val_meta_file=meta.mat] \
         [--synsets_file=LOC_synset_mapping.txt] [--overwrite] [--noprogress]
 
 DATA_DIR/train/<wnid>/*.JPEG; DATA_DIR/val/ either in <wnid>/ folders or flat (then a
-labels file). The logic, output format and metadata.json keys are documented in
+labels file).
+
+Shards: by default each split gets the fewest shards of at most 128 MiB, by an estimate
+made before writing from a sample of 64 of its images converted as they will be stored
+(at least 1 shard, never more than the images): a few test images make one shard,
+ImageNet's 1,281,167 training images about 374 at shorter side 256. ``--train_shards`` /
+``--val_shards`` set the counts instead. The log and the summary line say how many each
+split got and why.
+
+The logic, output format and metadata.json keys are documented in
 `alexnet_tf.data.convert`; the layout and label files in `alexnet_tf.data.imagenet`.
 """
 
@@ -22,8 +31,12 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Holds <split>/<wnid>/<image> 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards and metadata.json go; must be "
                                   "empty or new unless --overwrite.")
 _SPLITS = flags.DEFINE_list("splits", ["train", "val"], "Split folders to convert.")
-_TRAIN_SHARDS = flags.DEFINE_integer("train_shards", 1024, "Shards of the train split.", lower_bound=1)
-_VAL_SHARDS = flags.DEFINE_integer("val_shards", 128, "Shards of every other split.", lower_bound=1)
+_TRAIN_SHARDS = flags.DEFINE_integer(
+    "train_shards", None, "Shards of the train split (default: automatic, the fewest of at "
+    "most 128 MiB each by an estimate from a sample of the split).", lower_bound=1)
+_VAL_SHARDS = flags.DEFINE_integer(
+    "val_shards", None, "Shards of every other split (default: automatic, as "
+    "--train_shards).", lower_bound=1)
 _RESIZE = flags.DEFINE_integer("resize_shorter_side", 256, "Store every image with this shorter "
                                "side (Sec. 2 of the paper); 0 keeps the original sizes.", lower_bound=0)
 _WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: os.cpu_count()).",
@@ -49,9 +62,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from alexnet_tf.data import convert
 
+    # --train_shards for the split named train, --val_shards for every other; None: automatic.
+    shards = {split: _TRAIN_SHARDS.value if split == "train" else _VAL_SHARDS.value
+              for split in _SPLITS.value}
     metadata = convert.build_tfrecords(
-        _DATA_DIR.value, _OUTPUT_DIR.value, splits=_SPLITS.value,
-        shards={"train": _TRAIN_SHARDS.value, "val": _VAL_SHARDS.value},
+        _DATA_DIR.value, _OUTPUT_DIR.value, splits=_SPLITS.value, shards=shards,
         resize_shorter_side=_RESIZE.value, workers=_WORKERS.value,
         val_labels_file=_VAL_LABELS.value, val_meta_file=_VAL_META.value,
         synsets_file=_SYNSETS.value, seed=_SEED.value, jpeg_quality=_QUALITY.value,

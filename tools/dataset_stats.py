@@ -34,7 +34,9 @@ from alexnet_tf.errors import UserError
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Image folder root: DIR/<split>/<class>/<image>.")
 _SPLIT = flags.DEFINE_string("split", "train", "The split folder to read (Sec. 2: the training set).")
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the .npz (a .json goes beside it).")
+_OUTPUT = flags.DEFINE_string("output", None, "Where to write the .npz (a .json goes beside "
+                              "it); existing files are refused unless --overwrite.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", None,
                                    "Use a seeded random subset of this many images (all if unset).")
 _RESIZE_SIZE = flags.DEFINE_integer("resize_size", 256,
@@ -122,6 +124,11 @@ def main(argv):
     output = _OUTPUT.value
     if not output.endswith(".npz"):
         raise app.UsageError(f"--output={output!r} must end in .npz (a .json is written beside it).")
+    from alexnet_tf import outputs
+
+    outputs.check_new_file(output, _OVERWRITE.value)
+    outputs.check_new_file(output[:-len(".npz")] + ".json", _OVERWRITE.value,
+                           flag="the .json beside --output")
     for name, flag in (("resize_size", _RESIZE_SIZE), ("batch_size", _BATCH_SIZE)):
         if flag.value <= 0:
             raise app.UsageError(f"--{name}={flag.value} must be > 0.")

@@ -4,9 +4,11 @@ r"""Classifies image files with an exported AlexNet through TF Serving, or in-pr
     python tools/serving_client.py --grpc=localhost:8500 cat.jpg
     python tools/serving_client.py --saved_model=exports/alexnet cat.jpg
 
-Prints the top-5 classes of each image with their names and scores. The same command is
-installed as ``alexnet-predict``; its flags are in alexnet_tf/cli/predict.py, the client
-in alexnet_tf/serving/client.py, and docs/SERVING.md shows how to start the server.
+Prints the top-5 classes of each image with their names and scores; a file that cannot
+be read, decoded or classified gets its own error line on stderr (the others are still
+answered) and the exit status 1. The same command is installed as ``alexnet-predict``;
+its flags are in alexnet_tf/cli/predict.py, the client in alexnet_tf/serving/client.py,
+and docs/SERVING.md shows how to start the server.
 """
 
 from alexnet_tf.cli import predict

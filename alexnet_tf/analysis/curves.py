@@ -111,15 +111,29 @@ def read_scalars(workdir: str) -> dict[str, dict[str, Series]]:
     return result
 
 
+PLOTS_EXTRA = "pip install -e '.[plots]'"
+
+
 def _figure_class():
+    """matplotlib's Figure and Agg canvas, or `MissingDependencyError` naming the extra
+    (the binaries print it as one line, exit status 1)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise MissingDependencyError("Plotting training curves needs matplotlib: pip "
-                                     "install -e '.[plots]' (or pip install "
-                                     "matplotlib).") from error
+        missing = (isinstance(error, ModuleNotFoundError)
+                   and (error.name or "").split(".")[0] == "matplotlib")
+        why = "is not installed" if missing else f"cannot be imported ({error})"
+        raise MissingDependencyError(
+            f"Plotting training curves needs matplotlib, which {why}: {PLOTS_EXTRA} "
+            f"(or pip install matplotlib).") from error
     return Figure, FigureCanvasAgg
+
+
+def require_matplotlib() -> None:
+    """Raises `MissingDependencyError` (naming ``pip install -e '.[plots]'``) when
+    matplotlib cannot be imported: checked before a run's logs are read."""
+    _figure_class()
 
 
 def plot_curves(scalars: dict[str, dict[str, Series]], output: str | None = None, *,
@@ -164,7 +178,8 @@ def plot_curves(scalars: dict[str, dict[str, Series]], output: str | None = None
 
 def plot_run(workdir: str, output: str = "curves.png"):
     """`read_scalars` then `plot_curves`, titled with the run's directory; returns
-    (scalars, figure)."""
+    (scalars, figure). Without matplotlib, fails before reading anything."""
+    require_matplotlib()
     scalars = read_scalars(workdir)
     figure = plot_curves(scalars, output, title=os.path.abspath(workdir))
     return scalars, figure

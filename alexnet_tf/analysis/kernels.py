@@ -316,7 +316,7 @@ def format_report(report: KernelReport) -> str:
     return "\n".join(lines)
 
 
-def show_kernels(workdir: str | None = None, *, checkpoint: str = "latest",
+def show_kernels(workdir: str | None = None, *, checkpoint: str = "auto",
                  model_path: str | None = None, output: str | None = "kernels.png",
                  scale: int = 4, columns: int = 16) -> KernelReport:
     """Loads a model (`model_io.load_model`), scores its conv1 kernels per tower and

@@ -73,7 +73,7 @@ def _data_config_from_convention(convention: InputConvention):
     return data
 
 
-def load_model(workdir: str | None = None, *, checkpoint: str = "latest",
+def load_model(workdir: str | None = None, *, checkpoint: str = "auto",
                model_path: str | None = None) -> LoadedModel:
     """The model of a run (``workdir`` + ``checkpoint``), or of ``model_path`` (any
     model source). With both, the weights come from ``model_path`` and the data config

@@ -139,7 +139,18 @@ def keras_extractor(model, convention, *, fingerprint: dict,
 
 def saved_model_extractor(directory: str) -> Extractor:
     """Features from the ``features`` signature of a SavedModel: it takes
-    ``image_bytes`` (tf.string ``[None]``) and returns ``{"features": [None, D]}``."""
+    ``image_bytes`` (tf.string ``[None]``) and returns ``{"features": [None, D]}``.
+
+    ``directory`` is a SavedModel (a version, ``exports/alexnet/1``) or an export's base
+    directory holding versions (``exports/alexnet``: its highest version is used, as by
+    TF Serving and ``alexnet-predict --saved_model``; `serving.client.saved_model_path`).
+    The version used is in the features' fingerprint: a newer export recomputes them."""
+    from alexnet_tf.serving.client import saved_model_path
+
+    version = saved_model_path(directory)
+    if os.path.normpath(version) != os.path.normpath(directory):
+        logging.info("%s holds versions: using the highest, %s.", directory, version)
+    directory = version
     loaded = tf.saved_model.load(directory)
     signatures = dict(loaded.signatures)
     if FEATURES_SIGNATURE not in signatures:
@@ -603,7 +614,7 @@ def _data_config(loaded_data, data_dir: str | None, data_source: str | None):
                             data_source=data_source)
 
 
-def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
+def retrieve(*, workdir: str | None = None, checkpoint: str = "auto",
              model_path: str | None = None, saved_model: str | None = None,
              data_dir: str | None = None, data_source: str | None = None,
              split: str = "train", query_paths: Sequence[str] = (),
@@ -614,7 +625,8 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "latest",
     rows of each query, the PNG grid and the same-class fraction.
 
     The model: a run (``workdir`` + ``checkpoint``), ``model_path`` (.keras or converted
-    weights) or ``saved_model`` (its ``features`` signature). The data: the run's
+    weights) or ``saved_model`` (its ``features`` signature; a version directory or an
+    export's base directory, whose highest version is used). The data: the run's
     config, or ``data_dir``/``data_source``. Queries: image files (``query_paths``,
     class unknown) and/or ``num_queries`` examples of the labelled ``query_split``.
     ``features_cache`` defaults to ``<workdir>/features``; the split's features go to

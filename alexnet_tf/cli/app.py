@@ -6,8 +6,9 @@ Errors. A mistake of the user's prints one line on stderr, ``<binary>: error:
 <message>``, with nothing before it: a flag absl cannot parse, a flag value the binary
 refuses (absl's ``app.UsageError``, raised by ``main``) and a bad ``--config`` exit
 with status 2; an `alexnet_tf.errors.UserError` raised anywhere below ``main`` (a path,
-the data, a run, a model source), and an ``OSError`` of the machine (disk full,
-read-only or not permitted) exit with status 1. Anything else is a bug in the package
+the data, a run, a model source), an ``OSError`` of the machine (disk full,
+read-only or not permitted) and one of a path (missing, not a directory, a directory,
+a link loop; the error names the file) exit with status 1. Anything else is a bug in the package
 and keeps its traceback. ``--verbose_errors`` or ``ALEXNET_TF_TRACEBACK=1`` print the
 traceback of a user's error too.
 
@@ -54,6 +55,12 @@ _HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")
 
 # OSErrors of the machine, not of the package: the message names the path.
 _MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# OSErrors of a path that names nothing usable (missing, a file where a directory is
+# needed, or the reverse, a link loop). Every path a binary opens comes from its flags or
+# from files the user made, so one with its file name is the user's: one line naming
+# it. (A package bug of this kind would show the same line; --verbose_errors gives its
+# traceback.)
+_PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
 # The same, as TensorFlow's file system reports them (its errors carry strerror's text).
 _MACHINE_MESSAGES = ("No space left on device", "Disk quota exceeded",
                      "Read-only file system", "Permission denied")
@@ -125,8 +132,9 @@ def _parse(argv: list[str], name: str):
         if not isinstance(error, flags.Error) and not any(
                 re.match(r"--?\w+\.", arg) for arg in argv[1:]):
             raise
-        _report(name, f"{_flag_message(error)} (--help lists the flags)",
-                _wants_traceback(argv))
+        hint = ("alexnet-train --config=FILE --print_config lists the config keys"
+                if not isinstance(error, flags.Error) else "--help lists the flags")
+        _report(name, f"{_flag_message(error)} ({hint})", _wants_traceback(argv))
         sys.exit(USAGE_STATUS)
 
 
@@ -186,6 +194,8 @@ def exit_status(error: BaseException) -> int | None:
     if isinstance(error, errors.UserError):
         return ERROR_STATUS
     if isinstance(error, OSError) and error.errno in _MACHINE_ERRNOS:
+        return ERROR_STATUS
+    if isinstance(error, OSError) and error.errno in _PATH_ERRNOS and error.filename:
         return ERROR_STATUS
     if (type(error).__module__.startswith("tensorflow")
             and any(text in str(error) for text in _MACHINE_MESSAGES)):

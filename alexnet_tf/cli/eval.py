@@ -18,8 +18,11 @@ The data: a run brings its own config's data (what it trained on); ``--data_dir`
 Classes map by name: a folder class the model does not know is refused, naming it and the
 model's classes. A source that cannot be read (a damaged checkpoint) prints one line and
 exits with status 1 (wrong flags: status 2).
+A progress bar on stderr counts the images and their rate (``--noprogress``: none).
 Prints the error rates and writes them as JSON (default: RUN/eval_<split>_<crops>.json, a
-converted directory's own, or beside a .keras file; an ensemble needs --output).
+converted directory's own, or beside a .keras file, replacing an earlier result there; an
+ensemble needs --output). An ``--output`` file that exists is refused before anything
+runs, unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "auto",
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate; default: the data config's "
                              "eval split (a run's own, else 'val').")
 _TEN_CROP = flags.DEFINE_bool("ten_crop", False, "Sec. 4.1's ten patches, softmax averaged.")
-_OUTPUT = flags.DEFINE_string("output", None, "JSON file for the result.")
+_OUTPUT = flags.DEFINE_string("output", None, "JSON file for the result; an existing file "
+                              "is refused unless --overwrite.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar (images, images/s) on "
+                              "stderr.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "The data's directory (image folders "
                                 "DIR/<split>/<class>/*, TFRecords or TFDS); replaces a run's.")
 _DATA_SOURCE = flags.DEFINE_enum("data_source", None, list(config_lib.DATA_SOURCES),
@@ -77,7 +84,8 @@ def main(argv) -> int:
         _MODEL.value or _WORKDIR.value, checkpoint=_CHECKPOINT.value,
         class_names_file=_CLASS_NAMES.value, config=config, data_dir=_DATA_DIR.value,
         data_source=_DATA_SOURCE.value, split=_SPLIT.value, ten_crop=_TEN_CROP.value,
-        batch_size=_BATCH_SIZE.value, output=_OUTPUT.value)
+        batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, overwrite=_OVERWRITE.value,
+        progress=_PROGRESS.value)
     print(evaluate.format_metrics(metrics))
     return 0
 

@@ -5,20 +5,30 @@ r"""alexnet-predict: classify image files with an exported model, and print the 
     alexnet-predict --saved_model=exports/alexnet cat.jpg               # in-process, no server
 
 (or ``python -m alexnet_tf.cli.predict ...``, ``python tools/serving_client.py ...``).
-The image files are sent as they are (JPEG, PNG, GIF or BMP; any size): the export
-decodes, resizes, crops and normalises them. ``--model_name``, ``--version`` or
-``--label``, ``--signature``, ``--form`` and ``--timeout`` choose what is asked. A failed
-prediction (HTTP 400 or gRPC INVALID_ARGUMENT for a bad image) or an unreadable file
-prints one line and exits 1; wrong flags exit 2. The library behind it is `alexnet_tf.serving.client`.
+The image files are sent as they are (JPEG, PNG, GIF or BMP, of any size within the
+export's limits): the export decodes, resizes, crops and normalises them.
+``--model_name``, ``--version`` or ``--label``, ``--signature``, ``--form`` and
+``--timeout`` choose what is asked.
+
+Each file gets its answer or its error: the files that can be read and decoded go to the
+model as one batch and get their top-5 on stdout; each file that fails (missing, a
+directory, not an image, truncated, refused by the model's size limits) gets one line on
+stderr, ``alexnet-predict: error: PATH: REASON``, in the order of the files. The exit
+status is 0 when every file was answered, 1 when any failed; a server that cannot be
+reached or a wrong model, version or signature is one line and status 1; wrong flags exit
+2. The library behind it is `alexnet_tf.serving.client`.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from absl import app, flags
 
 from alexnet_tf.cli import app as cli_app
+
+NAME = "alexnet-predict"
 
 _REST = flags.DEFINE_string("rest", None, "TF Serving's REST address, e.g. "
                             "http://localhost:8501.")
@@ -39,9 +49,11 @@ _TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server."
 
 
 def main(argv: Sequence[str]) -> int:
-    """``argv``: the program name and the image files. Returns 0; wrong arguments raise
-    `app.UsageError` (status 2), an unreadable file or a failed prediction an
-    `alexnet_tf.errors.UserError` (one line, status 1)."""
+    """``argv``: the program name and the image files. Prints each answered file's top-5
+    on stdout and each failed file's error on stderr, in the order of the files; returns
+    0 when every file was answered, 1 when any failed. Wrong arguments raise
+    `app.UsageError` (status 2); a request that fails as a whole (no server, no such
+    model or signature) a `protocol.ServingError` (one line, status 1)."""
     files = list(argv[1:])
     # The client checks these too; here they come before TensorFlow loads.
     given = [f"--{flag.name}" for flag in (_REST, _GRPC, _SAVED_MODEL) if flag.value]
@@ -50,23 +62,25 @@ def main(argv: Sequence[str]) -> int:
                              (f" (got {' and '.join(given)})" if given else ""))
     if not files:
         raise app.UsageError("give at least one image file")
-    from alexnet_tf import errors
     from alexnet_tf.serving import client  # TensorFlow loads here
 
-    try:
-        outputs = client.predict_files(
-            files, rest=_REST.value, grpc=_GRPC.value, saved_model=_SAVED_MODEL.value,
-            model_name=_MODEL_NAME.value, version=_VERSION.value, label=_LABEL.value,
-            signature_name=_SIGNATURE.value, form=_FORM.value, timeout=_TIMEOUT.value)
-    except OSError as error:  # an image file that cannot be read (ServingError: a UserError)
-        raise errors.UserError(str(error)) from error
-    print(client.describe(files, outputs))
-    return 0
+    results = client.predict_files(
+        files, rest=_REST.value, grpc=_GRPC.value, saved_model=_SAVED_MODEL.value,
+        model_name=_MODEL_NAME.value, version=_VERSION.value, label=_LABEL.value,
+        signature_name=_SIGNATURE.value, form=_FORM.value, timeout=_TIMEOUT.value)
+    for result in results:
+        # File by file, both streams flushed: on a terminal the lines come in file order.
+        if result.ok:
+            print(client.describe([result]), flush=True)
+        else:
+            print(f"{NAME}: error: {result.path}: {result.error}", file=sys.stderr,
+                  flush=True)
+    return cli_app.ERROR_STATUS if any(not r.ok for r in results) else 0
 
 
 def run() -> None:
     """Console-script entry point (``alexnet-predict``)."""
-    cli_app.run(main, __name__, name="alexnet-predict")
+    cli_app.run(main, __name__, name=NAME)
 
 
 if __name__ == "__main__":

@@ -61,13 +61,26 @@ def wanted() -> bool:
     return os.environ.get(SHOW_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+_silenced = False
+
+
+def is_silenced() -> bool:
+    """Whether `silence` ran in this process (worker processes it starts follow it)."""
+    return _silenced
+
+
 def silence() -> None:
     """Silences TensorFlow's start-up logs (see the module docstring); call it before
     TensorFlow is imported. Each setting the user made is kept."""
+    global _silenced
+    _silenced = True
     os.environ.setdefault(LEVEL_VARIABLE, QUIET_LEVEL)
-    logger = logging.getLogger("tensorflow")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.WARNING)
+    # matplotlib's too ("generated new fontManager" when its cache is rebuilt), which
+    # reaches the same handler.
+    for name in ("tensorflow", "matplotlib"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
     absl_logger = logging.getLogger("absl")
     if not any(isinstance(f, _LibraryInfo) for f in absl_logger.filters):
         absl_logger.addFilter(_LibraryInfo())

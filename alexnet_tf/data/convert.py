@@ -32,10 +32,29 @@ file (`alexnet_tf.data.imagenet.list_split`). Output, in ``OUT``:
         num_converted    images re-encoded because of their format or colour mode
         num_resized      images re-encoded to the shorter side resize_shorter_side
         num_shards       shard count
+        shard_choice     "given" (a count passed in) or "automatic" (see below)
+        estimated_bytes  automatic only: the split's records as estimated before writing
+        target_shard_bytes  automatic only: the size aimed at per shard (128 MiB)
         file_pattern     glob of the shards relative to OUT, e.g. "train-?????-of-01024"
         skipped_report   "train-skipped.json"
         shards           [{"file", "num_records", "num_bytes"}, ...] in shard order: the
                          readers check the files against it (a shard changed since is refused)
+
+Shard counts. A split whose count is not given gets one from its size: the fewest shards
+of at most ``TARGET_SHARD_BYTES`` (128 MiB: TensorFlow's input-pipeline guidance asks
+for files of 100 MB or more; and a split of a few images gets one shard, not 1024 mostly
+empty ones) by an estimate made
+before anything is written, ``ceil(images x bytes per record / 128 MiB)``, at least 1 and
+never more than the images (`auto_num_shards`). The bytes per record are measured on a
+seeded sample of up to ``SIZE_SAMPLE`` (64) of the split's images converted exactly as
+they will be stored (`normalize_image`: resized, re-encoded at ``jpeg_quality``), plus
+the record's own bytes (`record_bytes`; an image the sample finds undecodable counts 0,
+as it will be skipped). ImageNet's 1,281,167 training images come to about 374 shards
+at the default shorter side 256 and quality 95 (about 39.2 kB per record: real colour
+photos stored so measure 3.56 bits per pixel on average, at 341x256, the stored size of
+the common 500x375 photo), its 50,000 validation images to 15, and the training images
+kept at their original sizes (about 115 kB each) to about 1,100, close to the 1024 of
+the Inception/TPU converters, which store the originals.
 
 Readers (`alexnet_tf.data.sources.TFRecordSource`) read exactly the shards the metadata
 names. ``overwrite=True`` first removes, for each split it rewrites, the files named
@@ -86,6 +105,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -99,6 +119,7 @@ from absl import logging
 from PIL import Image
 from tqdm import tqdm
 
+from alexnet_tf.cli import tf_logs
 from alexnet_tf.data import decode, imagenet
 from alexnet_tf.errors import DataError, ExistsError, NotFoundError
 from alexnet_tf.export.limits import DEFAULT_MAX_PIXELS
@@ -107,9 +128,14 @@ __all__ = [
     "CONVERTER_VERSION",
     "METADATA_NAME",
     "EncodedImage",
+    "SIZE_SAMPLE",
     "SkipImage",
+    "TARGET_SHARD_BYTES",
+    "auto_num_shards",
     "build_tfrecords",
+    "estimate_record_bytes",
     "normalize_image",
+    "record_bytes",
     "shard_name",
     "shorter_side_size",
     "summary_line",
@@ -118,7 +144,13 @@ __all__ = [
 CONVERTER_VERSION = "1.0"
 METADATA_NAME = "metadata.json"
 FORMAT = "alexnet_tf.imagenet_tfrecords"
-DEFAULT_SHARDS = {"train": 1024, "val": 128}  # the Inception/TPU converters' counts
+# A split's shard count when none is given: the fewest shards of at most this many
+# bytes of records, by an estimate from a sample of the split (`auto_num_shards`).
+TARGET_SHARD_BYTES = 128 * 1024 * 1024
+# The default worker count's cap: measured, 300 demo images took 3.2 s in this process
+# and 12.9 s over 2 workers, each worker's start (spawn, import TensorFlow) ~5 s.
+IMAGES_PER_WORKER = 1000
+SIZE_SAMPLE = 64  # images converted to estimate a split's bytes per record
 
 
 class SkipImage(Exception):
@@ -200,6 +232,87 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}"
 
 
+def auto_num_shards(num_images: int, bytes_per_record: float,
+                    target_shard_bytes: int = TARGET_SHARD_BYTES) -> int:
+    """The default shard count of a split: ``ceil(num_images * bytes_per_record /
+    target_shard_bytes)``, at least 1 and at most ``num_images`` (no empty shard)."""
+    if target_shard_bytes <= 0:
+        raise DataError(f"target_shard_bytes must be > 0, got {target_shard_bytes}.")
+    wanted = math.ceil(max(0.0, num_images * float(bytes_per_record)) / target_shard_bytes)
+    return max(1, min(int(num_images), wanted))
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (int(value).bit_length() + 6) // 7)
+
+
+def _field_size(payload: int) -> int:
+    """A length-delimited protobuf field (field number < 16) holding ``payload`` bytes."""
+    return 1 + _varint_size(payload) + payload
+
+
+def record_bytes(encoded_size: int, *, height: int, width: int, label: int, synset: str = "",
+                 text: str = "", filename: str = "", image_format: str = "JPEG") -> int:
+    """The bytes `tfrecords.make_example`'s record takes in a shard: the serialized
+    ``tf.train.Example`` (computed by protobuf's wire rules, without TensorFlow) plus the
+    TFRecord framing (a length and two CRCs, 16 bytes). ``label`` as stored (1-based)."""
+    def bytes_feature(size):  # Feature{bytes_list: BytesList{value: [bytes]}}
+        return _field_size(_field_size(size))
+
+    def int64_feature(value):  # Feature{int64_list: Int64List{value: [v]}} (packed)
+        return _field_size(_field_size(_varint_size(value)))
+
+    features = {
+        "image/encoded": bytes_feature(encoded_size),
+        "image/format": bytes_feature(len(image_format.encode())),
+        "image/filename": bytes_feature(len(filename.encode())),
+        "image/height": int64_feature(height),
+        "image/width": int64_feature(width),
+        "image/colorspace": bytes_feature(3),
+        "image/channels": int64_feature(3),
+        "image/class/label": int64_feature(label),
+        "image/class/synset": bytes_feature(len(synset.encode())),
+        "image/class/text": bytes_feature(len(text.encode())),
+    }
+    # Features{feature: map<key, Feature>}: one entry {1: key, 2: Feature} per feature.
+    entries = sum(_field_size(_field_size(len(key)) + _field_size(size))
+                  for key, size in features.items())
+    return _field_size(entries) + 16  # Example{features: Features} + TFRecord framing
+
+
+def estimate_record_bytes(items: Sequence[tuple[str, int]], *, wnids: Sequence[str] = (),
+                          names: Sequence[str] = (), resize_shorter_side: int = 0,
+                          jpeg_quality: int = 95, sample_size: int = SIZE_SAMPLE,
+                          seed: int = 0, label_offset: int = 1) -> tuple[float, int]:
+    """(mean bytes per record, images sampled) of a split's ``(path, 0-based label)``
+    items: a seeded sample of up to ``sample_size`` images converted exactly as
+    `_write_shard` stores them (`normalize_image`) and measured with `record_bytes`. A
+    sampled file that cannot be read or decoded counts 0 bytes: it will be skipped."""
+    if not items:
+        return 0.0, 0
+    chosen = sorted(random.Random(seed).sample(range(len(items)), min(sample_size, len(items))))
+    total = 0
+    for i in chosen:
+        path, label = items[i]
+        try:
+            with open(path, "rb") as f:
+                image = normalize_image(f.read(), resize_shorter_side=resize_shorter_side,
+                                        jpeg_quality=jpeg_quality)
+        except (OSError, SkipImage):
+            continue
+        total += record_bytes(
+            len(image.data), height=image.height, width=image.width,
+            label=label + label_offset,
+            synset=wnids[label] if label < len(wnids) else "",
+            text=names[label] if label < len(names) else "", filename=os.path.basename(path))
+    return total / len(chosen), len(chosen)
+
+
+def _mib(num_bytes: float) -> str:
+    value = num_bytes / (1024 * 1024)
+    return f"{value:.0f} MiB" if value >= 10 else f"{value:.2g} MiB"
+
+
 def _shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
     """Contiguous [start, end) ranges whose sizes differ by at most one."""
     return [(i * num_items // num_shards, (i + 1) * num_items // num_shards) for i in range(num_shards)]
@@ -216,6 +329,13 @@ class _ShardTask:
     names: tuple  # class index -> human-readable name ("" if unknown)
     resize_shorter_side: int
     jpeg_quality: int
+
+
+def _start_worker(quiet: bool) -> None:
+    """A worker's first step: TensorFlow's start-up logs silenced as in the parent (a
+    spawned process starts without the parent's import filter)."""
+    if quiet:
+        tf_logs.silence()
 
 
 def _write_shard(task: _ShardTask) -> dict:
@@ -326,27 +446,36 @@ def _check_output_dir(output_dir: str, overwrite: bool) -> None:
 
 
 def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = ("train", "val"),
-                    shards: Mapping[str, int] | None = None, resize_shorter_side: int = 256,
+                    shards: Mapping[str, int | None] | None = None, resize_shorter_side: int = 256,
                     workers: int | None = None, val_labels_file: str | None = None,
                     val_meta_file: str | None = None, synsets_file: str | None = None,
                     seed: int = 0, jpeg_quality: int = 95, overwrite: bool = False,
-                    progress: bool = True) -> dict:
+                    progress: bool = True,
+                    target_shard_bytes: int = TARGET_SHARD_BYTES) -> dict:
     """Converts ``data_dir``'s splits to TFRecord shards in ``output_dir``; returns the
     metadata written to ``output_dir/metadata.json`` (keys in the module docstring).
 
-    ``shards`` maps a split to its shard count (default `DEFAULT_SHARDS`; a split not
-    in it gets the ``val`` count). ``workers`` processes (default ``os.cpu_count()``)
-    write whole shards each; 1 writes in this process. Everything is listed and
-    checked before anything is written.
+    ``shards`` maps a split to its shard count; a split not in it (or mapped to None)
+    gets the fewest shards of at most ``target_shard_bytes`` (128 MiB) by an estimate
+    from a sample of its images (`auto_num_shards`, `estimate_record_bytes`; the module
+    docstring has the figures). ``workers`` processes write whole shards each; 1 writes
+    in this process. The default is one per CPU, but at most one per
+    `IMAGES_PER_WORKER` images: a worker's start (a process importing TensorFlow) costs
+    seconds, more than a few hundred images take to convert. Workers silence
+    TensorFlow's start-up logs when this process did (`alexnet_tf.cli.tf_logs`).
+    Everything is listed and checked before anything is written.
     """
-    shards = {**DEFAULT_SHARDS, **(shards or {})}
+    given = {split: count for split, count in (shards or {}).items() if count is not None}
+    default_workers = workers is None
     workers = workers or os.cpu_count() or 1
     splits = list(splits)
     if not splits or len(set(splits)) != len(splits):
         raise DataError(f"splits must be distinct split names, got {splits}.")
-    for split in splits:
-        if shards.get(split, shards["val"]) < 1:
-            raise DataError(f"The shard count of {split!r} must be >= 1, got {shards.get(split)}.")
+    for split, count in given.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise DataError(f"The shard count of {split!r} must be an integer >= 1, got {count!r}.")
+    if target_shard_bytes <= 0:
+        raise DataError(f"target_shard_bytes must be > 0, got {target_shard_bytes}.")
     if resize_shorter_side < 0:
         raise DataError(f"resize_shorter_side must be >= 0 (0 keeps the original size), got {resize_shorter_side}.")
     if not 1 <= jpeg_quality <= 100:
@@ -382,6 +511,16 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
                 "covering them (LOC_synset_mapping.txt or imagenet_metadata.txt).")
 
     class_text = tuple(names.get(w, "") for w in class_order)
+    # Shard counts, before anything is written: given, or from the split's estimated size.
+    plans = {}
+    for split in splits:
+        paths, labels, _ = listed[split]
+        plans[split] = _plan_shards(split, list(zip(paths, labels)), given.get(split),
+                                    wnids=class_order, names=class_text,
+                                    resize_shorter_side=resize_shorter_side,
+                                    jpeg_quality=jpeg_quality, seed=seed,
+                                    target_shard_bytes=target_shard_bytes)
+        logging.info("%s", plans[split]["reason"])
     os.makedirs(output_dir, exist_ok=True)
     previous = _remove_previous_conversion(output_dir, splits)
     tasks = []
@@ -389,7 +528,7 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
         paths, labels, _ = listed[split]
         order = list(range(len(paths)))
         random.Random(seed).shuffle(order)  # each shard mixes classes (as the TPU converter)
-        num_shards = shards.get(split, shards["val"])
+        num_shards = plans[split]["num_shards"]
         if num_shards > len(paths):
             logging.warning("%s: %d shards for %d images; some shards will be empty.",
                             split, num_shards, len(paths))
@@ -400,6 +539,8 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
                                     resize_shorter_side, jpeg_quality))
 
     total = sum(len(t.items) for t in tasks)
+    if default_workers:
+        workers = max(1, min(workers, total // IMAGES_PER_WORKER))
     logging.info("Converting %d images of %s into %d shards with %d worker(s) -> %s",
                  total, "+".join(splits), len(tasks), min(workers, len(tasks)), output_dir)
     bar = _progress_bar(total, "+".join(splits), progress)
@@ -413,7 +554,8 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
         else:
             # spawn, not fork: the parent has TensorFlow loaded, whose threads do not survive fork.
             context = multiprocessing.get_context("spawn")
-            with context.Pool(min(workers, len(tasks))) as pool:
+            with context.Pool(min(workers, len(tasks)), initializer=_start_worker,
+                              initargs=(tf_logs.is_silenced(),)) as pool:
                 for result in pool.imap_unordered(_write_shard, tasks, chunksize=1):
                     results.append(result)
                     bar.update(result["num_images"])
@@ -438,7 +580,7 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
     for split in splits:
         mine = sorted((r for r in results if r["split"] == split), key=lambda r: r["index"])
         skipped = sorted((s for r in mine for s in r["skipped"]), key=lambda s: s["path"])
-        num_shards = shards.get(split, shards["val"])
+        num_shards = plans[split]["num_shards"]
         report = f"{split}-skipped.json"
         _atomic_write_json(os.path.join(output_dir, report),
                            {"split": split, "num_skipped": len(skipped), "skipped": skipped})
@@ -450,6 +592,8 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
             "num_converted": sum(r["converted"] for r in mine),
             "num_resized": sum(r["resized"] for r in mine),
             "num_shards": num_shards,
+            **{key: plans[split][key] for key in ("shard_choice", "estimated_bytes",
+                                                  "target_shard_bytes") if key in plans[split]},
             "file_pattern": f"{split}-?????-of-{num_shards:05d}",
             "skipped_report": report,
             "shards": [{"file": shard_name(split, r["index"], num_shards),
@@ -464,11 +608,45 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
     return metadata
 
 
+def _plan_shards(split: str, items: list, given: int | None, *, wnids, names,
+                 resize_shorter_side: int, jpeg_quality: int, seed: int,
+                 target_shard_bytes: int) -> dict:
+    """A split's shard count, how it was chosen, and a sentence saying so."""
+    if given is not None:
+        return {"num_shards": given, "shard_choice": "given",
+                "reason": f"{split}: {given} shard(s) as given for {len(items)} images."}
+    per_record, sampled = estimate_record_bytes(
+        items, wnids=wnids, names=names, resize_shorter_side=resize_shorter_side,
+        jpeg_quality=jpeg_quality, seed=seed)
+    estimated = round(per_record * len(items))
+    num_shards = auto_num_shards(len(items), per_record, target_shard_bytes)
+    stored = (f"shorter side {resize_shorter_side}" if resize_shorter_side
+              else "original sizes")
+    return {"num_shards": num_shards, "shard_choice": "automatic",
+            "estimated_bytes": estimated, "target_shard_bytes": target_shard_bytes,
+            "reason": (f"{split}: {num_shards} shard(s), automatic: {len(items)} images x "
+                       f"~{per_record / 1000:.1f} kB per record (measured on {sampled} of "
+                       f"them stored as they will be: {stored}, quality {jpeg_quality}) = "
+                       f"~{_mib(estimated)}, at most {_mib(target_shard_bytes)} per shard "
+                       f"-> ~{_mib(estimated / num_shards)} per shard.")}
+
+
 def summary_line(metadata: dict, output_dir: str = "") -> str:
-    """One line: per split the records, shards, skipped and converted counts."""
-    parts = [f"{split}: {s['num_records']} records in {s['num_shards']} shards, "
-             f"{s['num_skipped']} skipped, {s['num_converted']} converted, {s['num_resized']} resized"
-             for split, s in metadata["splits"].items()]
+    """One line: per split the records, shards (how many, how chosen, the mean size
+    written), skipped and converted counts."""
+    parts = []
+    for split, s in metadata["splits"].items():
+        num_shards = s["num_shards"]
+        written = sum(shard.get("num_bytes", 0) for shard in s.get("shards", []))
+        how = {"automatic": "automatic: at most "
+                            f"{_mib(s.get('target_shard_bytes', TARGET_SHARD_BYTES))} each",
+               "given": "as given"}.get(s.get("shard_choice"), "")
+        sizes = f"~{_mib(written / num_shards)} per shard" if s.get("shards") else ""
+        why = "; ".join(part for part in (how, sizes) if part)
+        parts.append(f"{split}: {s['num_records']} records in {num_shards} "
+                     f"shard{'s' if num_shards != 1 else ''}{f' ({why})' if why else ''}, "
+                     f"{s['num_skipped']} skipped, {s['num_converted']} converted, "
+                     f"{s['num_resized']} resized")
     where = f" -> {output_dir}" if output_dir else ""
     return "; ".join(parts) + f" ({metadata['num_classes']} classes){where}"
 

@@ -133,7 +133,7 @@ def read_meta_mat(path: str) -> dict[int, str]:
     except ImportError as e:
         raise MissingDependencyError(
             f"Reading {path!r} (the ImageNet devkit's meta.mat) needs scipy: "
-            "`pip install scipy` (or `pip install alexnet_tf[imagenet]`), or pass the "
+            "`pip install -e '.[imagenet]'` (or `pip install scipy`), or pass the "
             "one-wnid-per-line imagenet_2012_validation_synset_labels.txt instead.") from e
     if not os.path.isfile(path):
         raise NotFoundError(f"No file {path!r}; expected the devkit's data/meta.mat.")

@@ -842,17 +842,23 @@ def _tfds_where(data_dir: str) -> str:
 
 
 def _how_to_prepare(name: str, data_dir: str, builder=None) -> str:
+    """How to prepare TFDS dataset ``name``: TFDS's Python API first, which the
+    ``[tfds]`` extra runs; TFDS's ``tfds build`` command also imports apache-beam and
+    mlcroissant, which the extra leaves out (apache-beam holds pillow below 13)."""
     where = data_dir or "DATA_DIR"
+    manual = bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+    config = ("download_config=tfds.download.DownloadConfig(manual_dir='MANUAL_DIR')"
+              if manual else "")
     text = (f"This package reads prepared TFDS datasets only; prepare it once with "
-            f"`tfds build {name} --data_dir={where}` (or, in Python, "
-            f"tfds.builder({name!r}, data_dir={where!r}).download_and_prepare()).")
-    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+            f"python -c \"import tensorflow_datasets as tfds; tfds.builder({name!r}, "
+            f"data_dir={where!r}).download_and_prepare({config})\" (or `tfds build {name} "
+            f"--data_dir={where}" + (" --manual_dir=MANUAL_DIR" if manual else "") +
+            "`, which also needs pip install apache-beam mlcroissant).")
+    if manual:
         archives = (" (for imagenet2012: ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar)"
                     if name.startswith("imagenet2012") else "")
-        text += (f" {name} needs its files downloaded by hand{archives}: put them in a "
-                 f"directory MANUAL_DIR and run `tfds build {name} --data_dir={where} "
-                 f"--manual_dir=MANUAL_DIR` (download_and_prepare(download_config="
-                 f"tfds.download.DownloadConfig(manual_dir=MANUAL_DIR)) in Python).")
+        text += (f" {name} needs its files downloaded by hand{archives}: put them in "
+                 f"the directory MANUAL_DIR first.")
     return text
 
 

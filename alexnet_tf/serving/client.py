@@ -1,12 +1,16 @@
 r"""The client of an exported model: TF Serving over REST or gRPC, or the SavedModel in-process.
 
 The ``alexnet-predict`` binary (`alexnet_tf.cli.predict`) is a thin command over it.
-The functions return the signature's outputs as numpy arrays:
 `predict_rest` (urllib), `predict_grpc` (tensorflow-serving-api's PredictionService stub
-over grpcio) and `predict_local` (``tf.saved_model.load``); `predict_files` reads image
-files and calls one of them, `describe` makes the text the command prints. A failed
-request raises `protocol.ServingError` with the server's message (HTTP 400 or gRPC
-INVALID_ARGUMENT for a bad image), which the command prints as one line.
+over grpcio) and `predict_local` (``tf.saved_model.load``) send one batch of encoded
+images and return the signature's outputs as numpy arrays; a failed request raises
+`protocol.ServingError` with the server's message (HTTP 400 or gRPC INVALID_ARGUMENT
+naming ``image_bytes[i]`` for a bad image).
+
+`predict_files` answers each image file on its own: it returns a `FileResult` per path,
+with the file's outputs or the reason it got none (the path unreadable, the bytes refused
+by the one decode rule, or the model refusing that image), and sends the files that pass
+as one batch. `describe` makes the text the command prints.
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import sys
 import urllib.error
 import urllib.request
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from alexnet_tf.data import decode
 from alexnet_tf.serving import protocol
 from alexnet_tf.serving.protocol import DEFAULT_SIGNATURE, ServingError
 
@@ -146,20 +153,30 @@ def saved_model_path(path: str) -> str:
     """``path`` if it is a SavedModel, else its highest integer version (as TF Serving)."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
+    if not os.path.exists(path):
+        raise ServingError(f"{path!r} does not exist; expected a SavedModel (an export's "
+                           f"version directory) or an export directory of versions.")
     versions = [int(n) for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
     if not versions:
         raise ServingError(f"{path!r} is neither a SavedModel nor a directory of versions.")
     return os.path.join(path, str(max(versions)))
 
 
-def predict_local(path: str, images: Sequence[bytes], *,
-                  signature_name: str = DEFAULT_SIGNATURE) -> dict:
-    """Runs the SavedModel's signature in this process; output name -> array."""
+def local_signature(path: str, signature_name: str = DEFAULT_SIGNATURE) -> Callable:
+    """The concrete function of signature ``signature_name`` of the SavedModel at ``path``
+    (see `saved_model_path`), loaded in this process. Raises `ServingError` for a path
+    that holds no SavedModel or a signature it does not have."""
     loaded = tf.saved_model.load(saved_model_path(path))
     if signature_name not in loaded.signatures:
         raise ServingError(f"No signature {signature_name!r}; the export has "
                            f"{sorted(loaded.signatures)}.")
-    function = loaded.signatures[signature_name]
+    return loaded.signatures[signature_name]
+
+
+def run_local(function: Callable, images: Sequence[bytes]) -> dict:
+    """Runs a `local_signature` on encoded images (its ``image_bytes`` input, string
+    [B]); output name -> array [B, ...]. A refused image raises `ServingError` with code
+    "INVALID_ARGUMENT" and the graph's message, as TF Serving would."""
     try:
         outputs = function(image_bytes=tf.constant([bytes(i) for i in images], tf.string))
     except tf.errors.InvalidArgumentError as error:
@@ -167,19 +184,176 @@ def predict_local(path: str, images: Sequence[bytes], *,
     return {name: value.numpy() for name, value in outputs.items()}
 
 
+def predict_local(path: str, images: Sequence[bytes], *,
+                  signature_name: str = DEFAULT_SIGNATURE) -> dict:
+    """Runs the SavedModel's signature in this process; output name -> array."""
+    return run_local(local_signature(path, signature_name), images)
+
+
 # ------------------------------------------------------------------ files -> text
+
+
+@dataclasses.dataclass(frozen=True)
+class FileResult:
+    """The answer for one image file of `predict_files`: ``outputs`` or ``error``.
+
+    Attributes:
+      path: the path as given (as a str).
+      outputs: output name -> this image's value (the batch axis removed: ``classes``
+        int [k], ``scores`` float [k], ..., or ``features`` float [D]); None when the
+        file failed.
+      error: why the file got no answer, without the path: the file cannot be read
+        ("No such file or directory", "Is a directory", "Permission denied"), the one
+        decode rule refuses its bytes ("not a JPEG, PNG, GIF or BMP image (12 bytes)",
+        "truncated JPEG (...)"), or the model refused it (e.g. "100x6000 (height x
+        width): its longer side is more than 50 times its shorter side"); None when it
+        was answered.
+    """
+
+    path: str
+    outputs: Mapping[str, np.ndarray] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file was answered."""
+        return self.error is None
+
+    @property
+    def prediction(self) -> Prediction | None:
+        """The top-k of a classification signature's answer; None for a failed file or
+        another signature's outputs (``features``)."""
+        if self.outputs is None or "classes" not in self.outputs:
+            return None
+        (prediction,) = predictions({name: np.asarray(value)[None]
+                                     for name, value in self.outputs.items()})
+        return prediction
+
+
+# The export refuses one image per request, naming it in its graph checks
+# (`alexnet_tf.export.input_checks`): "assertion failed: [image_bytes[3] is empty (0
+# bytes)]", with TF Serving's node lines after it. The verb goes: the reason is then the
+# one decode rule's ("empty (0 bytes)", "no pixels (...)", "truncated JPEG (...), N bytes").
+_REFUSED_IMAGE = re.compile(r"(\[?)image_bytes\[(\d+)\] (?:is an? (?=truncated)|is |has )?"
+                            r"([^\n]*)")
+# The codes of a refused input: TF Serving answers InvalidArgument with HTTP 400.
+_REFUSED_CODES = (400, "INVALID_ARGUMENT")
+# The pixel limits are the model's own (``alexnet-export --max_pixels``, unknown to a
+# client of a server): the local check leaves them to the model, whose refusal names the
+# image and is attributed to its file like the rule's other reasons.
+_NO_PIXEL_LIMIT = sys.maxsize
+
+
+def refused_image(error: ServingError) -> tuple[int, str] | None:
+    """(i, reason) when ``error`` is the model refusing ``image_bytes[i]`` of the batch
+    (HTTP 400 or INVALID_ARGUMENT; the reason without "image_bytes[i] is"), else None
+    (the request failed as a whole: no server, no such model or signature, ...)."""
+    if error.code not in _REFUSED_CODES:
+        return None
+    match = _REFUSED_IMAGE.search(error.message)
+    if not match:
+        return None
+    reason = match.group(3).strip()
+    if match.group(1) and reason.endswith("]"):  # Assert's "[message]"
+        reason = reason[:-1]
+    return int(match.group(2)), reason
+
+
+def _read(path: str) -> tuple[bytes | None, str]:
+    """(the file's bytes, "") or (None, why it cannot be read or decoded)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:  # missing, a directory, not permitted: the file's failure
+        return None, error.strerror or str(error)
+    # The one decode rule in Python: the same reason the export's checks would give,
+    # without a round trip, and without the bad bytes costing the batch.
+    problem = decode.bytes_problem(data, max_pixels=_NO_PIXEL_LIMIT)
+    return (None, problem) if problem else (data, "")
+
+
+def _answer_batch(send: Callable[[Sequence[bytes]], dict], images: dict[int, bytes]
+                  ) -> tuple[dict[int, dict], dict[int, str]]:
+    """Sends ``images`` (position -> bytes) through ``send`` as one batch; returns
+    (position -> that image's outputs, position -> the reason the model refused it).
+
+    A refusal that names ``image_bytes[i]`` fails image i: it is taken out and the rest
+    re-sent, until the model answers them all (the export names one image per refusal).
+    A refusal (400 / INVALID_ARGUMENT) that names no image is attributed by sending each
+    image alone; when every image fails alone too, the error was the request's, and is
+    raised. Any other `ServingError` (no server, no such model or signature) is raised:
+    it is no file's failure.
+    """
+    pending = dict(images)
+    refused: dict[int, str] = {}
+    while pending:
+        positions = list(pending)
+        try:
+            outputs = send([pending[p] for p in positions])
+        except ServingError as error:
+            image = refused_image(error)
+            if image is not None and image[0] < len(positions):
+                refused[positions[image[0]]] = image[1]
+                del pending[positions[image[0]]]
+                continue
+            if error.code not in _REFUSED_CODES or len(positions) == 1:
+                raise
+            return _answer_alone(send, pending, error, refused)
+        return _rows(outputs, positions), refused
+    return {}, refused
+
+
+def _answer_alone(send, pending: dict[int, bytes], batch_error: ServingError,
+                  refused: dict[int, str]) -> tuple[dict[int, dict], dict[int, str]]:
+    """`_answer_batch` after a refusal that named no image: each image sent alone."""
+    answered: dict[int, dict] = {}
+    alone: dict[int, str] = {}
+    named = False
+    for position, data in pending.items():
+        try:
+            answered.update(_rows(send([data]), [position]))
+        except ServingError as error:
+            if error.code not in _REFUSED_CODES:
+                raise
+            image = refused_image(error)
+            named = named or image is not None
+            alone[position] = image[1] if image else error.message
+    if not answered and not named:
+        raise batch_error  # no image passes alone: the request itself is refused
+    return answered, {**refused, **alone}
+
+
+def _rows(outputs: Mapping[str, np.ndarray], positions: Sequence[int]) -> dict[int, dict]:
+    """Position -> {output name -> row}: a batch's outputs split per image."""
+    for name, value in outputs.items():
+        if len(value) != len(positions):
+            raise ServingError(f"The response's {name!r} holds {len(value)} rows for "
+                               f"{len(positions)} images.")
+    return {position: {name: np.asarray(value)[row] for name, value in outputs.items()}
+            for row, position in enumerate(positions)}
 
 
 def predict_files(paths: Sequence[str], *, rest: str | None = None, grpc: str | None = None,
                   saved_model: str | None = None, model_name: str = "alexnet",
                   version: int | None = None, label: str | None = None,
                   signature_name: str = DEFAULT_SIGNATURE, form: str = "row",
-                  timeout: float = 30.0) -> dict:
-    """Reads the image files and sends them through exactly one of ``rest`` (a REST
-    address), ``grpc`` (a gRPC address) or ``saved_model`` (an export, in-process);
-    returns output name -> array. Raises ValueError for no files or not exactly one
-    transport, OSError for a file that cannot be read, `ServingError` for a failed
-    prediction."""
+                  timeout: float = 30.0) -> list[FileResult]:
+    """Classifies image files through exactly one of ``rest`` (a REST address), ``grpc``
+    (a gRPC address) or ``saved_model`` (an export, in-process): one `FileResult` per
+    path, in the order given, each with its outputs or its error.
+
+    Each file is read and checked first by the one decode rule
+    (`alexnet_tf.data.decode.bytes_problem`, the rule of the export's own checks, so the
+    reasons are the model's); a file that cannot be read or that the rule refuses fails
+    there. The others go to the model as one batch; an image the model still refuses
+    (its size limits) fails alone and the rest are answered (see `_answer_batch`). The
+    model is not contacted when no file passes.
+
+    Raises:
+      ValueError: no paths, or not exactly one transport.
+      ServingError: the request failed as a whole (a server that cannot be reached, no
+        such model, version or signature, an export that is not one): no file's failure.
+    """
     given = [name for name, value in (("--rest", rest), ("--grpc", grpc),
                                       ("--saved_model", saved_model)) if value]
     if len(given) != 1:
@@ -187,26 +361,61 @@ def predict_files(paths: Sequence[str], *, rest: str | None = None, grpc: str | 
                          (f" (got {' and '.join(given)})" if given else ""))
     if not paths:
         raise ValueError("give at least one image file")
-    images = []
-    for path in paths:
-        with open(path, "rb") as file:
-            images.append(file.read())
+    paths = [os.fspath(path) for path in paths]
+    images: dict[int, bytes] = {}
+    errors: dict[int, str] = {}
+    for position, path in enumerate(paths):
+        data, problem = _read(path)
+        if problem:
+            errors[position] = problem
+        else:
+            images[position] = data
+    answered: dict[int, dict] = {}
+    if images:
+        send = _sender(rest=rest, grpc=grpc, saved_model=saved_model, model_name=model_name,
+                       version=version, label=label, signature_name=signature_name,
+                       form=form, timeout=timeout)
+        answered, refused = _answer_batch(send, images)
+        errors.update(refused)
+    return [FileResult(path, outputs=answered.get(position), error=errors.get(position))
+            for position, path in enumerate(paths)]
+
+
+def _sender(*, rest, grpc, saved_model, model_name, version, label, signature_name, form,
+            timeout) -> Callable[[Sequence[bytes]], dict]:
+    """images -> outputs through the one transport given; the SavedModel loaded once."""
     if rest:
-        return predict_rest(rest, images, model_name=model_name, version=version,
-                            label=label, signature_name=signature_name, form=form,
-                            timeout=timeout)
+        return lambda images: predict_rest(
+            rest, images, model_name=model_name, version=version, label=label,
+            signature_name=signature_name, form=form, timeout=timeout)
     if grpc:
-        return predict_grpc(grpc, images, model_name=model_name, version=version,
-                            label=label, signature_name=signature_name, timeout=timeout)
-    return predict_local(saved_model, images, signature_name=signature_name)
+        return lambda images: predict_grpc(
+            grpc, images, model_name=model_name, version=version, label=label,
+            signature_name=signature_name, timeout=timeout)
+    function = local_signature(saved_model, signature_name)
+    return lambda images: run_local(function, images)
 
 
-def describe(labels: Sequence[str], outputs: Mapping[str, np.ndarray]) -> str:
-    """The text the command prints: the top-k of a classification signature
-    (`format_predictions`), else the first values of each image's single output (e.g.
-    ``features``)."""
+def describe(results: Sequence[FileResult] | Sequence[str],
+             outputs: Mapping[str, np.ndarray] | None = None) -> str:
+    """The text the command prints for the answered files: the top-k of a classification
+    signature (`format_predictions`), else the first values of each image's single
+    output (e.g. ``features``). Failed results are left out (their ``error`` says why).
+
+    ``describe(results)`` takes `predict_files`' results; ``describe(labels, outputs)``
+    a label per image and a batch's outputs (output name -> array [B, ...]), as
+    `predict_rest`, `predict_grpc` and `predict_local` return them.
+    """
+    if outputs is None:
+        answered = [r for r in results if r.ok]
+        return "\n".join(describe([r.path], {name: np.asarray(value)[None]
+                                             for name, value in r.outputs.items()})
+                         for r in answered)
+    labels = results
     if "classes" in outputs:
         return format_predictions(labels, predictions(outputs))
     (name, values), *_ = outputs.items()
-    return "\n".join(f"{label}: {name} {row.shape} {np.array2string(row[:8])}..."
+    # One line per image (numpy would wrap the values at 75 characters).
+    return "\n".join(f"{label}: {name} {row.shape} "
+                     f"{np.array2string(row[:8], max_line_width=sys.maxsize)}..."
                      for label, row in zip(labels, np.asarray(values)))

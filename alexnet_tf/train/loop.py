@@ -380,10 +380,13 @@ def _train(config, plan: _Plan) -> dict:
     kernel_summaries = hooks.KernelSummaries(model, task.convention, logger.writers["train"])
     metrics = {}
     logging.info("Training %s (%s parameters) on %d replica(s): %d epochs of %d steps, "
-                 "global batch %d, %s%s.", model.name, f"{model.count_params():,}",
+                 "global batch %d, %s%s%s.", model.name, f"{model.count_params():,}",
                  strategy.num_replicas_in_sync, t.total_epochs, steps_per_epoch, global_batch,
                  keras.mixed_precision.global_policy().name,
-                 ", XLA" if t.jit_compile else "")
+                 ", XLA" if t.jit_compile else "",
+                 # Sec. 3.2's placement, said aloud: the user asked for these devices.
+                 f", tower 1 on {task.tower_devices[0]} and tower 2 on "
+                 f"{task.tower_devices[1]}" if task.tower_devices else "")
     for epoch in range(int(epoch_var.numpy()), t.total_epochs):
         epoch_end = (epoch + 1) * steps_per_epoch
         done_in_epoch = current - epoch * steps_per_epoch

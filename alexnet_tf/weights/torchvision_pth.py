@@ -63,7 +63,8 @@ def _import_torch():
     except ImportError as error:
         raise MissingDependencyError(
             "Reading a torchvision .pth file needs PyTorch, which is not installed: "
-            "pip install torch (CPU wheels: pip install torch --index-url "
+            "pip install -e '.[torch]' or pip install torch (CPU wheels: pip install "
+            "torch --index-url "
             "https://download.pytorch.org/whl/cpu). A state_dict already in memory, as "
             "NumPy arrays, needs no torch.") from error
     return torch

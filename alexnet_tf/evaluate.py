@@ -320,7 +320,7 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
     if output is None and len(sources_) > 1:
         raise EvaluationError(f"An ensemble of {len(sources_)} models has no directory of "
                               f"its own for its result: give --output=FILE.json.")
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=[s.path for s in sources_])
     output = output or default_output(first, split, ten_crop)
     config = _evaluation_config(sources_, data_config, batch_size)
     try:
@@ -366,13 +366,13 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
     return metrics
 
 
-def check_output(output: str | None, overwrite: bool) -> None:
+def check_output(output: str | None, overwrite: bool, inputs: Sequence[str] = ()) -> None:
     """Refuses an ``output`` the user named that exists, unless ``overwrite``
     (`alexnet_tf.outputs.check_new_file`): it may be another evaluation's result, or any
     other file. Checked before a model is built. The default outputs (`default_output`)
     are the package's own, and a new evaluation replaces them."""
     if output is not None:
-        outputs.check_new_file(output, overwrite)
+        outputs.check_new_file(output, overwrite, inputs=inputs)
 
 
 def format_metrics(metrics: dict) -> str:
@@ -399,8 +399,8 @@ def evaluate(model: str | Sequence[str], *, checkpoint: str = "auto",
     ``class_names_file`` (`model_source.read_class_names`), names the data
     (`data_config_for`) and runs `evaluate_sources`. Everything is checked before a
     model is built. Raises SourceError or EvaluationError naming the problem."""
-    check_output(output, overwrite)
     members = source_lib.resolve_all(model, checkpoint=checkpoint)
+    check_output(output, overwrite, inputs=[m.path for m in members])
     if class_names_file:
         ids, names = source_lib.read_class_names(class_names_file)
         members = [m.with_class_names(ids, names) for m in members]

@@ -12,15 +12,34 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from alexnet_tf.errors import ExistsError, UserError
 
 
-def check_new_file(path: str, overwrite: bool, flag: str = "--output") -> None:
+def run_holding(path: str) -> str | None:
+    """The work directory of the training run whose files include ``path`` (an ancestor
+    directory holding ``config.json`` and ``checkpoints/``), or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    while True:
+        if (os.path.isfile(os.path.join(directory, "config.json"))
+                and os.path.isdir(os.path.join(directory, "checkpoints"))):
+            return directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def check_new_file(path: str, overwrite: bool, flag: str = "--output",
+                   inputs: Sequence[str] = ()) -> None:
     """Raises `ExistsError` when ``path`` exists (a file, a link) and not ``overwrite``,
     and `UserError` when it is a directory or its parent is a file; ``flag`` names the
-    option in the message."""
+    option in the message. Even with ``overwrite``, an existing file of a training run
+    (its config, checkpoints, classes: anything in a run but the evaluation results
+    ``eval_*.json`` at its top) and any of ``inputs`` (the command's own inputs, e.g. the
+    model it evaluates) are refused: replacing them would break what the command
+    reads."""
     if os.path.isdir(path):
         raise UserError(f"{flag}={path!r} is a directory; expected a file name (one "
                         f"inside it, for example).")
@@ -29,6 +48,18 @@ def check_new_file(path: str, overwrite: bool, flag: str = "--output") -> None:
         parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
     if parent and not os.path.isdir(parent):
         raise UserError(f"{flag}={path!r}: {parent!r} is a file, not a directory.")
+    if os.path.lexists(path):
+        target = os.path.realpath(path)
+        if any(os.path.realpath(i) == target for i in inputs):
+            raise UserError(f"{flag}={path!r} is an input of this command; expected "
+                            f"another file name.")
+        run = run_holding(path)
+        own_result = (run == os.path.dirname(os.path.abspath(path))
+                      and os.path.basename(path).startswith("eval_")
+                      and path.endswith(".json"))
+        if run and not own_result:
+            raise UserError(f"{flag}={path!r} is a file of the training run in {run!r}; "
+                            f"expected a file outside it (or a new name).")
     if os.path.lexists(path) and not overwrite:
         raise ExistsError(f"{flag}={path!r} exists; give --overwrite to replace it, or "
                           f"another file name.")

@@ -50,10 +50,23 @@ class CheckpointError(RunError):
 
 
 def check_workdir_path(workdir: str) -> None:
-    """Refuses a training ``workdir`` that exists and is not a directory (RunError)."""
+    """Refuses (RunError) a training ``workdir`` that exists and is not a directory, and a
+    directory that holds files but no run (no ``config.json``): a run writes its
+    config.json, classes.json, metrics.json, ... there, and would replace files of the
+    same names that are the user's. A directory holding only a lock (a first run killed
+    before its config was written) is a new run's."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunError(f"--workdir {workdir!r} is a file; expected a directory (a new one, "
                        f"or a run's to resume it).")
+    if not os.path.isdir(workdir) or os.path.exists(os.path.join(workdir, CONFIG_FILENAME)):
+        return
+    entries = sorted(name for name in os.listdir(workdir) if name != LOCK_FILENAME)
+    if entries:
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5
+                                          else "")
+        raise RunError(f"--workdir {workdir!r} holds files ({shown}) but no run (no "
+                       f"config.json); expected a new or empty directory, or a run's work "
+                       f"directory to resume it. Nothing was written.")
 
 
 def _diff(a: dict, b: dict, prefix: str = ""):

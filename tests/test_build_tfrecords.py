@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf.data import convert, tfrecords
+from alexnet_tf.data import convert, sources, tfrecords
 from conftest import REPO_ROOT
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
@@ -481,3 +481,25 @@ def test_tool_default_is_automatic_and_flags_win(dataset, tmp_path):
     assert given.returncode == 0, given.stderr
     assert "val: 5 records in 3 shards (as given; ~" in given.stdout
     assert "train: 16 records in 1 shard (automatic" in given.stdout
+
+
+def test_a_split_left_empty_by_skipped_files_is_refused_when_read(tmp_path):
+    # Every validation image undecodable: the conversion says so, and training or
+    # evaluation on that split stops instead of scoring nothing with exit status 0.
+    from alexnet_tf import config as config_lib
+    from alexnet_tf.errors import DataError
+
+    root = tmp_path / "data"
+    (root / "train" / "n01").mkdir(parents=True)
+    (root / "val" / "n01").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(root / "train" / "n01" / "a.JPEG")
+    (root / "val" / "n01" / "empty.JPEG").write_bytes(b"")
+    metadata = convert.build_tfrecords(str(root), str(tmp_path / "out"), workers=1,
+                                       resize_shorter_side=0, progress=False)
+    assert metadata["splits"]["val"]["num_records"] == 0
+    data = config_lib.base_config().data
+    data.source, data.data_dir = "tfrecord", str(tmp_path / "out")
+    assert len(sources.load_split(data, "train")) == 1
+    with pytest.raises(DataError, match=r"Split 'val' of the tfrecord data in .* holds no "
+                                        r"examples"):
+        sources.load_split(data, "val")

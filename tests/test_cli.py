@@ -166,6 +166,8 @@ MISTAKES = [
     ("alexnet_tf.cli.train", ["--config=configs/demo.py", "--workdir={tmp}/out",
                               "--config.train.tower_devices=/GPU:0,/GPU:1"], 1,
      "train.tower_devices names ['/GPU:0', '/GPU:1'], which this process does not have"),
+    ("alexnet_tf.cli.train", ["--config=configs/demo.py", "--workdir={tmp}"], 1,
+     "holds files (a_file) but no run (no config.json)"),
     ("alexnet_tf.cli.eval", ["--model=x", "--no_such_flag"], 2, "Unknown command line flag"),
     ("alexnet_tf.cli.eval", [], 2, "give --model=SOURCE (or --workdir=RUN)"),
     ("alexnet_tf.cli.eval", ["--model=x", "--batch_size=0"], 2, "--batch_size=0 must be >= 1"),
@@ -215,6 +217,23 @@ def test_a_mistake_is_one_line_and_the_exit_status(tmp_path, command, args, stat
     line = _check_one_line(result, name, status)
     assert text in line, line
     assert not (tmp_path / "out").exists() and not (tmp_path / "exports").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("def get_config(:\n", "SyntaxError: invalid syntax"),
+    ("import no_such_module_xyz\n", "ModuleNotFoundError: No module named "
+                                    "'no_such_module_xyz' (line 1)"),
+    ("def x():\n    return 1\n", "has no attribute 'get_config'"),
+    ("def get_config(arg=None):\n    raise RuntimeError('boom')\n", "RuntimeError: boom (line 2)"),
+])
+def test_a_config_file_that_cannot_load_is_one_line(tmp_path, text, message):
+    config = tmp_path / "my_config.py"
+    config.write_text(text)
+    for binary in ("alexnet_tf.cli.train", "alexnet_tf.cli.eval"):
+        result = _run(binary, f"--config={config}", f"--workdir={tmp_path / 'run'}")
+        line = _check_one_line(result, NAMES[binary], 2)
+        assert f"--config='{config}' cannot be loaded: " in line and message in line, line
+    assert sorted(os.listdir(tmp_path)) == ["my_config.py"]  # nothing written
 
 
 def test_training_mistakes_found_with_the_data_are_one_line(tmp_path, small_demo_dir):
@@ -409,3 +428,23 @@ def test_a_work_directory_in_use_is_one_line_not_a_traceback(tmp_path, small_dem
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     line = _check_one_line(result, "alexnet-train", 1)
     assert "is in use by another training run" in line
+
+
+_INTERRUPT = """
+import sys
+import alexnet_tf.cli.train as binary
+
+def main(argv):
+    raise KeyboardInterrupt
+
+binary.main = main
+sys.argv = ["alexnet-train"]
+binary.run()
+"""
+
+
+def test_ctrl_c_is_one_line_and_status_130():
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120, env=_env())
+    assert result.returncode == 130, result
+    assert result.stderr.strip() == "alexnet-train: interrupted", result.stderr[-2000:]

@@ -749,3 +749,35 @@ def test_gif_block_structure_costs_the_walk_little():
         assert decode.bytes_problem(recut) == ""
         np.testing.assert_array_equal(_decoded(recut), expected)
         np.testing.assert_array_equal(decode.pillow_decode(recut), expected)
+
+
+def test_image_files_are_read_only_when_they_are_regular_and_small(tmp_path):
+    # A FIFO would block the read and /dev/zero never end it (a machine-wide OOM before):
+    # both are refused from their stat, as is a file over the limit.
+    good = tmp_path / "a.png"
+    good.write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 100)
+    assert decode.read_image_file(str(good)) == (good.read_bytes(), "")
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    cases = {str(fifo): "not a regular file (a FIFO, socket or device)",
+             "/dev/zero": "not a regular file (a FIFO, socket or device)",
+             str(tmp_path): "Is a directory",
+             str(tmp_path / "missing.jpg"): "No such file or directory"}
+    for path, reason in cases.items():
+        data, problem = decode.read_image_file(path)
+        assert data is None and problem.startswith(reason), (path, problem)
+    data, problem = decode.read_image_file(str(good), max_bytes=50)
+    assert data is None and problem == "108 bytes, more than the 50 any image this package reads can take"
+    assert decode.MAX_FILE_BYTES >= 4 * 40_000_000  # a 40-megapixel 32-bit BMP fits
+
+
+def test_predict_names_a_fifo_and_a_device_without_reading_them(tmp_path):
+    from alexnet_tf.serving import client
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    # No file passes the local check, so no server is asked (port 9 is closed).
+    results = client.predict_files([str(fifo), "/dev/zero"], rest="http://127.0.0.1:9",
+                                   timeout=5)
+    assert [(r.path, r.ok) for r in results] == [(str(fifo), False), ("/dev/zero", False)]
+    assert all(r.error.startswith("not a regular file") for r in results)

@@ -84,7 +84,8 @@ def main(argv):
             raise app.UsageError(f"--{name}={flag.value} must be >= 1.")
     from alexnet_tf import outputs
 
-    outputs.check_new_file(_OUTPUT.value, _OVERWRITE.value)
+    outputs.check_new_file(_OUTPUT.value, _OVERWRITE.value,
+                           inputs=[p for p in (_MODEL.value, _SAVED_MODEL.value) if p])
     from alexnet_tf.analysis import retrieval
 
     result = retrieval.retrieve(

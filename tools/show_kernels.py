@@ -41,7 +41,8 @@ def main(argv):
         raise app.UsageError("--scale and --columns must be >= 1.")
     from alexnet_tf import outputs
 
-    outputs.check_new_file(_OUTPUT.value, _OVERWRITE.value)
+    outputs.check_new_file(_OUTPUT.value, _OVERWRITE.value,
+                           inputs=[p for p in (_MODEL.value,) if p])
     from alexnet_tf.analysis import kernels
 
     report = kernels.show_kernels(_WORKDIR.value, checkpoint=_CHECKPOINT.value,

@@ -51,7 +51,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image, ImageDraw, ImageFont
 
-from alexnet_tf.data import preprocess
+from alexnet_tf.data import decode, preprocess
 from alexnet_tf.errors import NotFoundError, UserError
 
 FORMAT_VERSION = 1
@@ -462,9 +462,8 @@ def queries_from_files(paths: Sequence[str]) -> tuple[list[Query], list[str]]:
     that is not an image is skipped, with a message naming it (returned and logged)."""
     queries, skipped = [], []
     for path in expand_query_paths(paths):
-        with open(path, "rb") as f:
-            encoded = f.read()
-        problem = _check_image(encoded)
+        encoded, problem = decode.read_image_file(path)
+        problem = problem or _check_image(encoded)
         if problem:
             message = f"Skipping query {path}: {problem}."
             logging.warning("%s", message)

@@ -23,6 +23,8 @@ alexnet_tf.train --help`` print the same thing; every help flag exits with statu
 Logs. Before ``main`` runs (and so before TensorFlow is imported: binaries import it
 inside ``main``), `alexnet_tf.cli.tf_logs.silence` silences TensorFlow's start-up logs,
 unless ``--tf_logs`` or ``ALEXNET_TF_TF_LOGS=1`` asks for them.
+
+Ctrl-C prints ``<binary>: interrupted`` and exits with status 130, without a traceback.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from alexnet_tf.cli import tf_logs
 
 USAGE_STATUS = 2
 ERROR_STATUS = 1
+INTERRUPTED_STATUS = 130  # the shell's 128 + SIGINT
 TRACEBACK_VARIABLE = "ALEXNET_TF_TRACEBACK"
 
 _VERBOSE_ERRORS = flags.DEFINE_bool(
@@ -131,11 +134,45 @@ def _parse(argv: list[str], name: str):
     except (flags.Error, AttributeError, KeyError) as error:
         if not isinstance(error, flags.Error) and not any(
                 re.match(r"--?\w+\.", arg) for arg in argv[1:]):
+            _config_file_failed(error, argv, name)
             raise
         hint = ("alexnet-train --config=FILE --print_config lists the config keys"
                 if not isinstance(error, flags.Error) else "--help lists the flags")
         _report(name, f"{_flag_message(error)} ({hint})", _wants_traceback(argv))
         sys.exit(USAGE_STATUS)
+    except Exception as error:  # noqa: BLE001  (a config file's own error, else re-raised)
+        _config_file_failed(error, argv, name)
+        raise
+
+
+def _config_file_failed(error: Exception, argv: Sequence[str], name: str) -> None:
+    """Exits with one line (status 2) when ``error`` came from loading a ``--config``
+    file given on the command line (config_flags runs the file while flags are parsed:
+    a syntax error, an import it lacks, no get_config, a get_config that raises); returns
+    otherwise."""
+    files = [arg.split("=", 1)[1] for arg in argv[1:] if re.match(r"--?config=", arg)]
+    if not files:
+        return
+    trace = traceback.extract_tb(error.__traceback__)
+    path = os.path.abspath(files[0].split(":", 1)[0])
+    where = getattr(error, "filename", None)
+    in_file = (where and os.path.abspath(where) == path) or any(
+        os.path.abspath(frame.filename) == path for frame in trace) or isinstance(
+        error, AttributeError) and "get_config" in str(error)
+    if not in_file:
+        return
+    line = getattr(error, "lineno", None) or next(
+        (frame.lineno for frame in reversed(trace) if os.path.abspath(frame.filename) == path),
+        None)
+    hint = (" (--config takes a Python config file such as configs/demo.py, not a run's "
+            "config.json)" if path.endswith(".json") else
+            "; expected a Python file whose get_config() returns a ConfigDict, e.g. "
+            "configs/demo.py")
+    _report(name, f"--config={files[0]!r} cannot be loaded: {type(error).__name__}: "
+                  f"{_one_line(error)}" + (f" (line {line})" if line and not
+                                            isinstance(error, SyntaxError) else "") + hint,
+            _wants_traceback(argv))
+    sys.exit(USAGE_STATUS)
 
 
 def _flag_message(error: Exception) -> str:
@@ -171,6 +208,11 @@ def _guarded(main: Callable, name: str) -> Callable:
         except BrokenPipeError:  # the reader of stdout left (``| head``)
             _silence_stdout()
             return ERROR_STATUS
+        except KeyboardInterrupt:  # Ctrl-C: the user's wish, not a bug
+            if _wants_traceback():
+                traceback.print_exc()
+            print(f"{name}: interrupted", file=sys.stderr, flush=True)
+            return INTERRUPTED_STATUS
         except Exception as error:  # noqa: BLE001  (sorted below; bugs are re-raised)
             status = exit_status(error)
             if status is None:

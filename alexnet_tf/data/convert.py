@@ -110,6 +110,7 @@ import multiprocessing
 import os
 import random
 import re
+import signal
 import sys
 import time
 from typing import Mapping, Sequence
@@ -333,7 +334,9 @@ class _ShardTask:
 
 def _start_worker(quiet: bool) -> None:
     """A worker's first step: TensorFlow's start-up logs silenced as in the parent (a
-    spawned process starts without the parent's import filter)."""
+    spawned process starts without the parent's import filter), and Ctrl-C left to the
+    parent, which stops the pool (one message instead of one traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if quiet:
         tf_logs.silence()
 

@@ -78,6 +78,7 @@ import collections
 import functools
 import importlib
 import io
+import os
 
 import numpy as np
 
@@ -370,6 +371,33 @@ def _gif_checks(data: bytes, max_pixels: int):
             post = (f"GIF whose frames reach {tallest}x{widest}, beyond its first frame of "
                     f"{first_h}x{first_w} (height x width)")
     return pre, height, width, frames, post
+
+
+# The largest image file read: a 40-megapixel 32-bit BMP (the export's default pixel
+# limit, uncompressed) is 160 MB; nothing an image model takes is larger.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+def read_image_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes | None, str]:
+    """(the bytes of image file ``path``, "") or (None, why they cannot be read): the
+    path does not exist, is a directory, not permitted, not a regular file (a FIFO
+    would block the read, a device never end it), or larger than ``max_bytes``. The
+    bytes are not checked: `bytes_problem` does that."""
+    import stat
+
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            return None, "Is a directory"
+        if not stat.S_ISREG(info.st_mode):
+            return None, "not a regular file (a FIFO, socket or device); expected an image file"
+        if info.st_size > max_bytes:
+            return None, (f"{info.st_size:,} bytes, more than the {max_bytes:,} any image this "
+                          f"package reads can take")
+        with open(path, "rb") as file:
+            return file.read(max_bytes + 1), ""
+    except OSError as error:  # missing, not permitted, a link loop: the file's failure
+        return None, error.strerror or str(error)
 
 
 def bytes_problem(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:

@@ -1036,6 +1036,7 @@ def load_split(data_config, split: str,
 
     Raises:
       ValueError: an unknown source; or the source's own errors (`DataSource.from_config`).
+      DataError: a split that holds no examples.
     """
     try:
         source = SOURCES[data_config.source]
@@ -1043,7 +1044,7 @@ def load_split(data_config, split: str,
         raise ValueError(f"Unknown data source {data_config.source!r}; expected one of "
                          f"{sorted(SOURCES)}.") from None
     if class_names is None:
-        return source.from_config(data_config, split)
+        return _not_empty(source.from_config(data_config, split), data_config, split)
     class_names = tuple(class_names)
     if len(set(class_names)) != len(class_names):
         duplicate = next(c for c in class_names if class_names.count(c) > 1)
@@ -1054,6 +1055,18 @@ def load_split(data_config, split: str,
         i, want, got = first_class_difference(class_names, loaded.class_names)
         raise DataError(f"{type(loaded).__name__} of split {split!r} has class {got!r} at "
                          f"index {i}; expected the training class {want!r}.")
+    return _not_empty(loaded, data_config, split)
+
+
+def _not_empty(loaded: DataSource, data_config, split: str) -> DataSource:
+    """``loaded``, unless it holds no example: a split of nothing trains nothing and
+    scores 100% error on nothing, both with exit status 0 (e.g. TFRecords whose every
+    image of the split was skipped as undecodable)."""
+    if len(loaded) == 0:
+        raise DataError(f"Split {split!r} of the {data_config.source} data in "
+                        f"{data_config.data_dir or '(its default directory)'!r} holds no "
+                        f"examples; expected at least one (a converter's "
+                        f"<split>-skipped.json names the files it could not use).")
     return loaded
 
 

@@ -261,11 +261,9 @@ def refused_image(error: ServingError) -> tuple[int, str] | None:
 
 def _read(path: str) -> tuple[bytes | None, str]:
     """(the file's bytes, "") or (None, why it cannot be read or decoded)."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as error:  # missing, a directory, not permitted: the file's failure
-        return None, error.strerror or str(error)
+    data, problem = decode.read_image_file(path)  # a FIFO or /dev/zero must not hang
+    if problem:
+        return None, problem
     # The one decode rule in Python: the same reason the export's checks would give,
     # without a round trip, and without the bad bytes costing the batch.
     problem = decode.bytes_problem(data, max_pixels=_NO_PIXEL_LIMIT)

@@ -256,6 +256,12 @@ def _positive(config, path: str, allow_zero=False):
         _fail(path, value, "a number >= 0" if allow_zero else "a number > 0")
 
 
+# The largest global batch accepted: 2^20 images, 16x the largest ImageNet batches
+# published (64k, with LARS); a larger value is a typo, and TF fails on it only after
+# the run's files are written (int32 shapes overflow past 2^31).
+MAX_GLOBAL_BATCH_SIZE = 2 ** 20
+
+
 def _choice(config, path: str, choices):
     value = config
     for part in path.split("."):
@@ -381,6 +387,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               f"--config.train.warmup_epochs={_shorter_warmup(t.total_epochs)} (or 0 for "
               f"no warm-up)")
     _positive(config, "eval.global_batch_size")
+    for key in ("train.global_batch_size", "eval.global_batch_size"):
+        section, name = key.split(".")
+        if config[section][name] > MAX_GLOBAL_BATCH_SIZE:
+            _fail(key, config[section][name], f"at most {MAX_GLOBAL_BATCH_SIZE:,} images")
     _positive(config, "eval.every_epochs")
     try:
         finetune.check_layer_settings(config)

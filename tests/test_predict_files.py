@@ -296,3 +296,63 @@ def test_command_with_an_unreachable_server_is_one_line(mix):
     lines = _error_lines(err)
     assert status == 1 and out == "" and len(lines) == 1, err
     assert "Cannot reach http://127.0.0.1:9" in lines[0]
+
+
+def test_a_server_that_hangs_up_or_answers_garbage_is_one_request_error():
+    # Not a bug of the package: ServingError, which the command prints as one line.
+    import http.server
+    import socket
+    import threading
+
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"\xff not json")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    closing = socket.socket()
+    closing.bind(("127.0.0.1", 0))
+    closing.listen(1)
+
+    def hang_up():  # reads the request, then closes without a reply
+        connection, _ = closing.accept()
+        connection.settimeout(10)
+        received = b""
+        while b"\r\n\r\n" not in received or not received.endswith(b"}"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        with pytest.raises(protocol.ServingError, match="is not TF Serving's JSON"):
+            client.predict_rest(f"http://127.0.0.1:{server.server_port}", [b"x"], timeout=10)
+        with pytest.raises(protocol.ServingError, match="no answer"):
+            client.predict_rest(f"http://127.0.0.1:{closing.getsockname()[1]}", [b"x"],
+                                timeout=10)
+    finally:
+        server.shutdown()
+        closing.close()
+
+
+def test_a_damaged_export_is_named_not_a_traceback(tmp_path):
+    # The highest version directory empty: passed over, as alexnet-export counts
+    # versions; a garbage saved_model.pb: one ServingError naming the directory.
+    export = tmp_path / "export"
+    (export / "7").mkdir(parents=True)
+    with pytest.raises(protocol.ServingError, match=r"its version entries \['7'\] hold no "
+                                                    r"saved_model.pb"):
+        client.saved_model_path(str(export))
+    (export / "3").mkdir()
+    (export / "3" / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    assert client.saved_model_path(str(export)) == str(export / "3")
+    with pytest.raises(protocol.ServingError, match=r"The SavedModel in .*3' cannot be loaded"):
+        client.local_signature(str(export))

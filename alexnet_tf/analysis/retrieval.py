@@ -145,13 +145,12 @@ def saved_model_extractor(directory: str) -> Extractor:
     directory holding versions (``exports/alexnet``: its highest version is used, as by
     TF Serving and ``alexnet-predict --saved_model``; `serving.client.saved_model_path`).
     The version used is in the features' fingerprint: a newer export recomputes them."""
-    from alexnet_tf.serving.client import saved_model_path
+    from alexnet_tf.serving.client import load_saved_model
 
-    version = saved_model_path(directory)
+    version, loaded = load_saved_model(directory)  # a damaged export: one line
     if os.path.normpath(version) != os.path.normpath(directory):
         logging.info("%s holds versions: using the highest, %s.", directory, version)
     directory = version
-    loaded = tf.saved_model.load(directory)
     signatures = dict(loaded.signatures)
     if FEATURES_SIGNATURE not in signatures:
         raise RetrievalError(f"The SavedModel at {directory!r} has no {FEATURES_SIGNATURE!r} "

@@ -71,8 +71,10 @@ def main(argv) -> int:
     if rest or bool(_MODEL.value) == bool(_WORKDIR.value):
         raise app.UsageError(f"give --model=SOURCE (or --workdir=RUN), one of them, and no "
                              f"other arguments (got {rest})")
-    if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 1:
-        raise app.UsageError(f"--batch_size={_BATCH_SIZE.value} must be >= 1")
+    if _BATCH_SIZE.value is not None and not (
+            1 <= _BATCH_SIZE.value <= config_lib.MAX_GLOBAL_BATCH_SIZE):
+        raise app.UsageError(f"--batch_size={_BATCH_SIZE.value} must be in 1.."
+                             f"{config_lib.MAX_GLOBAL_BATCH_SIZE}")
     config = cli_app.config_flag_value("config")
     # Imported here: the library needs TensorFlow, --help does not.
     from alexnet_tf import evaluate

@@ -22,6 +22,8 @@ reached or a wrong model, version or signature is one line and status 1; wrong f
 from __future__ import annotations
 
 import sys
+import math
+import urllib.parse
 from typing import Sequence
 
 from absl import app, flags
@@ -48,6 +50,25 @@ _FORM = flags.DEFINE_enum("form", "row", ["row", "columnar"], "REST request body
 _TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server.")
 
 
+def _check_request_flags() -> None:
+    """Usage errors (status 2) for values no server can take; before TensorFlow loads."""
+    timeout = _TIMEOUT.value
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise app.UsageError(f"--timeout={timeout} must be a number of seconds > 0")
+    if _VERSION.value is not None and _VERSION.value < 0:
+        raise app.UsageError(f"--version={_VERSION.value} must be >= 0")
+    if _VERSION.value is not None and _LABEL.value:
+        raise app.UsageError("give --version or --label, not both")
+    if _SAVED_MODEL.value and (_VERSION.value is not None or _LABEL.value):
+        raise app.UsageError("--version and --label choose a server's model version; with "
+                             "--saved_model give the version directory (EXPORT/2) instead")
+    if _REST.value:
+        url = urllib.parse.urlsplit(_REST.value)
+        if url.scheme not in ("http", "https") or not url.hostname or " " in _REST.value:
+            raise app.UsageError(f"--rest={_REST.value!r} is not a server address; expected "
+                                 f"e.g. http://localhost:8501")
+
+
 def main(argv: Sequence[str]) -> int:
     """``argv``: the program name and the image files. Prints each answered file's top-5
     on stdout and each failed file's error on stderr, in the order of the files; returns
@@ -62,6 +83,7 @@ def main(argv: Sequence[str]) -> int:
                              (f" (got {' and '.join(given)})" if given else ""))
     if not files:
         raise app.UsageError("give at least one image file")
+    _check_request_flags()
     from alexnet_tf.serving import client  # TensorFlow loads here
 
     results = client.predict_files(

@@ -16,6 +16,7 @@ as one batch. `describe` makes the text the command prints.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
 import re
@@ -102,6 +103,12 @@ def predict_rest(base_url: str, images: Sequence[bytes], *, model_name: str = "a
         raise ServingError(f"{url}: {message}", error.code) from None
     except urllib.error.URLError as error:
         raise ServingError(f"Cannot reach {url}: {error.reason}") from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+        # A server that answers too slowly or hangs up: the request's failure, not a bug.
+        raise ServingError(f"{url}: no answer ({type(error).__name__}: {error or 'no reply'})"
+                           ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ServingError(f"{url}: the answer is not TF Serving's JSON ({error})") from None
     return protocol.parse_rest_response(answer)
 
 
@@ -150,23 +157,44 @@ def tf_error_message(message: str) -> str:
 
 
 def saved_model_path(path: str) -> str:
-    """``path`` if it is a SavedModel, else its highest integer version (as TF Serving)."""
+    """``path`` if it is a SavedModel, else its highest integer version directory that
+    holds a ``saved_model.pb`` (as ``alexnet-export`` counts versions: an empty or
+    half-copied version directory is passed over). Raises `ServingError` naming what
+    the path holds."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
     if not os.path.exists(path):
         raise ServingError(f"{path!r} does not exist; expected a SavedModel (an export's "
                            f"version directory) or an export directory of versions.")
-    versions = [int(n) for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
+    names = [n for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
+    versions = [int(n) for n in names
+                if os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
     if not versions:
-        raise ServingError(f"{path!r} is neither a SavedModel nor a directory of versions.")
+        raise ServingError(f"{path!r} is neither a SavedModel nor a directory of versions"
+                           + (f" (its version entries {sorted(names, key=int)} hold no "
+                              f"saved_model.pb)" if names else "") + ".")
     return os.path.join(path, str(max(versions)))
+
+
+def load_saved_model(path: str):
+    """(the version directory, the loaded SavedModel) of ``path`` (`saved_model_path`).
+    Raises `ServingError` for a path without a SavedModel or a damaged one (a truncated
+    variables file, a garbage saved_model.pb), naming the directory."""
+    version = saved_model_path(path)
+    try:
+        return version, tf.saved_model.load(version)
+    except (OSError, ValueError, RuntimeError, IndexError, tf.errors.OpError) as error:
+        # The user's file, named: not a bug of the package.
+        raise ServingError(f"The SavedModel in {version!r} cannot be loaded: "
+                           f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                           ) from None
 
 
 def local_signature(path: str, signature_name: str = DEFAULT_SIGNATURE) -> Callable:
     """The concrete function of signature ``signature_name`` of the SavedModel at ``path``
     (see `saved_model_path`), loaded in this process. Raises `ServingError` for a path
     that holds no SavedModel or a signature it does not have."""
-    loaded = tf.saved_model.load(saved_model_path(path))
+    _, loaded = load_saved_model(path)
     if signature_name not in loaded.signatures:
         raise ServingError(f"No signature {signature_name!r}; the export has "
                            f"{sorted(loaded.signatures)}.")

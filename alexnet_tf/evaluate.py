@@ -400,7 +400,6 @@ def evaluate(model: str | Sequence[str], *, checkpoint: str = "auto",
     (`data_config_for`) and runs `evaluate_sources`. Everything is checked before a
     model is built. Raises SourceError or EvaluationError naming the problem."""
     members = source_lib.resolve_all(model, checkpoint=checkpoint)
-    check_output(output, overwrite, inputs=[m.path for m in members])
     if class_names_file:
         ids, names = source_lib.read_class_names(class_names_file)
         members = [m.with_class_names(ids, names) for m in members]

@@ -44,9 +44,9 @@ def check_new_file(path: str, overwrite: bool, flag: str = "--output",
         raise UserError(f"{flag}={path!r} is a directory; expected a file name (one "
                         f"inside it, for example).")
     parent = os.path.dirname(os.path.abspath(path))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
-    if parent and not os.path.isdir(parent):
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)  # the nearest ancestor that exists
+    if not os.path.isdir(parent):
         raise UserError(f"{flag}={path!r}: {parent!r} is a file, not a directory.")
     if os.path.lexists(path):
         target = os.path.realpath(path)

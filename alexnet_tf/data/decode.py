@@ -79,6 +79,7 @@ import functools
 import importlib
 import io
 import os
+import stat
 
 import numpy as np
 
@@ -383,8 +384,6 @@ def read_image_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes |
     path does not exist, is a directory, not permitted, not a regular file (a FIFO
     would block the read, a device never end it), or larger than ``max_bytes``. The
     bytes are not checked: `bytes_problem` does that."""
-    import stat
-
     try:
         info = os.stat(path)
         if stat.S_ISDIR(info.st_mode):

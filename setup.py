@@ -42,8 +42,13 @@ setup(
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=5.0"],
         # Training-curve plots (tools/plot_curves.py).
         "plots": ["matplotlib>=3.7"],
-        # Every test's needs: the extras above but torch (CI installs torch's CPU wheel
-        # itself where it can; the torch tests skip without it), pytest and xdist (-n 2).
+        # The benchmark environment (tools/benchmark.py --benchmark=model): torch runs the
+        # PyTorch peer and PyTorch's side of each matmul peak. README installs the CPU
+        # wheel (--extra-index-url https://download.pytorch.org/whl/cpu) and pins nothing
+        # tighter, so that each machine takes the newest wheel it has.
+        "bench": ["torch>=2.1"],
+        # Every test's needs: the extras above but torch and bench (CI installs torch's CPU
+        # wheel itself where it can; the torch tests skip without it), pytest and xdist (-n 2).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scipy>=1.10", "matplotlib>=3.7",
                  "tensorflow-datasets>=4.9", "importlib_resources>=5.0"],
     },

@@ -16,14 +16,17 @@ figures (`machine.LoadMeter`).
 
 Modules, by what they measure:
 
-* `machine`: the machine itself: CPU flags, cores, versions, the load of other
-  processes (`LoadMeter`), the FP32 matmul peak (`Matmul`).
+* `machine`: the machine itself: CPU flags (AVX-512 and AMX named, or "no AMX"), cores,
+  versions, the load of other processes (`LoadMeter`), TF's matmul in a precision
+  (`Matmul`: float32, bfloat16, float16).
 * `flops`: FLOPs per image of a model, analytical and by TF's profiler.
 * `model`: the `model` benchmark: training images/s (forward, backward, optimizer
   update: the training loop's own `make_train_step`), inference images/s and batch-1
-  latency of a variant, its FLOPs, the matmul peak and the fraction of it the training
-  step reaches, and the PyTorch peer when torch imports.
-* `torch_peer`: the same network in PyTorch (`torch_model`), run in a worker process.
+  latency of a variant, its FLOPs, the matmul peak of the run's precision (the higher of
+  TF's and PyTorch's) and the fraction of it the training step reaches, and the PyTorch
+  peer when torch imports (`pip install -e '.[bench]'`).
+* `torch_peer`: the same network in PyTorch (`torch_model`) and PyTorch's matmul
+  (`TorchMatmul`), run in a worker process.
 * `profile`: a TF profiler trace of the training step summarised per op, per op type
   and per layer: where the time goes.
 * `input`: images/s of a plain `tf.data` paper pipeline (the baseline a user would

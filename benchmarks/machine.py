@@ -5,10 +5,12 @@ it multiplies matrices.
 
 Every benchmark prints `machine_info` (CPU model and SIMD flags, cores, versions, TF's
 thread settings) and the `LoadMeter` result: the CPU time other processes used while
-it ran, because the machines these run on are shared and noisy. `Matmul` times one
-n x n float32 `tf.linalg.matmul`; the `model` benchmark interleaves it with the
-training step, so the peak and the fraction of it the step reaches come from the
-same minutes. Also here: the helpers every benchmark shares (CPU sets, medians,
+it ran, because the machines these run on are shared and noisy. The CPU flags name
+the AVX-512 and AMX extensions (or "no AMX"), which decide how fast bfloat16 runs.
+`Matmul` times one n x n `tf.linalg.matmul` in a precision (float32, bfloat16,
+float16); the `model` benchmark interleaves it, and PyTorch's (`torch_peer.TorchMatmul`),
+with the training step, so the peak and the fraction of it the step reaches come from
+the same minutes. Also here: the helpers every benchmark shares (CPU sets, medians,
 waiting for a result).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import statistics
 import time
 
@@ -26,16 +29,47 @@ import tensorflow as tf
 # --------------------------------------------------------------------------- machine
 
 
+# The flags that decide CPU kernel speed, in the order printed. The AVX-512 extensions and
+# AMX tiles say which precisions oneDNN runs natively: avx512_bf16 gives bfloat16 dot
+# products on AVX-512, amx_bf16/amx_tile (Sapphire Rapids and later) bfloat16 matmuls on
+# tiles, several times faster; without them bfloat16 is computed through float32.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
+             "amx_tile", "amx_int8", "amx_fp16", "fma")
+AMX_FLAGS = tuple(flag for flag in CPU_FLAGS if flag.startswith("amx_"))
+
+
+def parse_cpu_flags(cpuinfo: str) -> str:
+    """The `CPU_FLAGS` present in a /proc/cpuinfo text, space-separated, then "; no AMX"
+    when it names no AMX flag ("avx2 avx512f avx512_bf16 avx512_vnni fma; no AMX");
+    "none of ..." when it names none of them."""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith("flags")), [])
+    present = [flag for flag in CPU_FLAGS if flag in flags]
+    if not present:
+        return "none of " + ",".join(CPU_FLAGS)
+    if not any(flag in flags for flag in AMX_FLAGS):
+        return " ".join(present) + "; no AMX"
+    return " ".join(present)
+
+
+def cpu_kind(flags: str) -> str:
+    """The CPU kind a `parse_cpu_flags` string names, by the fastest bfloat16 matmul it
+    has: "AMX", "AVX512-BF16", "AVX-512", "AVX2" or "other"."""
+    names = set(re.findall(r"\w+", flags))
+    for flag, kind in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"),
+                       ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+        if flag in names:
+            return kind
+    return "other"
+
+
 def cpu_flags() -> str:
-    """The SIMD flags that decide CPU kernel speed (avx2, avx512f, ...), from /proc/cpuinfo."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "fma")
+    """`parse_cpu_flags` of this machine's /proc/cpuinfo (off Linux: the processor name)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
+            return parse_cpu_flags(f.read())
     except OSError:
         return platform.processor() or "unknown"
-    return " ".join(flag for flag in wanted if flag in flags) or "none of " + ",".join(wanted)
 
 
 def _cpu_model() -> str:
@@ -82,9 +116,11 @@ def gpu_memory_growth() -> None:
 def machine_info() -> dict:
     """CPU, cores, versions and the thread settings that decide the figures."""
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    flags = cpu_flags()
     return {
         "cpu_model": _cpu_model(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": flags,
+        "cpu_kind": cpu_kind(flags),
         "cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "python": platform.python_version(),
@@ -214,20 +250,24 @@ def median(values):
 
 
 class Matmul:
-    """One n x n matrix product per call, in `tf.function`."""
+    """One n x n matrix product per call, in `tf.function`, in ``dtype`` (a TF dtype or
+    its name: "float32", "bfloat16", "float16")."""
 
-    def __init__(self, n: int, dtype=tf.float32):
+    def __init__(self, n: int, dtype="float32"):
         self.n = n
-        self.a = tf.cast(tf.random.normal([n, n], seed=1), dtype)
-        self.b = tf.cast(tf.random.normal([n, n], seed=2), dtype)
+        self.dtype = tf.as_dtype(dtype)
+        self.a = tf.cast(tf.random.normal([n, n], seed=1), self.dtype)
+        self.b = tf.cast(tf.random.normal([n, n], seed=2), self.dtype)
         self.fn = tf.function(tf.linalg.matmul)
 
     def __call__(self) -> float:
+        """Seconds of one product (the result fetched)."""
         start = time.perf_counter()
         sync(self.fn(self.a, self.b))
         return time.perf_counter() - start
 
     def gflops(self, seconds: float) -> float:
+        """GFLOP/s of one product that took ``seconds`` (2 n^3 FLOPs)."""
         return 2 * self.n ** 3 / seconds / 1e9
 
 

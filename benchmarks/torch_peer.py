@@ -9,6 +9,11 @@ layers as a PyTorch user would write them (`nn.Conv2d(groups=2)` for the towers,
 latency. The network comes from the package's variant table (`architecture`), so its
 parameter count equals the Keras model's; the benchmark checks that at start.
 
+The same process times PyTorch's n x n matmul (`TorchMatmul`, in float32, bfloat16 or
+float16), which the `model` benchmark sets beside TF's: the peak of a precision is the
+higher of the two. It runs without the network too (``--nopeer``): the matmul is part
+of the peak, the network is the peer.
+
 The worker (``python -m benchmarks.torch_peer --torch-worker``, started by `TorchPeer`)
 reads one JSON config line, then commands, and answers each with one JSON line.
 """
@@ -91,6 +96,34 @@ def torch_model_from_architecture(arch: dict):
     return nn.Sequential(*layers)
 
 
+class TorchMatmul:
+    """One n x n `torch.matmul` per call in ``dtype`` ("float32", "bfloat16", "float16")
+    on ``device`` (imports torch): PyTorch's side of the matmul peak."""
+
+    def __init__(self, n: int, dtype: str = "float32", device: str = "cpu", seed: int = 0):
+        import torch
+
+        self._torch = torch
+        self.n = n
+        generator = torch.Generator().manual_seed(seed)
+        self.a, self.b = (torch.randn(n, n, generator=generator).to(device, getattr(torch, dtype))
+                          for _ in range(2))
+        self._cuda = torch.device(device).type == "cuda"
+
+    def __call__(self) -> float:
+        """Seconds of one product (CUDA synchronised)."""
+        with self._torch.inference_mode():
+            start = time.perf_counter()
+            self._torch.matmul(self.a, self.b)
+            if self._cuda:
+                self._torch.cuda.synchronize()
+            return time.perf_counter() - start
+
+    def gflops(self, seconds: float) -> float:
+        """GFLOP/s of one product that took ``seconds`` (2 n^3 FLOPs)."""
+        return 2 * self.n ** 3 / seconds / 1e9
+
+
 def torch_model(variant: str = "paper", num_classes: int = 1000, image_size: int | None = None,
                 width: float = 1.0):
     """`create_model`'s network in PyTorch (imports torch)."""
@@ -98,8 +131,10 @@ def torch_model(variant: str = "paper", num_classes: int = 1000, image_size: int
 
 
 def _torch_worker() -> None:
-    """The PyTorch peer's process: reads one JSON config line, then commands
-    ("train", "infer", "latency K", "quit") and answers each with one JSON line."""
+    """The PyTorch peer's process: reads one JSON config line, then commands ("train",
+    "infer", "latency K", "matmul N DTYPE", "quit") and answers each with one JSON line.
+    With ``"architecture": null`` in the config it builds no network and answers only
+    "matmul"."""
     import torch
 
     out = sys.stdout
@@ -112,78 +147,107 @@ def _torch_worker() -> None:
     device = torch.device("cuda" if use_cuda else "cpu")
     if use_cuda:
         torch.backends.cudnn.benchmark = True
-    arch = config["architecture"]
-    model = torch_model_from_architecture(arch).to(device)
-    # Decay kernels only, as the package's coupled decay (train.decay_biases=False).
-    decayed = [p for p in model.parameters() if p.dim() > 1]
-    others = [p for p in model.parameters() if p.dim() <= 1]
-    optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": config["weight_decay"]},
-                                 {"params": others, "weight_decay": 0.0}],
-                                lr=config["learning_rate"], momentum=config["momentum"])
-    loss_fn = torch.nn.CrossEntropyLoss()
-    size = arch["image_size"]
-    images = torch.randn(config["batch_size"], 3, size, size, device=device)
-    labels = torch.randint(0, arch["num_classes"], (config["batch_size"],), device=device)
-    infer_images = torch.randn(config["infer_batch_size"], 3, size, size, device=device)
-    one_image = infer_images[:1].clone()
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-        config.get("mixed_precision") or "")
-
-    def autocast():
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=dtype)
-
-    def sync():
-        if use_cuda:
-            torch.cuda.synchronize()
-
-    def train():
-        model.train()
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            loss = loss_fn(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        loss.item()
-        sync()
-        return time.perf_counter() - start
-
-    def infer(x):
-        model.eval()
-        with torch.inference_mode(), autocast():
-            start = time.perf_counter()
-            model(x)
-            sync()
-            return time.perf_counter() - start
+    arch = config.get("architecture")
+    model = _TorchNetwork(config, device, use_cuda) if arch else None
+    matmuls = {}  # (n, dtype) -> TorchMatmul, inputs made once
 
     def reply(value):
         out.write(json.dumps(value) + "\n")
         out.flush()
 
     reply({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "device": str(device), "params": sum(p.numel() for p in model.parameters()),
+           "device": str(device), "params": model.params if model else None,
            "mkldnn": bool(torch.backends.mkldnn.is_available())})
     for line in sys.stdin:
         command = line.split()
         if not command or command[0] == "quit":
             break
-        if command[0] == "train":
-            reply({"seconds": train()})
-        elif command[0] == "infer":
-            reply({"seconds": infer(infer_images)})
-        elif command[0] == "latency":
-            reply({"seconds": [infer(one_image) for _ in range(int(command[1]))]})
-        else:
+        if command[0] == "matmul":
+            key = (int(command[1]), command[2])
+            try:
+                if key not in matmuls:
+                    matmuls[key] = TorchMatmul(*key, device=str(device))
+                reply({"seconds": matmuls[key]()})
+            except (RuntimeError, AttributeError, TypeError) as error:
+                # A dtype this torch or device lacks: TF's figure stands alone.
+                reply({"error": f"torch.matmul {key}: {error}"})
+        elif model is None or command[0] not in ("train", "infer", "latency"):
             reply({"error": f"unknown command {line!r}"})
+        elif command[0] == "train":
+            reply({"seconds": model.train()})
+        elif command[0] == "infer":
+            reply({"seconds": model.infer(model.infer_images)})
+        else:
+            reply({"seconds": [model.infer(model.one_image) for _ in range(int(command[1]))]})
+
+
+class _TorchNetwork:
+    """The peer's network, optimizer and fixed random inputs, in the worker (imports torch)."""
+
+    def __init__(self, config: dict, device, use_cuda: bool):
+        import torch
+
+        self._torch, self._cuda = torch, use_cuda
+        arch = config["architecture"]
+        self.model = torch_model_from_architecture(arch).to(device)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        # Decay kernels only, as the package's coupled decay (train.decay_biases=False).
+        decayed = [p for p in self.model.parameters() if p.dim() > 1]
+        others = [p for p in self.model.parameters() if p.dim() <= 1]
+        self.optimizer = torch.optim.SGD(
+            [{"params": decayed, "weight_decay": config["weight_decay"]},
+             {"params": others, "weight_decay": 0.0}],
+            lr=config["learning_rate"], momentum=config["momentum"])
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        size = arch["image_size"]
+        self.images = torch.randn(config["batch_size"], 3, size, size, device=device)
+        self.labels = torch.randint(0, arch["num_classes"], (config["batch_size"],),
+                                    device=device)
+        self.infer_images = torch.randn(config["infer_batch_size"], 3, size, size,
+                                        device=device)
+        self.one_image = self.infer_images[:1].clone()
+        self.device_type = device.type
+        self.dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+            config.get("mixed_precision") or "")
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return self._torch.autocast(self.device_type, dtype=self.dtype)
+
+    def _sync(self):
+        if self._cuda:
+            self._torch.cuda.synchronize()
+
+    def train(self) -> float:
+        """Seconds of one training step (forward, loss, backward, SGD update)."""
+        self.model.train()
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.loss_fn(self.model(self.images), self.labels)
+        loss.backward()
+        self.optimizer.step()
+        loss.item()
+        self._sync()
+        return time.perf_counter() - start
+
+    def infer(self, x) -> float:
+        """Seconds of one forward pass of ``x`` in eval mode."""
+        self.model.eval()
+        with self._torch.inference_mode(), self._autocast():
+            start = time.perf_counter()
+            self.model(x)
+            self._sync()
+            return time.perf_counter() - start
 
 
 class TorchPeer:
     """The PyTorch peer in its own process (no shared thread pools with TF), driven
-    step by step so that its repetitions interleave with Keras' in time."""
+    step by step so that its repetitions interleave with Keras' in time. With
+    ``arch=None`` the process holds no network and only times matmuls (`matmul`)."""
 
-    def __init__(self, arch: dict, batch_size: int, infer_batch_size: int, *,
+    def __init__(self, arch: dict | None, batch_size: int = 1, infer_batch_size: int = 1, *,
                  mixed_precision=None, threads: int = 0, gpu: bool = False,
                  learning_rate=0.01, momentum=0.9, weight_decay=5e-4):
         # stderr to a file, not a pipe: a full pipe would block the worker.
@@ -217,6 +281,13 @@ class TorchPeer:
 
     def latency(self, calls: int) -> list[float]:
         return self._send(f"latency {calls}")["seconds"]
+
+    def matmul(self, n: int, dtype: str) -> float:
+        """Seconds of one n x n `torch.matmul` in ``dtype`` (`TorchMatmul`)."""
+        answer = self._send(f"matmul {n} {dtype}")
+        if "seconds" not in answer:
+            raise RuntimeError(answer.get("error", answer))
+        return answer["seconds"]
 
     def close(self) -> None:
         if self.process.poll() is None:

@@ -81,16 +81,26 @@ def test_model_benchmark_at_tiny_size():
     from benchmarks import model as benchmark
 
     r = benchmark.model("paper", batch_size=4, repeats=1, warmup=1, infer_batch_size=4,
-                        latency_calls=2, matmul_sizes=(128,), **TINY)
+                        latency_calls=2, matmul_sizes=(128,), mixed_precision="bfloat16",
+                        **TINY)
     assert r["benchmark"] == "model" and r["image_size"] == 67 and r["batch_size"] == 4
     keras_side = r["keras"]
+    matmul = r["matmul"]
     for value in (keras_side["train"]["images_per_s"], keras_side["infer"]["images_per_s"],
                   keras_side["latency_ms"], keras_side["train_gflops_per_s"],
-                  keras_side["fraction_of_matmul_peak"], r["matmul_fp32"]["peak_gflops"],
+                  keras_side["fraction_of_matmul_peak"],
+                  keras_side["fraction_of_float32_matmul_peak"], matmul["peak_gflops"],
+                  matmul["precisions"]["float32"]["peak_gflops"],
                   r["flops"]["forward_gflops_per_image"], r["flops"]["training_gflops_per_image"]):
         assert _positive(value), value
+    # The peak is bfloat16's, float32's beside it, each timed by TF and (with torch) PyTorch.
+    assert matmul["precision"] == "bfloat16" and list(matmul["precisions"]) == [
+        "bfloat16", "float32"]
+    assert matmul["peak_gflops"] == matmul["precisions"]["bfloat16"]["peak_gflops"]
+    for entry in matmul["precisions"].values():
+        assert ("torch" in entry) == _torch_imports() and "tf" in entry
     assert keras_side["train_step"] == "alexnet_tf.task.ClassificationTask.train_step"
-    assert r["machine"]["cpu_flags"] and r["machine"]["tensorflow"]
+    assert r["machine"]["cpu_flags"] and r["machine"]["tensorflow"] and r["machine"]["cpu_kind"]
     assert "other_cores" in r["load"] or sys.platform != "linux"
     assert ("torch" in r) == _torch_imports()
     if _torch_imports():
@@ -135,13 +145,19 @@ def test_cli_prints_parseable_json(tmp_path):
         [sys.executable, str(REPO_ROOT / "tools" / "benchmark.py"), "--benchmark=model",
          "--batch_size=2", "--width=0.125", "--image_size=67", "--repeats=1", "--warmup=0",
          "--infer_batch_size=2", "--latency_calls=1", "--matmul_sizes=64", "--nopeer",
-         f"--json={out}"],
+         "--notorch_matmul", f"--json={out}"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "model" and "keras train" not in done.stdout
     assert "keras" in done.stdout and result == json.loads(out.read_text())
     assert "torch" not in result
+    # Without PyTorch's matmul the float32 peak is TF's, and the report says so.
+    matmul = result["matmul"]
+    assert matmul["precision"] == "float32" and matmul["peak_framework"] == "tf"
+    assert list(matmul["precisions"]) == ["float32"]
+    assert "the peak is TF's" in matmul["torch_status"] and "the peak is TF's" in done.stdout
+    assert "of FP32 peak" in done.stdout
 
 
 def test_cli_runs_from_any_directory(tmp_path):
@@ -164,3 +180,130 @@ def test_cli_runs_from_any_directory(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "input_scaling"
     assert _positive(result["table"][str(cpu)]["pipelines"]["stored256/plain"]["images_per_s"])
+
+
+# ------------------------------------------------------- the matmul peak, on fixed inputs
+
+# /proc/cpuinfo "flags" lines of the two CPU kinds the figures come from (abridged).
+SAPPHIRE_RAPIDS = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+                   "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512_vnni avx512_bf16 "
+                   "avx512_fp16 amx_bf16 amx_tile amx_int8 avx_vnni\n")
+EPYC = ("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 fma avx2 avx512f "
+        "avx512dq avx512_bf16 avx512_vnni avx512_bitalg\n")
+
+
+def test_cpu_flags_name_amx_where_present():
+    from benchmarks import machine
+
+    flags = machine.parse_cpu_flags(SAPPHIRE_RAPIDS)
+    assert flags == ("avx2 avx512f avx512_bf16 avx512_fp16 avx512_vnni amx_bf16 amx_tile "
+                     "amx_int8 fma")
+    assert "no AMX" not in flags and machine.cpu_kind(flags) == "AMX"
+
+
+def test_cpu_flags_say_no_amx_where_absent():
+    from benchmarks import machine
+
+    flags = machine.parse_cpu_flags(EPYC)
+    assert flags == "avx2 avx512f avx512_bf16 avx512_vnni fma; no AMX"
+    assert machine.cpu_kind(flags) == "AVX512-BF16"
+    assert machine.parse_cpu_flags("flags\t: sse2 avx avx2 fma\n") == "avx2 fma; no AMX"
+    assert machine.cpu_kind("avx2 fma; no AMX") == "AVX2"
+    assert machine.parse_cpu_flags("processor\t: 0\n").startswith("none of avx2,")
+
+
+def _round(bf16_tf, bf16_torch, fp32_tf, fp32_torch, **timings):
+    """One round's record as `model` writes it: GFLOP/s per precision, framework and n."""
+    return {"matmul_gflops": {"bfloat16": {"tf": bf16_tf, "torch": bf16_torch},
+                              "float32": {"tf": fp32_tf, "torch": fp32_torch}},
+            "other_cores": 0.0, **timings}
+
+
+# Three rounds shaped like issue 16's AMX figures: bfloat16 PyTorch > TF > float32.
+ROUNDS = [
+    _round({"2048": 900.0, "4096": 1010.0}, {"2048": 1300.0, "4096": 1500.0},
+           {"2048": 290.0, "4096": 300.0}, {"2048": 280.0, "4096": 310.0},
+           keras_train=0.5, keras_infer=0.5, keras_latency=0.03),
+    _round({"2048": 950.0, "4096": 1020.0}, {"2048": 1350.0, "4096": 1600.0},
+           {"2048": 300.0, "4096": 340.0}, {"2048": 290.0, "4096": 320.0},
+           keras_train=0.4, keras_infer=0.5, keras_latency=0.03),
+    _round({"2048": 920.0, "4096": 1000.0}, {"2048": 1400.0, "4096": 1550.0},
+           {"2048": 295.0, "4096": 330.0}, {"2048": 300.0, "4096": 315.0},
+           keras_train=0.6, keras_infer=0.5, keras_latency=0.03),
+]
+
+
+def test_peak_is_the_runs_precision_and_the_higher_framework():
+    from benchmarks import model as benchmark
+
+    assert benchmark.matmul_precisions(None) == ["float32"]
+    assert benchmark.matmul_precisions("bfloat16") == ["bfloat16", "float32"]
+    assert benchmark.matmul_precisions("float16") == ["float16", "float32"]
+    peaks = benchmark.matmul_peaks(ROUNDS, "bfloat16")
+    bf16, fp32 = peaks["precisions"]["bfloat16"], peaks["precisions"]["float32"]
+    # Medians per n over the rounds; a framework's figure is its best n.
+    assert bf16["tf"]["sizes"]["4096"]["gflops_median"] == 1010.0
+    assert bf16["tf"]["sizes"]["4096"]["gflops"] == [1010.0, 1020.0, 1000.0]
+    assert (bf16["tf"]["peak_gflops"], bf16["tf"]["peak_size"]) == (1010.0, 4096)
+    assert (bf16["torch"]["peak_gflops"], bf16["torch"]["peak_size"]) == (1550.0, 4096)
+    # The peak of a precision is the higher framework's; the run's is its precision's.
+    assert (bf16["peak_gflops"], bf16["peak_framework"]) == (1550.0, "torch")
+    assert (fp32["peak_gflops"], fp32["peak_framework"]) == (330.0, "tf")
+    assert (peaks["precision"], peaks["peak_gflops"], peaks["peak_framework"],
+            peaks["peak_size"]) == ("bfloat16", 1550.0, "torch", 4096)
+    fp32_run = benchmark.matmul_peaks(ROUNDS, "float32")
+    assert (fp32_run["peak_gflops"], fp32_run["peak_framework"]) == (330.0, "tf")
+
+
+def test_peak_is_tfs_without_torch():
+    from benchmarks import model as benchmark
+
+    rounds = [_round({"4096": v}, {}, {"4096": v / 3}, {}) for v in (400.0, 420.0, 410.0)]
+    peaks = benchmark.matmul_peaks(rounds, "bfloat16")
+    assert (peaks["peak_gflops"], peaks["peak_framework"]) == (410.0, "tf")
+    assert all("torch" not in entry for entry in peaks["precisions"].values())
+
+
+def test_fraction_of_peak_divides_by_the_runs_precisions_peak():
+    from benchmarks import model as benchmark
+
+    train_gflops = 4.0  # per image
+    r = benchmark._model_figures(ROUNDS, 32, 128, train_gflops, "bfloat16")
+    keras_side = r["keras"]
+    assert keras_side["train"]["images_per_s"] == 32 / 0.5
+    achieved = 32 / 0.5 * train_gflops  # 256 GFLOP/s
+    assert keras_side["train_gflops_per_s"] == achieved
+    assert keras_side["fraction_of_matmul_peak"] == achieved / 1550.0
+    assert keras_side["fraction_of_float32_matmul_peak"] == achieved / 330.0
+    assert r["matmul"]["compute_limit_train_images_per_s"] == 1550.0 / train_gflops
+    fp32 = benchmark._model_figures(ROUNDS, 32, 128, train_gflops, "float32")["keras"]
+    assert fp32["fraction_of_matmul_peak"] == achieved / 330.0
+    assert "fraction_of_float32_matmul_peak" not in fp32
+
+
+def test_matmul_figures_keep_their_json_keys():
+    from benchmarks import model as benchmark
+
+    r = benchmark._model_figures(ROUNDS, 32, 128, 4.0, "bfloat16")
+    assert set(r) == {"matmul", "keras"}
+    assert set(r["matmul"]) == {"precision", "peak_gflops", "peak_framework", "peak_size",
+                                "precisions", "compute_limit_train_images_per_s"}
+    for entry in r["matmul"]["precisions"].values():
+        assert set(entry) == {"tf", "torch", "peak_gflops", "peak_framework", "peak_size"}
+        for framework in ("tf", "torch"):
+            assert set(entry[framework]) == {"sizes", "peak_gflops", "peak_size"}
+            assert set(entry[framework]["sizes"]) == {"2048", "4096"}
+    assert {"fraction_of_matmul_peak", "fraction_of_float32_matmul_peak",
+            "train_gflops_per_s"} <= set(r["keras"])
+    json.dumps(r, allow_nan=False)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_matmul_times_the_precision_asked(dtype):
+    if not _torch_imports():
+        pytest.skip("torch is not installed")
+    from benchmarks import torch_peer
+
+    m = torch_peer.TorchMatmul(64, dtype)
+    assert str(m.a.dtype) == f"torch.{dtype}" and tuple(m.b.shape) == (64, 64)
+    assert _positive(m.gflops(m()))

@@ -241,6 +241,18 @@ def _torch_path(tmp_path):
     return code, [tmp_path / "weights.pth"]
 
 
+def _bench_path(tmp_path):
+    """README: `tools/benchmark.py --benchmark=model` with torch: PyTorch's side of the
+    matmul peak (`torch_peer.TorchMatmul`, bfloat16) and the peer's network."""
+    del tmp_path
+    pytest.importorskip("torch", reason="the [bench] extra is not installed")
+    code = ("from benchmarks.torch_peer import TorchMatmul, torch_model\n"
+            "m = TorchMatmul(64, 'bfloat16')\n"
+            "assert m.gflops(m()) > 0\n"
+            "torch_model('paper', width=0.125, image_size=67)")
+    return code, []
+
+
 def _serving_path(tmp_path):
     """README: the export's warmup file and `alexnet-predict` (TF Serving's protos, gRPC)."""
     del tmp_path
@@ -255,10 +267,11 @@ README_PATHS = {
     "imagenet": _imagenet_path,
     "torch": _torch_path,
     "serving": _serving_path,
+    "bench": _bench_path,
 }
-# The [test] extra holds every other extra but torch: CI installs torch's CPU wheel itself
-# where it can (.ci/run), and the torch tests skip without it.
-NOT_IN_TEST = {"torch"}
+# The [test] extra holds every other extra but torch and bench (torch's too): CI installs
+# torch's CPU wheel itself where it can (.ci/run), and the torch tests skip without it.
+NOT_IN_TEST = {"torch", "bench"}
 
 
 def test_every_extra_has_a_checked_readme_path():
@@ -266,7 +279,8 @@ def test_every_extra_has_a_checked_readme_path():
     assert set(extras) == set(README_PATHS) | {"test"}
 
 
-@pytest.mark.parametrize("extra", ["tfds", "plots", "imagenet", "torch", "serving"])
+@pytest.mark.parametrize("extra", ["tfds", "plots", "imagenet", "torch", "serving",
+                                   "bench"])
 def test_extra_installs_what_its_readme_path_imports(extra, tmp_path):
     core, extras = setup_requirements()
     code, argv = README_PATHS[extra](tmp_path)  # skips where the extra's module is absent

@@ -11,9 +11,11 @@ r"""Benchmarks behind docs/BENCHMARKS.md; prints a table and one JSON line (the 
 
 model: training images/s (the training loop's step: forward, backward, coupled weight
   decay, SGD momentum), inference images/s at --infer_batch_size, batch-1 latency, FLOPs
-  per image, the FP32 matmul peak measured in the same run and the fraction of it the
-  training reaches; the same network in PyTorch (nn.Conv2d(groups=2), nn.LocalResponseNorm)
-  when torch is installed, in a worker process, interleaved round by round.
+  per image, the matmul peak of the run's precision (float32, or --mixed_precision's
+  bfloat16/float16, with float32's beside it), each the higher of TF's and PyTorch's
+  n x n matmul measured in the same run, and the fraction of it the training reaches; the
+  same network in PyTorch (nn.Conv2d(groups=2), nn.LocalResponseNorm) when torch is
+  installed (pip install -e '.[bench]'), in a worker process, interleaved round by round.
 profile: a tf.profiler trace of --profile_steps training steps: top ops, op types, layers.
 input: images/s of a plain tf.data paper pipeline and of alexnet_tf's (per image, and with
   augment_on_device), on generated 500x375 JPEGs, the same stored at shorter side 256, and
@@ -56,8 +58,12 @@ _MIXED = flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "floa
 _INFER_BATCH = flags.DEFINE_integer("infer_batch_size", 128, "Inference batch.")
 _LATENCY_CALLS = flags.DEFINE_integer("latency_calls", 10, "Batch-1 calls per round.")
 _MATMUL = flags.DEFINE_list("matmul_sizes", ["2048", "4096"],
-                            "n of the n x n float32 matmuls whose best median is the peak.")
+                            "n of the n x n matmuls (the run's precision, and float32) whose "
+                            "best median, TF's or PyTorch's, is the peak.")
 _PEER = flags.DEFINE_bool("peer", True, "Run the PyTorch peer when torch is installed.")
+_TORCH_MATMUL = flags.DEFINE_bool("torch_matmul", True,
+                                  "Time torch.matmul beside TF's for the peak when torch is "
+                                  "installed (also with --nopeer).")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads; 0: all "
                                       "usable cores.")
 _INTER = flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads; 0: TF's default.")
@@ -91,9 +97,9 @@ def _print_model(r):
     print(f"model {r['variant']}: batch {r['batch_size']}, {r['image_size']}x{r['image_size']}, "
           f"width {r['width']}, {r['params']:,} parameters, device {r['device']}, "
           f"XLA {'on' if r['xla'] else 'off'}, mixed precision {r['mixed_precision']}")
-    print(f"machine: {m['cpu_model']}, {m['usable_cores']} of {m['cores']} cores, flags "
-          f"{m['cpu_flags']}; TF {m['tensorflow']}, Keras {m['keras']}, torch {m['torch']}; "
-          f"TF threads inter {m['tf_inter_op_threads']}, intra {m['tf_intra_op_threads']}")
+    print(f"machine: {m['cpu_model']} ({m['cpu_kind']}), {m['usable_cores']} of {m['cores']} "
+          f"cores, flags {m['cpu_flags']}; TF {m['tensorflow']}, Keras {m['keras']}, torch "
+          f"{m['torch']}; TF threads inter {m['tf_inter_op_threads']}, intra {m['tf_intra_op_threads']}")
     load = r["load"]
     print(f"load: other processes used {load.get('other_cores', '?')} cores on average "
           f"(steal {load.get('steal_cores', '?')}); load average {load['loadavg_1min_start']} "
@@ -105,33 +111,64 @@ def _print_model(r):
           f"{f['training_gflops_per_image']:.3f} G (3x forward: "
           f"{f['training_gflops_per_image_3x_forward']:.3f} G)")
     print(f"other processes' cores per timed round: {load.get('other_cores_per_round')}")
-    _print_figures(r, f"all {r['repeats']} timed rounds")
+    status = r["matmul"]["torch_status"]
+    _print_figures(r, f"all {r['repeats']} timed rounds", status)
     if r.get("quiet"):
         _print_figures(r["quiet"], f"the {r['quiet_rounds']} quiet rounds (other processes "
-                                   f"<= 0.25 cores)")
+                                   f"<= 0.25 cores)", status)
     if "torch" in r and r["torch"].get("error"):
         print(f"PyTorch peer: {r['torch']['error']}")
     elif "torch" not in r:
-        print("PyTorch peer: torch is not installed (pip install torch) or --nopeer")
+        print("PyTorch peer: torch is not installed (pip install -e '.[bench]') or --nopeer")
 
 
-def _print_figures(r, title):
+_FRAMEWORK_NAMES = {"tf": "TF", "torch": "PyTorch"}
+
+
+def _print_matmul(mm, torch_status):
+    precision = mm["precision"]
+    print("matmul GFLOP/s (median per n; a framework's figure is its best n):")
+    for name, entry in mm["precisions"].items():
+        parts = []
+        for framework in ("tf", "torch"):
+            side = entry.get(framework)
+            sizes = ", ".join(f"{n}: {_fmt(v['gflops_median'])}"
+                              for n, v in side["sizes"].items()) if side else "-"
+            parts.append(f"{_FRAMEWORK_NAMES[framework]} {_fmt(side and side['peak_gflops'])} "
+                         f"({sizes})")
+        source = entry["peak_framework"]
+        mark = "  <- the run's precision" if name == precision else ""
+        print(f"  {name:9s} {'; '.join(parts)}; peak {_fmt(entry['peak_gflops'])} "
+              f"({_FRAMEWORK_NAMES.get(source, '-')}, n={entry['peak_size']}){mark}")
+    source = _FRAMEWORK_NAMES.get(mm["peak_framework"], "-")
+    print(f"peak ({precision}) {_fmt(mm['peak_gflops'])} GFLOP/s, {source}'s -> compute limit "
+          f"{_fmt(mm['compute_limit_train_images_per_s'])} training images/s; PyTorch "
+          f"matmul: {torch_status}")
+
+
+def _print_figures(r, title, torch_status):
     print(f"-- medians over {title}:")
-    mm = r["matmul_fp32"]
-    sizes = ", ".join(f"{n}: {_fmt(v['gflops_median'])}" for n, v in mm["sizes"].items())
-    print(f"FP32 matmul GFLOP/s (median per size) {sizes}; peak {_fmt(mm['peak_gflops'])} -> "
-          f"compute limit {_fmt(mm['compute_limit_train_images_per_s'])} training images/s")
+    mm = r["matmul"]
+    _print_matmul(mm, torch_status)
+    precision = mm["precision"]
+    fp32 = precision != "float32"
+    short = {"float32": "FP32", "bfloat16": "BF16", "float16": "FP16"}
+    header = f"of {short[precision]} peak"
     print(f"{'':8s} {'train img/s':>12s} {'infer img/s':>12s} {'latency ms':>11s} "
-          f"{'train GFLOP/s':>14s} {'of peak':>8s}")
+          f"{'train GFLOP/s':>14s} {header:>12s}" + (f" {'of FP32 peak':>12s}" if fp32 else ""))
     for name in ("keras", "torch"):
         side = r.get(name)
         if not side or not side.get("train"):
             continue
         fraction = side["fraction_of_matmul_peak"]
-        print(f"{name:8s} {_fmt(side['train']['images_per_s']):>12s} "
-              f"{_fmt(side['infer']['images_per_s']):>12s} {_fmt(side['latency_ms'], '.2f'):>11s} "
-              f"{_fmt(side['train_gflops_per_s']):>14s} "
-              f"{_fmt(fraction and fraction * 100):>7s}%")
+        line = (f"{name:8s} {_fmt(side['train']['images_per_s']):>12s} "
+                f"{_fmt(side['infer']['images_per_s']):>12s} "
+                f"{_fmt(side['latency_ms'], '.2f'):>11s} {_fmt(side['train_gflops_per_s']):>14s} "
+                f"{_fmt(fraction and fraction * 100):>11s}%")
+        if fp32:
+            other = side.get("fraction_of_float32_matmul_peak")
+            line += f" {_fmt(other and other * 100):>11s}%"
+        print(line)
     ratios = r.get("ratios") or {}
     if ratios:
         print(f"Keras/PyTorch: training {_fmt(ratios['train_keras_over_torch'], '.2f')}x "
@@ -148,7 +185,7 @@ def _print_profile(r):
           f"{r['train_images_per_s_untraced']:.1f}); summed op time "
           f"{r['op_ms_per_step']:.0f} ms/step; other processes "
           f"{r['load'].get('other_cores', '?')} cores")
-    print(f"(op times are summed over TF's inter-op threads; shares are of that sum)")
+    print("(op times are summed over TF's inter-op threads; shares are of that sum)")
     print(f"{'op type':40s} {'ms/step':>9s} {'share':>7s}")
     for row in r["by_type"]:
         print(f"{row['type']:40s} {row['ms']:9.1f} {row['share'] * 100:6.1f}%")
@@ -236,7 +273,8 @@ def main(argv):
             repeats=_REPEATS.value, warmup=2 if _WARMUP.value is None else _WARMUP.value,
             xla=_XLA.value, mixed_precision=mixed, infer_batch_size=_INFER_BATCH.value,
             latency_calls=_LATENCY_CALLS.value, matmul_sizes=[int(n) for n in _MATMUL.value],
-            peer=_PEER.value, torch_threads=_TORCH_THREADS.value, wait_quiet=_WAIT_QUIET.value)
+            peer=_PEER.value, torch_threads=_TORCH_THREADS.value, wait_quiet=_WAIT_QUIET.value,
+            torch_matmul=_TORCH_MATMUL.value)
         _print_model(result)
     elif _BENCHMARK.value == "profile":
         result = profile.profile(

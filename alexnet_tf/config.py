@@ -214,8 +214,26 @@ def _shorter_warmup(total_epochs: int) -> str:
     return f"{total_epochs / 10:g}"
 
 
+def split_name_problem(split: str) -> str:
+    """Why ``split`` cannot name a split, or "". A split is a folder under the data
+    directory, a TFRecord file prefix or a TFDS split (``validation[:10%]``), so it is
+    a non-empty name with no path separator, and not "." or "..": those would reach
+    outside the data directory."""
+    if not isinstance(split, str) or not split.strip():
+        return "expected a split name such as 'train' or 'val', got an empty one"
+    if "/" in split or os.sep in split or split in (".", ".."):
+        return ("expected a split name such as 'train' or 'val' (a folder of the data "
+                "directory, or a TFDS split), not a path")
+    return ""
+
+
 def _fail(path: str, value: Any, expected: str):
     raise ConfigError(f"Config key {path!r} is {value!r}; expected {expected}.")
+
+
+def _a(noun: str) -> str:
+    """"an int", "a float": the message reads as written English."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def _check_types(config):
@@ -230,13 +248,13 @@ def _check_types(config):
             raise ConfigError(f"Config key {path!r} has no value: the config file leaves "
                               f"it to you (--config.{path}=...).")
         if isinstance(value, bool) and expected is not bool:
-            _fail(path, value, f"a {expected.__name__}")
+            _fail(path, value, _a(expected.__name__))
         if expected is float and isinstance(value, int):
             continue
         if expected is tuple and isinstance(value, list):
             value = tuple(value)
         if not isinstance(value, expected):
-            _fail(path, value, f"a {expected.__name__}")
+            _fail(path, value, _a(expected.__name__))
         # NaN and infinity pass every range check below (NaN compares False): refuse them
         # here, for every float of the schema, before anything is written.
         if isinstance(value, float) and not math.isfinite(value):
@@ -319,6 +337,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "the name of a prepared TFDS builder (e.g. 'imagenet2012') with data.source='tfds'")
     if d.tfds_name and d.source != "tfds":
         _fail("data.tfds_name", d.tfds_name, f"'' unless data.source='tfds' (it is {d.source!r})")
+    for key in ("train_split", "eval_split"):
+        problem = split_name_problem(d[key])
+        if problem:
+            _fail(f"data.{key}", d[key], problem[len("expected "):])
     _choice(config, "data.augmentation", AUGMENTATIONS)
     _check_modern_extras(config)
     _choice(config, "data.channel_order", ("RGB", "BGR"))
@@ -454,4 +476,12 @@ def _merge(config, values: dict, prefix: str):
                                   f"got {value!r}.")
             config[key] = tuple(value)
         else:
-            config[key] = value
+            try:
+                config[key] = value
+            except (TypeError, ValueError):
+                # ml_collections refuses another type than the schema's without naming
+                # the dotted key: name it, so that the message says what to correct.
+                expected = config.get_ref(key).get_type()
+                raise ConfigError(f"{prefix + key!r} is {value!r}; expected "
+                                  f"{_a(getattr(expected, '__name__', str(expected)))}.") \
+                    from None

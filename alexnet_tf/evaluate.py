@@ -27,6 +27,8 @@ import os
 import sys
 from typing import Sequence
 
+from absl import logging
+
 from alexnet_tf import config as config_lib
 from alexnet_tf import model_source as source_lib
 from alexnet_tf import outputs
@@ -193,12 +195,26 @@ def data_config_for(sources_: Sequence[source_lib.ModelSource], *, config=None,
     if first.data_config is None or config is not None:
         # The convention is the whole normalisation: it is handed to the pipeline, so
         # the statistics file of some other dataset plays no part.
+        replaced = []
         for key, value in convention.config_overrides().items():
             section, name = key.split(".", 1)
             if section == "data":
+                if config is not None and _differs(config.data[name], value):
+                    replaced.append(f"{key}={config.data[name]!r} -> {value!r}")
                 data[name] = value
+        if replaced:
+            # The user's config said otherwise: not silently.
+            logging.warning("The input convention of %s replaces the config's %s: the "
+                            "weights expect their own preprocessing.", first.description,
+                            ", ".join(replaced))
         data.stats_file, data.mean = "", "per_channel"
     return data
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    return a != b
 
 
 def _stored_classes(data_config, split: str):
@@ -322,6 +338,7 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
                               f"its own for its result: give --output=FILE.json.")
     check_output(output, overwrite, inputs=[s.path for s in sources_])
     output = output or default_output(first, split, ten_crop)
+    outputs.check_writable(output)  # a full disk fails now, not after the evaluation
     config = _evaluation_config(sources_, data_config, batch_size)
     try:
         # The source's class order, whatever order the split stores.
@@ -344,7 +361,7 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
         return dict(metrics, model=source.description, source=source.path,
                     checkpoint=source.checkpoint, split=split, crops=crops)
 
-    with progress_bar(len(data), f"{'ten' if ten_crop else 'centre'}-crop {split}",
+    with progress_bar(len(data), f"{crops}-crop {split}",
                       progress) as bar:
         if len(models) == 1:
             metrics = described(run_evaluation(task.eval_step(models[0], ten_crop), dataset,

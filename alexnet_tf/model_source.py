@@ -51,6 +51,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import zipfile
 from typing import Any, Sequence
 
@@ -62,6 +63,8 @@ from alexnet_tf.convention import ConventionError, InputConvention
 from alexnet_tf.errors import UserError
 
 KINDS = ("run", "checkpoint", "keras", "converted")
+# The largest class names file read: ImageNet-21k's 21,841 synset lines take about 1 MB.
+MAX_CLASS_NAMES_BYTES = 16 * 2**20
 # How far above a checkpoint or a .keras file the run that owns it is looked for:
 # RUN/checkpoints/best/ckpt-N is three levels below RUN.
 _RUN_SEARCH_DEPTH = 3
@@ -339,14 +342,17 @@ def resolve(spec: str, *, checkpoint: str = "auto") -> ModelSource:
 
 def resolve_all(specs: str | os.PathLike | Sequence[str | os.PathLike], *,
                 checkpoint: str = "auto") -> list[ModelSource]:
-    """The sources of ``specs``: a comma-separated string ("A,B,C"), one path object
+    """The sources of ``specs``: a comma-separated string ("A,B,C"; a string that is
+    the path of something that exists is taken whole, commas and all), one path object
     (``pathlib.Path``: never split) or a list of paths; one source, or the members of an
     ensemble. Raises SourceError for an empty list and for any member `resolve` refuses
     (naming it)."""
     if isinstance(specs, os.PathLike):
         specs = [specs]
     elif isinstance(specs, str):
-        specs = specs.split(",")
+        # A path that holds a comma and exists is one source, not an ensemble of its
+        # pieces (which would name paths that do not exist).
+        specs = [specs] if "," in specs and os.path.exists(specs) else specs.split(",")
     specs = [os.fspath(s).strip() for s in specs]
     if not specs or any(not s for s in specs):
         raise SourceError(f"Expected one model source or several separated by commas "
@@ -412,11 +418,22 @@ def read_class_names(path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     ids are the wnids, names the rest; `alexnet_tf.data.imagenet.read_synset_names`),
     or one name per line (ids and names are the line). Blank lines and a leading UTF-8
     byte-order mark are skipped. Raises SourceError naming the file when it is missing,
-    empty or names a class twice.
+    not a regular file, larger than `MAX_CLASS_NAMES_BYTES`, empty or names a class
+    twice.
     """
     import re
 
     try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode) or not stat.S_ISREG(info.st_mode):
+            # A FIFO would block the read, a device never end it.
+            raise SourceError(f"Class names file {path!r} is not a regular file (a "
+                              f"directory, FIFO or device); expected a text file with one "
+                              f"class name per line.")
+        if info.st_size > MAX_CLASS_NAMES_BYTES:
+            raise SourceError(f"Class names file {path!r} has {info.st_size:,} bytes, more "
+                              f"than the {MAX_CLASS_NAMES_BYTES:,} a list of class names "
+                              f"takes; expected one class name per line.")
         # utf-8-sig: an editor's byte-order mark would otherwise stay in the first name,
         # which then matches no class while printing like it.
         with open(path, encoding="utf-8-sig") as f:

@@ -9,6 +9,7 @@ to turn a run into a model (`Run.restore_model`)::
       classes.json           [{"index": i, "id": wnid, "name": readable}] in index order
       input_convention.json  how pixels become the model's input (`InputConvention`)
       checkpoints/ckpt-N.*   the newest K, every N steps and at each epoch's end
+      checkpoints/checkpoint TF's state file: which ckpt-N is the newest (`checkpoint_state`)
       checkpoints/best/      the lowest validation top-1 error so far
       tensorboard/{train,eval}/
       metrics.json           the final validation metrics and a weights checksum
@@ -39,6 +40,7 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"  # under CHECKPOINT_DIR
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_CHOICES = ("auto", "best", "latest")
+STATE_FILENAME = "checkpoint"  # TF's checkpoint state, in each checkpoint directory
 
 
 class RunError(UserError, ValueError):
@@ -47,6 +49,27 @@ class RunError(UserError, ValueError):
 
 class CheckpointError(RunError):
     """No such checkpoint, or one that does not fit the model."""
+
+
+class CheckpointStateError(CheckpointError):
+    """A directory's ``checkpoint`` state file exists but does not say which checkpoint
+    is the newest: TF cannot read it (binary, truncated, empty, a directory), or the
+    checkpoint it names has no ``.index`` file (deleted, or an absolute path into a
+    directory the run was moved from). ``path`` is the file, ``reason`` why it cannot
+    be used, ``missing`` the named checkpoint that is not there ("" when the file
+    cannot be read at all)."""
+
+    def __init__(self, message: str, path: str = "", reason: str = "", missing: str = ""):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+        self.missing = missing
+
+
+class RunConfigError(RunError, config_lib.ConfigError):
+    """A run's config.json that cannot be read back: not JSON, not an object, a key of
+    the wrong type or a value the schema refuses. Also a ConfigError, so that callers
+    that catch a bad config keep catching it."""
 
 
 def check_workdir_path(workdir: str) -> None:
@@ -67,6 +90,32 @@ def check_workdir_path(workdir: str) -> None:
         raise RunError(f"--workdir {workdir!r} holds files ({shown}) but no run (no "
                        f"config.json); expected a new or empty directory, or a run's work "
                        f"directory to resume it. Nothing was written.")
+
+
+def read_saved_config(path: str):
+    """A run's config.json (``path``) read back through today's schema
+    (`alexnet_tf.config.read_config`: keys added since take their defaults).
+
+    Raises RunConfigError (a RunError and a ConfigError) naming ``path`` and what is
+    wrong in it: not JSON (or truncated), not a JSON object, a missing group, an unknown
+    key, a key of the wrong type (``"train": {"total_epochs": "ten"}``) or a value the
+    schema refuses; the message says how to mend it. An OSError of the file itself
+    (permissions) propagates.
+    """
+    fix = (" Correct it, or put back a copy (config.<n>.json beside it, if any, are the "
+           "run's earlier configs).")
+    try:
+        return config_lib.read_config(path)
+    except config_lib.ConfigError as error:
+        message = str(error).rstrip()
+        if repr(path) not in message:
+            message = f"{path!r}: {message}"
+        raise RunConfigError(message + ("" if message.endswith(".") else ".") + fix) from None
+    except RecursionError:
+        raise RunConfigError(f"{path!r} is not a saved config: its JSON nests too "
+                             f"deeply.{fix}") from None
+    except ValueError as error:  # a check below the schema's own (they raise ConfigError)
+        raise RunConfigError(f"{path!r}: {error}.{fix}") from None
 
 
 def _diff(a: dict, b: dict, prefix: str = ""):
@@ -147,12 +196,16 @@ class Run:
 
     @property
     def config(self):
-        """The run's config.json, validated through today's schema (read once)."""
+        """The run's config.json, validated through today's schema (read once).
+
+        Raises RunError when the directory has no config.json, and RunConfigError (a
+        RunError and a ConfigError) naming the file and the first wrong key and value
+        when it cannot be read back (`read_saved_config`)."""
         if self._config is None:
             if not self.exists():
                 raise RunError(f"{self.workdir!r} is not the work directory of a training run: "
                                f"{CONFIG_FILENAME} is missing.")
-            self._config = config_lib.read_config(self.config_path)
+            self._config = read_saved_config(self.config_path)
         return self._config
 
     def config_changes(self, config) -> list[str]:
@@ -164,8 +217,8 @@ class Run:
         try:
             # Through the schema: keys added since the run started compare at their
             # defaults instead of counting as a change.
-            saved = json.loads(config_lib.read_config(self.config_path).to_json_best_effort())
-        except (config_lib.ConfigError, ValueError) as error:
+            saved = json.loads(read_saved_config(self.config_path).to_json_best_effort())
+        except RunConfigError as error:
             saved = {"<unreadable under this version's schema>": str(error)}
         return list(_diff(saved, json.loads(config.to_json_best_effort())))
 
@@ -374,7 +427,11 @@ def resolve_checkpoint(workdir: str | None, checkpoint: str = "latest") -> str:
     ``"latest"``: the newest of ``<workdir>/checkpoints``; ``"best"``: the newest of
     ``<workdir>/checkpoints/best``; ``"auto"``: best if there is one, else latest;
     anything else: a checkpoint prefix (``.../ckpt-108``) or a directory whose newest
-    checkpoint is taken. Raises CheckpointError naming what is missing.
+    checkpoint is taken. Raises CheckpointError naming what is missing, and
+    CheckpointStateError (a CheckpointError) when a ``checkpoint`` state file it needs is
+    damaged or names a checkpoint whose files are not there (`latest_checkpoint`;
+    "auto" does not pass over such a best state to the latest: the message names the
+    checkpoints there, to give one explicitly).
     """
     import tensorflow as tf
 
@@ -388,23 +445,24 @@ def resolve_checkpoint(workdir: str | None, checkpoint: str = "latest") -> str:
             raise CheckpointError(f"checkpoint={checkpoint!r} needs the run's work directory.")
         directory = os.path.join(workdir, CHECKPOINT_DIR)
         best_dir = os.path.join(directory, BEST_DIR)
-        best = tf.train.latest_checkpoint(best_dir) if os.path.isdir(best_dir) else None
+        # "latest" never reads the best's state: a damaged one must not stop it.
+        best = (latest_checkpoint(best_dir) if checkpoint != "latest" and os.path.isdir(best_dir)
+                else None)
         if checkpoint == "best" or (checkpoint == "auto" and best):
             if not best:
                 raise CheckpointError(
                     f"No best checkpoint in {best_dir!r} (the run has not evaluated yet); use "
                     f"'latest' or a checkpoint path.")
             return best
-        latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+        latest = latest_checkpoint(directory) if os.path.isdir(directory) else None
         if not latest:
-            raise CheckpointError(f"No checkpoint in {directory!r}: is {workdir!r} the work "
-                                  f"directory of a run that has saved one?")
+            raise CheckpointError(_no_state_message(
+                directory, f"is {workdir!r} the work directory of a run that has saved one?"))
         return latest
     if os.path.isdir(checkpoint):
-        found = tf.train.latest_checkpoint(checkpoint)
+        found = latest_checkpoint(checkpoint)
         if not found:
-            raise CheckpointError(f"No checkpoint in directory {checkpoint!r} (no "
-                                  f"'checkpoint' state file naming one).")
+            raise CheckpointError(_no_state_message(checkpoint, ""))
         return found
     if tf.io.gfile.exists(checkpoint + ".index"):
         return checkpoint
@@ -412,6 +470,131 @@ def resolve_checkpoint(workdir: str | None, checkpoint: str = "latest") -> str:
         f"Checkpoint {checkpoint!r} is neither one of {list(CHECKPOINT_CHOICES)}, a checkpoint "
         f"prefix (a path P with P.index beside it, e.g. RUN/checkpoints/ckpt-1000), nor a "
         f"directory of checkpoints.")
+
+
+def _no_state_message(directory: str, question: str) -> str:
+    """A directory without a ``checkpoint`` state file: the checkpoint files it still
+    holds are named (the state file may be lost), else ``question``."""
+    found = present_checkpoints(directory) if os.path.isdir(directory) else []
+    if not found:
+        return (f"No checkpoint in {directory!r} (no 'checkpoint' state file naming one)"
+                + (f": {question}" if question else "."))
+    return (f"No 'checkpoint' state file in {directory!r} says which checkpoint is the "
+            f"newest, but it holds {', '.join(os.path.basename(p) for p in found[:5])}"
+            f"{', ...' if len(found) > 5 else ''} (newest first): give one explicitly "
+            f"(--checkpoint={found[0]}), or write {STATE_FILENAME!r} there as the one line "
+            f"model_checkpoint_path: \"{os.path.basename(found[0])}\".")
+
+
+def checkpoint_state(directory: str):
+    """TF's checkpoint state of ``directory`` (its ``checkpoint`` text file: the newest
+    checkpoint and the ones kept, as absolute prefixes), or None when there is no such
+    file.
+
+    Raises CheckpointStateError naming the file when it exists but TF cannot read it
+    (binary bytes, truncated, empty, a directory): TF itself would raise a protobuf or
+    Unicode error for some of these and silently answer "no checkpoint" for others. The
+    file is left as it is. An OSError of the machine (permissions) propagates. Whether
+    the checkpoints it names are there is not checked (`latest_checkpoint` does).
+    """
+    try:
+        return _read_state(directory)
+    except _DamagedState as damaged:
+        path, error = damaged.args
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointStateError(_state_damage_message(directory, path, error), path,
+                                   f"{type(error).__name__}: {reason}") from None
+
+
+class _DamagedState(Exception):
+    """(path, error) of a state file that cannot be read; `checkpoint_state` words it."""
+
+
+def _read_state(directory: str):
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
+
+    path = os.path.join(directory, STATE_FILENAME)
+    if not os.path.lexists(path):
+        return None
+    # Parsed here first: TF's reader raises a Unicode error for binary bytes but logs
+    # and answers "no checkpoint" for text it cannot parse.
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        # Merge, as TF's own reader does (a field given twice keeps the last).
+        state = text_format.Merge(text, CheckpointState())
+        if not state.model_checkpoint_path:
+            raise ValueError("it names no model_checkpoint_path")
+    except (UnicodeDecodeError, text_format.ParseError, ValueError, IsADirectoryError,
+            FileNotFoundError) as error:
+        raise _DamagedState(path, error) from None
+    return tf.train.get_checkpoint_state(directory)
+
+
+def _state_damage_message(directory: str, path: str, error: Exception) -> str:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return (f"Checkpoint state file {path!r} is damaged: it is not the text TensorFlow "
+            f"writes ({type(error).__name__}: {reason}), so which checkpoint of "
+            f"{directory!r} is the newest is unknown; it was left as it is."
+            f"{_what_to_do(directory)}")
+
+
+def present_checkpoints(directory: str) -> list[str]:
+    """The checkpoint prefixes of ``directory`` that have an ``.index`` file, newest
+    (highest number) first; whether they read whole is not checked."""
+    import tensorflow as tf
+
+    return [p for p in checkpoint_candidates(directory) if tf.io.gfile.exists(p + ".index")]
+
+
+def _what_to_do(directory: str) -> str:
+    """The end of a state file error: the checkpoints there and how to use one."""
+    found = present_checkpoints(directory)
+    if not found:
+        return (" No ckpt-N.index file is beside it either: give another checkpoint "
+                "with --checkpoint=PATH.")
+    newest = found[0]
+    more = ", ..." if len(found) > 5 else ""
+    return (f" Give a checkpoint explicitly (--checkpoint={newest}; the directory holds "
+            f"{', '.join(os.path.basename(p) for p in found[:5])}{more}, newest first), or "
+            f"write the file again as the one line model_checkpoint_path: "
+            f"\"{os.path.basename(newest)}\" to make it the newest.")
+
+
+def _missing_newest(state) -> str | None:
+    """The newest checkpoint that ``state`` (`checkpoint_state`) names when it has no
+    ``.index`` file, else None. Checked here, not by ``tf.train.latest_checkpoint``:
+    that logs "Couldn't match files for checkpoint" to stderr and answers None, which
+    reads as "no checkpoint" although others may be there."""
+    import tensorflow as tf
+
+    prefix = state.model_checkpoint_path
+    return None if tf.io.gfile.exists(prefix + ".index") else prefix
+
+
+def latest_checkpoint(directory: str) -> str | None:
+    """The newest checkpoint that ``directory``'s ``checkpoint`` state file names, or
+    None when there is no state file.
+
+    Raises CheckpointStateError naming the file when TF cannot read it
+    (`checkpoint_state`), or when the checkpoint it names has no ``.index`` file: the
+    message names that checkpoint, the ones the directory holds and how to use one.
+    Nothing is logged and the file is left as it is."""
+    state = checkpoint_state(directory)
+    if state is None:
+        return None
+    missing = _missing_newest(state)
+    if missing is None:
+        return state.model_checkpoint_path
+    path = os.path.join(directory, STATE_FILENAME)
+    where = ("" if os.path.realpath(os.path.dirname(missing)) == os.path.realpath(directory)
+             else " (a path outside this directory: was the run moved?)")
+    raise CheckpointStateError(
+        f"Checkpoint state file {path!r} names {missing!r} as the newest checkpoint, but "
+        f"it has no .index file{where}.{_what_to_do(directory)}",
+        path, f"it names {missing}, whose .index file is missing", missing)
 
 
 def checkpoint_candidates(directory: str) -> list[str]:
@@ -422,12 +605,10 @@ def checkpoint_candidates(directory: str) -> list[str]:
     import glob
     import re
 
-    import tensorflow as tf
-
     found = set()
     try:
-        state = tf.train.get_checkpoint_state(directory)
-    except (tf.errors.OpError, ValueError, UnicodeDecodeError):  # a garbled state file
+        state = _read_state(directory)
+    except _DamagedState:  # a garbled state file: the files below still count
         state = None
     if state is not None:
         found.update(os.path.join(directory, os.path.basename(p))

@@ -702,3 +702,70 @@ def test_the_three_tools_run_as_commands(tiny_run, tmp_path):
     assert "eval/top1_error: 2 points" in out["curves"]
     for name in ("k.png", "n.png", "c.png"):
         assert Image.open(tmp_path / name).format == "PNG"
+
+
+def _cut(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+CACHE_DAMAGE = {
+    "features.npy truncated": ("features.npy", _cut),
+    "labels.npy truncated": ("labels.npy", _cut),
+    "locations.npy deleted": ("locations.npy", lambda p: p.unlink()),
+    "names.json truncated": ("names.json", _cut),
+    "names.json too short": ("names.json", lambda p: p.write_text('["one"]')),
+    "manifest without num_rows": ("manifest.json", lambda p: p.write_text(json.dumps(
+        {k: v for k, v in json.loads(p.read_text()).items() if k != "num_rows"}))),
+}
+
+
+def test_a_damaged_features_cache_is_named_and_computed_again(tmp_path, caplog):
+    """A truncated cache file raised a bare numpy or JSON error (a traceback); the cache
+    is this module's (its manifest says so) and derived from the split: computed again."""
+    root = _colour_folder(tmp_path / "data", per_class=3, bad=False)
+    split = _split(root)
+    cache = tmp_path / "cache"
+    first = retrieval.split_features(split, _mean_colour_extractor(), str(cache),
+                                     split_name="train", progress=False)
+    fingerprint = first.manifest["fingerprint"]
+    for damage, (name, harm) in CACHE_DAMAGE.items():
+        copy = tmp_path / damage.replace(" ", "_")
+        shutil.copytree(cache, copy)
+        harm(copy / name)
+        caplog.clear()
+        assert retrieval.load_cache(str(copy), fingerprint) is None, damage
+        assert f"{str(copy / name)!r}" in caplog.text and "computing it again" in caplog.text
+        with pytest.raises(retrieval.CacheDamagedError) as error:
+            retrieval.load_cache(str(copy))
+        assert error.value.path == str(copy / name) and isinstance(error.value, UserError)
+    calls = []
+    again = retrieval.split_features(split, _mean_colour_extractor(calls=calls),
+                                     str(tmp_path / "features.npy_truncated"),
+                                     split_name="train", progress=False)
+    assert not again.reused and sum(calls) == 6
+    np.testing.assert_array_equal(np.asarray(again.features), np.asarray(first.features))
+    assert retrieval.load_cache(str(tmp_path / "features.npy_truncated"), fingerprint).reused
+
+
+@pytest.mark.parametrize("manifest", [b'{"fingerprint": {"format": 1, "extr', b"[1, 2]",
+                                      b'{"num_rows": 3, "dim": 12}', b"\xff\x00\xfe"],
+                         ids=["truncated", "list", "other keys", "binary"])
+def test_a_manifest_not_written_by_retrieval_is_refused_and_nothing_overwritten(
+        tmp_path, manifest):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "manifest.json").write_bytes(manifest)
+    (cache / "features.npy").write_bytes(b"someone's data")
+    calls = []
+    root = _colour_folder(tmp_path / "data", per_class=1, bad=False)
+    with pytest.raises(retrieval.RetrievalError) as error:
+        retrieval.split_features(_split(root), _mean_colour_extractor(calls=calls), str(cache),
+                                 split_name="train", progress=False)
+    message = str(error.value)
+    assert f"Features manifest {str(cache / 'manifest.json')!r} is" in message
+    assert f"delete {str(cache)!r}" in message and "\n" not in message
+    assert calls == []
+    assert sorted(os.listdir(cache)) == ["features.npy", "manifest.json"]
+    assert (cache / "manifest.json").read_bytes() == manifest
+    assert (cache / "features.npy").read_bytes() == b"someone's data"

@@ -4,6 +4,7 @@ import glob
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -320,6 +321,90 @@ def test_tool_end_to_end_and_refusal(dataset, tmp_path):
     refused = _tool(f"--data_dir={dataset['root']}", f"--output_dir={out}", "--noprogress")
     assert refused.returncode != 0 and "not empty" in refused.stderr and "--overwrite" in refused.stderr
     assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
+
+
+def _tool_without_tensorflow(tmp_path, *args):
+    """The tool with a `tensorflow` that ends the process with status 99 on import: a
+    refusal that must come before TensorFlow loads exits otherwise."""
+    fake = tmp_path / "no_tf"
+    (fake / "tensorflow").mkdir(parents=True, exist_ok=True)
+    (fake / "tensorflow" / "__init__.py").write_text("import os\nos._exit(99)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(fake)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "build_tfrecords.py"),
+                           *args], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=str(REPO_ROOT))
+
+
+@pytest.mark.parametrize("value, says", [
+    ("", "no split named"),
+    ("train,train", "split 'train' is named more than once"),
+    ("train,val,train", "split 'train' is named more than once"),
+    ("../x", "split name '../x' is not a plain folder name"),
+    ("train/n01440764", "split name 'train/n01440764' is not a plain folder name"),
+    ("..", "split name '..' is not a plain folder name"),
+    ("train,", "split name '' is not a plain folder name"),
+])
+def test_tool_refuses_bad_splits_before_tensorflow(dataset, tmp_path, value, says):
+    # Were: exit 1 from the converter (an empty list, a duplicate) after the flags
+    # were accepted; a usage error names the flag and its value before TF loads.
+    out = tmp_path / "out"
+    result = _tool_without_tensorflow(tmp_path, f"--data_dir={dataset['root']}",
+                                      f"--output_dir={out}", f"--splits={value}")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(f"build_tfrecords.py: error: --splits={value!r}: {says}")
+    assert not out.exists()
+    with pytest.raises(ValueError, match=re.escape(says)):
+        convert.build_tfrecords(dataset["root"], str(out), progress=False,
+                                splits=value.split(",") if value else [])
+
+
+def test_output_dir_inside_a_split_folder_is_refused_and_data_dir_itself_is_fine(
+        dataset, tmp_path):
+    # Shards inside DATA_DIR/<split>/ would be listed with the data they came from (a
+    # new folder in train/ is a class; in the flat val/ one is a layout error).
+    root = dataset["root"]
+    for inside in (os.path.join(root, "train", WNIDS[0], "records"), os.path.join(root, "train"),
+                   os.path.join(root, "val", "records")):
+        result = _tool_without_tensorflow(tmp_path, f"--data_dir={root}",
+                                          f"--output_dir={inside}", "--noprogress")
+        assert result.returncode == 2, (result.returncode, result.stderr)
+        assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+        assert result.stderr.startswith(f"build_tfrecords.py: error: --output_dir {inside!r} "
+                                        f"is at or inside ")
+        assert f"--data_dir {root!r}" in result.stderr
+        with pytest.raises(ValueError, match="is at or inside"):
+            _build(dataset, inside)
+    assert not os.path.exists(os.path.join(root, "train", WNIDS[0], "records"))
+    assert not os.path.exists(os.path.join(root, "val", "records"))
+    assert convert.output_dir_problem(root, os.path.join(root, "records"), ["train"]) == ""
+    # DATA_DIR itself: the shards and reports are files beside the split folders, and
+    # the readers list only DATA_DIR/<split>/. (Not empty: --overwrite.)
+    data = tmp_path / "data"
+    (data / "train" / WNIDS[0]).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(_pixels(i)).save(data / "train" / WNIDS[0] / f"{i}.JPEG", "JPEG")
+    options = dict(splits=["train"], shards={"train": 1}, resize_shorter_side=0, workers=1,
+                   progress=False, overwrite=True)
+    first = convert.build_tfrecords(str(data), str(data), **options)
+    again = convert.build_tfrecords(str(data), str(data), **options)  # the shards beside
+    assert again == first and first["splits"]["train"]["num_records"] == 2
+    assert sorted(_records(str(data), "train")) == ["0.JPEG", "1.JPEG"]
+    assert sorted(os.listdir(data)) == ["metadata.json", "train", "train-00000-of-00001",
+                                        "train-skipped.json"]
+
+
+def test_tool_prints_its_summary_once(dataset, tmp_path):
+    # The summary was printed on stdout and logged on stderr: twice in a terminal.
+    result = _tool(f"--data_dir={dataset['root']}", f"--output_dir={tmp_path / 'out'}",
+                   "--splits=train", "--train_shards=1", "--resize_shorter_side=0",
+                   "--workers=1", "--noprogress")
+    assert result.returncode == 0, result.stderr
+    summary = "train: 16 records in 1 shard (as given; ~"
+    assert (result.stdout + result.stderr).count(summary) == 1, (result.stdout, result.stderr)
+    assert result.stdout.count(summary) == 1
+    assert f"Wrote {tmp_path / 'out' / 'metadata.json'} in " in result.stderr
 
 
 def test_worker_processes_are_as_quiet_as_the_tool(dataset, tmp_path):

@@ -252,3 +252,184 @@ def test_with_every_checkpoint_damaged_a_whole_best_is_named(tmp_path):
     with pytest.raises(run_lib.CheckpointError, match="refusing to start .* from step 0. "
                        + re.escape(repr(best)) + r" \(the best\) reads whole: copy"):
         checkpoints.restore_latest()
+
+
+STATE_DAMAGE = {"binary": b"\x00\xff\xfe\x01\x80garbage\xff",
+                "truncated": b'model_checkpoint_path: "ckpt-8"\nall_model_checkpoint_paths: "ck'}
+
+
+@pytest.mark.parametrize("damage", sorted(STATE_DAMAGE))
+def test_a_damaged_state_file_is_kept_aside_and_the_run_resumes(tmp_path, damage, caplog):
+    """A binary state file made the CheckpointManager raise a bare UnicodeDecodeError when
+    a run resumed; the state is an index of the files, so it is written again from them
+    and the damaged one is kept in damaged/."""
+    _, checkpoints = _checkpoints(tmp_path)
+    checkpoints.save(4)
+    checkpoints.save(4, best=True)
+    model, _ = _checkpoints(tmp_path)
+    _, weights_8 = _saved(tmp_path / "second")  # ckpt-8's weights, saved here below
+    model.set_weights(weights_8)
+    hooks.TrainingCheckpoints(run_lib.Run(tmp_path), tf.distribute.get_strategy(), keep=3,
+                              model=model, step=tf.Variable(0, dtype=tf.int64)).save(8)
+    directory, best_dir = tmp_path / "checkpoints", tmp_path / "checkpoints" / "best"
+    for folder in (directory, best_dir):
+        (folder / "checkpoint").write_bytes(STATE_DAMAGE[damage])
+    model, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest() == str(directory / "ckpt-8")
+    assert _same(model.get_weights(), weights_8)
+    for folder, newest in ((directory, "ckpt-8"), (best_dir, "ckpt-4")):
+        assert (folder / "damaged" / "checkpoint").read_bytes() == STATE_DAMAGE[damage]
+        assert f"{folder / 'checkpoint'} is damaged" in caplog.text
+        assert run_lib.latest_checkpoint(str(folder)) == str(folder / newest)
+    assert [os.path.basename(p) for p in checkpoints.manager.checkpoints] == ["ckpt-4", "ckpt-8"]
+    checkpoints.save(12)
+    assert run_lib.resolve_checkpoint(str(tmp_path), "latest").endswith("ckpt-12")
+
+
+def _full_disk(monkeypatch, directory, partial_index: bool):
+    """The checkpoint write fails with ENOSPC after its temporary directory was written:
+    at the merge into ckpt-N, or (``partial_index``) after half the index is written."""
+    import errno
+
+    from tensorflow.python.ops import gen_io_ops
+
+    real_merge = gen_io_ops.merge_v2_checkpoints
+    seen = []
+
+    def merge(checkpoint_prefixes, destination_prefix, **kwargs):
+        seen.extend(n for n in os.listdir(directory) if "_temp" in n)
+        prefix = destination_prefix.numpy().decode()
+        if partial_index:
+            real_merge(checkpoint_prefixes, destination_prefix, **kwargs)
+            _truncate(prefix + ".index")
+        raise OSError(errno.ENOSPC, "No space left on device", prefix + ".index")
+
+    monkeypatch.setattr(gen_io_ops, "merge_v2_checkpoints", merge)
+    return seen
+
+
+@pytest.mark.parametrize("best", [False, True], ids=["latest", "best"])
+@pytest.mark.parametrize("partial_index", [False, True], ids=["temp", "half_index"])
+def test_a_save_that_fills_the_disk_removes_its_own_files_and_says_so(
+        tmp_path, monkeypatch, best, partial_index):
+    from alexnet_tf.cli import app
+
+    model, checkpoints = _checkpoints(tmp_path)
+    checkpoints.save(4, best=best)
+    weights_4 = [w.copy() for w in model.get_weights()]
+    directory = tmp_path / "checkpoints" / ("best" if best else "")
+    # Not the failing save's: left alone.
+    (directory / "ckpt-99_temp").mkdir()
+    (directory / "notes.txt").write_text("mine")
+    before = sorted(os.listdir(directory))
+    seen = _full_disk(monkeypatch, directory, partial_index)
+    model.set_weights(models.model_from_config(_seed_config(1)).get_weights())
+    with pytest.raises(OSError) as error:
+        checkpoints.save(8, best=best)
+    assert sorted(seen) == ["ckpt-8_temp", "ckpt-99_temp"]  # it failed part-way
+    assert app.exit_status(error.value) == 1
+    assert "No space left on device" in app._one_line(error.value)
+    assert sorted(os.listdir(directory)) == before
+    assert run_lib.latest_checkpoint(str(directory)) == str(directory / "ckpt-4")
+    assert run_lib.checkpoint_damage(str(directory / "ckpt-4")) is None
+    restored, _ = _checkpoints(tmp_path, seed=5)
+    run_lib.restore_weights(restored, str(directory / "ckpt-4"))
+    assert _same(restored.get_weights(), weights_4)
+    monkeypatch.undo()  # space again: the same step saves
+    assert checkpoints.save(8, best=best) == str(directory / "ckpt-8")
+
+
+def _state_text(directory):
+    return (directory / "checkpoint").read_text()
+
+
+def test_a_state_file_naming_a_missing_checkpoint_is_kept_aside_and_the_run_resumes(
+        tmp_path, caplog):
+    """A state file naming ckpt-99, which is not there: the resume said "its files are
+    kept in damaged/" of ckpt-99, which had none. The state is kept aside and written
+    again from the files, as a damaged one is, and the warning says only that."""
+    _, weights_8 = _saved(tmp_path)
+    directory = tmp_path / "checkpoints"
+    wrong = 'model_checkpoint_path: "ckpt-99"\nall_model_checkpoint_paths: "ckpt-99"\n'
+    (directory / "checkpoint").write_text(wrong)
+    model, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest() == str(directory / "ckpt-8")
+    assert _same(model.get_weights(), weights_8)
+    assert f"{directory / 'checkpoint'} names {directory / 'ckpt-99'} as the newest" in caplog.text
+    assert "its files are kept" not in caplog.text and "ckpt-99 cannot be read" not in caplog.text
+    assert os.listdir(directory / "damaged") == ["checkpoint"]
+    assert (directory / "damaged" / "checkpoint").read_text() == wrong
+    assert [os.path.basename(p) for p in checkpoints.manager.checkpoints] == ["ckpt-4", "ckpt-8"]
+    assert run_lib.resolve_checkpoint(str(tmp_path), "latest") == str(directory / "ckpt-8")
+
+
+def test_a_listed_checkpoint_without_files_is_not_said_to_be_kept(tmp_path, caplog):
+    # TF's save deletes the oldest checkpoint before it records that: a kill between
+    # leaves a listed ckpt-6 without files, which the fall-back passes.
+    _saved(tmp_path)
+    directory = tmp_path / "checkpoints"
+    (directory / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-8"\nall_model_checkpoint_paths: "ckpt-4"\n'
+        'all_model_checkpoint_paths: "ckpt-6"\nall_model_checkpoint_paths: "ckpt-8"\n')
+    _truncate(str(directory / "ckpt-8") + ".data-00000-of-00001")
+    _, checkpoints = _checkpoints(tmp_path, seed=5)
+    assert checkpoints.restore_latest() == str(directory / "ckpt-4")
+    assert "ckpt-8 cannot be read" in caplog.text and "its files are kept in" in caplog.text
+    assert re.search(r"ckpt-6 cannot be read \(its .index file is missing\): skipped; it has "
+                     r"no file left to keep\.", caplog.text)
+    assert sorted(os.listdir(directory / "damaged")) == ["ckpt-8.data-00000-of-00001",
+                                                         "ckpt-8.index"]
+    # The state written again lists only what is there.
+    assert [os.path.basename(p) for p in checkpoints.manager.checkpoints] == ["ckpt-4"]
+
+
+def test_a_rewritten_state_is_relative_and_survives_moving_the_run(tmp_path, capfd, caplog):
+    """The rewritten state named absolute paths (tf.compat.v1.train.update_checkpoint_state,
+    which also printed a deprecation warning): after the run directory moved it named
+    nothing. It is written as a CheckpointManager writes it, relative."""
+    workdir = tmp_path / "run"
+    _saved(workdir)
+    (workdir / "checkpoints" / "checkpoint").write_bytes(b"\x00\xff binary")
+    capfd.readouterr()
+    _checkpoints(workdir, seed=5)  # rewrites the state from the files
+    text = _state_text(workdir / "checkpoints")
+    assert re.findall(r'checkpoint_paths?: "([^"]+)"', text) == ["ckpt-8", "ckpt-4", "ckpt-8"]
+    assert len(re.findall(r"all_model_checkpoint_timestamps: ", text)) == 2
+    assert "deprecat" not in (capfd.readouterr().err + caplog.text).lower()
+    assert not [n for n in os.listdir(workdir / "checkpoints") if ".tmp" in n]
+    moved = tmp_path / "moved"
+    os.rename(workdir, moved)
+    directory = moved / "checkpoints"
+    assert run_lib.resolve_checkpoint(str(moved), "latest") == str(directory / "ckpt-8")
+    _, checkpoints = _checkpoints(moved, seed=5)
+    assert checkpoints.manager.checkpoints == [str(directory / "ckpt-4"), str(directory / "ckpt-8")]
+    assert checkpoints.restore_latest() == str(directory / "ckpt-8")
+    checkpoints.save(12)
+    checkpoints.save(16)  # keep=3: the manager rotates ckpt-4 out
+    assert not (directory / "ckpt-4.index").exists()
+    assert [os.path.basename(p) for p in checkpoints.manager.checkpoints] == [
+        "ckpt-8", "ckpt-12", "ckpt-16"]
+    assert os.listdir(directory / "damaged") == ["checkpoint"]
+
+
+def test_a_state_naming_another_directory_is_not_rotated_there(tmp_path, caplog):
+    """A copied run whose state names the original's checkpoints by absolute path (as the
+    earlier rewrite wrote them): its manager would have rotated, i.e. deleted, the
+    original's files. The copy's state is rebuilt from its own files."""
+    original = tmp_path / "run"
+    _saved(original)
+    source = original / "checkpoints"
+    (source / "checkpoint").write_text(
+        f'model_checkpoint_path: "{source / "ckpt-8"}"\n'
+        f'all_model_checkpoint_paths: "{source / "ckpt-4"}"\n'
+        f'all_model_checkpoint_paths: "{source / "ckpt-8"}"\n')
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    _, checkpoints = _checkpoints(copy, seed=5)
+    assert checkpoints.restore_latest() == str(copy / "checkpoints" / "ckpt-8")
+    assert "outside its directory" in caplog.text
+    checkpoints.save(12)
+    checkpoints.save(16)
+    assert sorted(n for n in os.listdir(source) if n.endswith(".index")) == [
+        "ckpt-4.index", "ckpt-8.index"]
+    assert not (copy / "checkpoints" / "ckpt-4.index").exists()

@@ -177,6 +177,11 @@ MISTAKES = [
                               "--config.eval.global_batch_size=99999999999"], 2,
      "Config key 'eval.global_batch_size' is 99999999999; expected at most 1,048,576 images"),
     ("alexnet_tf.cli.eval", ["--model=x", "--config=configs/nope.py"], 2, "no such file"),
+    ("alexnet_tf.cli.eval", ["--model=x", "--split=../val"], 2,
+     "--split='../val': expected a split name such as 'train' or 'val'"),
+    ("alexnet_tf.cli.eval", ["--model=x", "--config=configs/demo.py",
+                             "--config.data.resize_size=-1"], 2,
+     "bad --config: Config key 'data.resize_size' is -1"),
     ("alexnet_tf.cli.eval", ["--model={missing}"], 1, "does not exist"),
     ("alexnet_tf.cli.eval", ["--workdir={file}"], 1, "is not the work directory of a training run"),
     ("alexnet_tf.cli.export", ["--model=x", "--no_such_flag"], 2, "Unknown command line flag"),
@@ -198,11 +203,17 @@ MISTAKES = [
      "give --version or --label, not both"),
     ("alexnet_tf.cli.predict", ["--saved_model={tmp}", "--version=1", "{file}"], 2,
      "with --saved_model give the version directory"),
+    ("alexnet_tf.cli.predict", ["--grpc=localhost:1", "--form=columnar", "{file}"], 2,
+     "--form=columnar shapes a REST request body; it has no effect without --rest"),
+    ("alexnet_tf.cli.predict", ["--grpc=localhost:1", "--model_name=", "{file}"], 2,
+     "--model_name='' must be the model's name on the server"),
     ("alexnet_tf.cli.predict", ["--rest=notaurl", "{file}"], 2,
      "--rest='notaurl' is not a server address; expected e.g. http://localhost:8501"),
     ("build_tfrecords", ["--data_dir={missing}", "--output_dir={tmp}/out"], 1,
      "does not exist or is not a directory"),
-    ("build_tfrecords", ["--output_dir={tmp}/out"], 2, "--data_dir must have a value"),
+    ("build_tfrecords", ["--output_dir={tmp}/out"], 2,
+     "--data_dir is required (--help lists the flags)"),
+    ("convert_weights", [], 2, "--source, --input, --output are required (--help lists"),
     ("convert_weights", ["--source=caffe", "--input={missing}", "--output={tmp}/w"], 1,
      "does not exist; expected the weights file"),
     ("retrieve", ["--model={missing}", "--query_split=val"], 1,
@@ -403,6 +414,29 @@ def test_a_full_disk_a_read_only_or_a_missing_path_is_one_line(code):
     line = _check_one_line(result, "alexnet-train", 1)
     assert line.endswith(f"{os.strerror(getattr(errno, code))}: "
                          f"'runs/demo/checkpoints/ckpt-1.index'"), line
+
+
+_OUT_OF_MEMORY = """
+import sys
+import alexnet_tf.cli.eval as binary
+
+def main(argv):
+    import tensorflow as tf
+    raise tf.errors.ResourceExhaustedError(
+        None, None, "OOM when allocating tensor with shape[4096,9216]\\nallocator state...")
+
+binary.main = main
+sys.argv = ["alexnet-eval"]
+binary.run()
+"""
+
+
+def test_out_of_memory_is_one_line_naming_the_batch_size():
+    result = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120, env=_env())
+    line = _check_one_line(result, "alexnet-eval", 1)
+    assert "out of memory: OOM when allocating tensor with shape[4096,9216]" in line, line
+    assert "allocator state" not in line and "--batch_size=N" in line, line
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])

@@ -114,7 +114,7 @@ def test_wrong_type_is_named():
     config = config_lib.base_config()
     config.unlock()
     config.model = dict(config.model, image_size="227")
-    with pytest.raises(config_lib.ConfigError, match=r"'model.image_size' is '227'; expected a int"):
+    with pytest.raises(config_lib.ConfigError, match=r"'model.image_size' is '227'; expected an int"):
         config_lib.validate(config)
 
 

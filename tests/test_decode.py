@@ -781,3 +781,71 @@ def test_predict_names_a_fifo_and_a_device_without_reading_them(tmp_path):
                                    timeout=5)
     assert [(r.path, r.ok) for r in results] == [(str(fifo), False), ("/dev/zero", False)]
     assert all(r.error.startswith("not a regular file") for r in results)
+
+
+# ------------------------------------------------ header fields read as their formats define
+
+
+@pytest.mark.parametrize("field, at", [("width", 16), ("height", 20)])
+def test_png_sides_above_2_to_the_31_are_a_damaged_header_on_every_path(field, at):
+    # IHDR's width and height are unsigned 32-bit, at most 2^31 - 1 by the PNG
+    # specification: 0xFFFFFFFF was read as -1 ("no pixels (...x-1 ...)").
+    png = CORPUS["grey.png"]
+    for value in (2 ** 31, 2 ** 32 - 1):
+        data = png[:at] + value.to_bytes(4, "big") + png[at + 4:]
+        _refused_on_every_path(data, f"damaged PNG (its header gives a {field} of {value}: "
+                                     f"more than the 2147483647 the PNG specification allows)")
+        assert [int(v) for v in decode.header_size(tf.constant(data))] == [-1, -1]
+    # The specification's largest side is a size, refused by the pixel limit only.
+    data = png[:at] + (2 ** 31 - 1).to_bytes(4, "big") + png[at + 4:]
+    sides = {"width": (HEIGHT, 2 ** 31 - 1), "height": (2 ** 31 - 1, WIDTH)}[field]
+    assert [int(v) for v in decode.header_size(tf.constant(data))] == list(sides)
+    assert decode.bytes_problem(data) == (f"{sides[0]}x{sides[1]} (height x width), "
+                                          f"{sides[0] * sides[1]} pixels: more than the "
+                                          "40000000 allowed")
+    assert decode.problem(tf.constant(data)).numpy().decode() == decode.bytes_problem(data)
+
+
+def _bmp_with(field_at: int, value: int, signed: bool = False) -> bytes:
+    bmp = _encode(Image.fromarray(_smooth(6, 8)), "BMP")  # 54-byte headers, 6 rows of 24 bytes
+    return bmp[:field_at] + value.to_bytes(4, "little", signed=signed) + bmp[field_at + 4:]
+
+
+def test_bmp_header_fields_are_read_with_their_own_signedness():
+    # The pixel data offset (bfOffBits) is unsigned: 0xFFFFFFFF is past the end of the
+    # file, not "a negative pixel data offset (-1)".
+    _refused_on_every_path(_bmp_with(10, 2 ** 32 - 1), (
+        "truncated BMP (198 bytes; its header declares 4294967439: pixel data at byte "
+        "4294967295, then 6 rows of 24 bytes)"))
+    # Width and height are signed (LONG): a width of 0xFFFFFFFF is -1, no pixels ...
+    _refused_on_every_path(_bmp_with(18, 2 ** 32 - 1), "no pixels (6x-1 (height x width))")
+    # ... and a negative height means rows stored top-down: the same image.
+    rgb = _smooth(6, 8)
+    bottom_up = _encode(Image.fromarray(rgb), "BMP")
+    rows = [bottom_up[54 + 24 * k:54 + 24 * (k + 1)] for k in range(6)]
+    top_down = bottom_up[:22] + (-6).to_bytes(4, "little", signed=True) + bottom_up[26:54] + \
+        b"".join(reversed(rows))
+    assert decode.bytes_problem(top_down) == ""
+    assert decode.problem(tf.constant(top_down)).numpy() == b""
+    assert [int(v) for v in decode.header_size(tf.constant(top_down))] == [6, 8]
+    np.testing.assert_array_equal(_decoded(top_down), rgb)
+    np.testing.assert_array_equal(decode.pillow_decode(top_down), rgb)
+
+
+def test_an_exif_ifd_offset_of_2_to_the_31_or_more_is_past_the_file_on_both_sides():
+    # The TIFF header's IFD offset is unsigned 32-bit. The graph side read it in int32:
+    # one of 2^31 or more wrapped to a negative offset and found an IFD before the TIFF
+    # header (planted here in a COM segment, orientation 8), where the Python side reads
+    # past the end of the file (orientation 1): two orientations for one file.
+    data = _exif_jpeg(6)
+    app1 = data.index(b"\xff\xe1")
+    planted = (1).to_bytes(2, "big") + bytes.fromhex("0112 0003 00000001 0008 0000")
+    data = data[:app1] + b"\xff\xfe" + (2 + len(planted)).to_bytes(2, "big") + planted + \
+        data[app1:]
+    tiff = data.index(b"Exif\0\0") + 6
+    data = data[:tiff + 4] + (2 ** 32 + app1 + 4 - tiff).to_bytes(4, "big") + data[tiff + 8:]
+    assert decode.exif_orientation(data) == 1
+    assert int(decode.jpeg_orientation(tf.constant(data))) == 1
+    batch = decode.inspect_batch(tf.constant([CORPUS["exif6.jpg"], data]))
+    assert batch.orientation.numpy().tolist() == [6, 1]
+    assert _decoded(data).shape == (HEIGHT, WIDTH, 3)

@@ -387,6 +387,36 @@ def test_the_default_demo_cache_is_one_folder_per_parameter_set(tmp_path, monkey
     assert all(os.path.exists(p) for p in small.paths)  # the first set is still there
 
 
+def test_a_training_run_says_once_that_the_demo_set_is_up_to_date(tmp_path, monkeypatch):
+    # A run loads its train split, then its eval split, each through
+    # ensure_demo_dataset: the dataset was reported twice per run.
+    from alexnet_tf import config as config_lib
+    from alexnet_tf.data import sources
+
+    lines = []  # absl's info lines of the module, whatever verbosity earlier tests left
+    monkeypatch.setattr(demo.logging, "info", lambda message, *args: lines.append(
+        message % args if args else message))
+    data = config_lib.base_config().data
+    data.data_dir = str(tmp_path / "demo")
+    data.demo_train_per_class, data.demo_val_per_class = 3, 2
+
+    def training_run():
+        lines.clear()
+        train = sources.load_split(data, data.train_split)
+        sources.load_split(data, data.eval_split, class_names=train.class_names)
+        return [line for line in lines if "up to date" in line or "ready at" in line]
+
+    # The first run writes the set: "ready", and nothing about it being up to date.
+    first = training_run()
+    assert len(first) == 1 and first[0].startswith("Demo dataset ready at "), first
+    # A later run (a new process: nothing reported yet) finds it: "up to date", once.
+    monkeypatch.setattr(demo, "_REPORTED", set())
+    assert training_run() == [f"Demo dataset at {tmp_path / 'demo'} is up to date."]
+    # Only the line is once: the check still runs on every call.
+    (tmp_path / "demo" / "val" / "ring" / "ring_00001.jpg").unlink()
+    assert any(line.startswith("Demo dataset ready at ") for line in training_run())
+
+
 # ---------------------------------------------------------------- the transfer set
 
 

@@ -413,6 +413,76 @@ def test_binary_writes_the_next_version_and_never_overwrites(run, tmp_path):
     assert len(_error_lines(result)) == 1, result.stderr[-2000:]
 
 
+# A flag value no export takes: (flag, what the one line says is expected).
+BAD_FLAG_VALUES = [
+    ("--version=-1", "--version must be an integer from 0 to 9223372036854775807"),
+    ("--version=9223372036854775808", "--version must be an integer from 0 to "
+                                      "9223372036854775807 (TF Serving's model versions are "
+                                      "int64)"),
+    ("--top_k=0", "--top_k must be an integer >= 1"),
+    ("--top_k=-3", "--top_k must be an integer >= 1"),
+    ("--max_pixels=0", "--max_pixels must be an integer >= 1"),
+    ("--max_pixels=-5", "--max_pixels must be an integer >= 1"),
+    ("--max_aspect_ratio=nan", "--max_aspect_ratio must be a finite number >= 1"),
+    ("--max_aspect_ratio=inf", "--max_aspect_ratio must be a finite number >= 1"),
+    ("--max_aspect_ratio=0.5", "--max_aspect_ratio must be a finite number >= 1"),
+]
+
+
+@pytest.mark.parametrize("flag, expected", BAD_FLAG_VALUES,
+                         ids=[flag for flag, _ in BAD_FLAG_VALUES])
+def test_binary_refuses_a_bad_flag_value_before_tensorflow(tmp_path, flag, expected):
+    # The model source need not exist: the values are checked first, without TensorFlow.
+    result = _export_binary("--model=no_such_model", f"--export_dir={tmp_path / 'exports'}",
+                            flag, python_options=["-X", "importtime"])
+    lines = _error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    value = flag.split("=", 1)[1]
+    assert expected in lines[0] and lines[0].endswith(f", got {value}."), lines[0]
+    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", result.stderr, re.M)
+    assert "alexnet_tf.export.limits" in imported  # the -X importtime listing was read
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
+    assert not (tmp_path / "exports").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"version": -1}, r"version must be an integer from 0 to 9223372036854775807 .*got -1"),
+    ({"version": 2**63}, r"version must be an integer .*got 9223372036854775808"),
+    ({"version": True}, r"version must be an integer .*got True"),
+    ({"top_k": 0}, r"top_k must be an integer >= 1 .*got 0"),
+    ({"max_pixels": 2**63}, r"max_pixels must be an integer >= 1 and <= 9223372036854775807"),
+    ({"max_aspect_ratio": float("inf")}, r"max_aspect_ratio must be a finite number >= 1 "
+                                         r".*got inf"),
+    # Known only from the model: more classes than it has.
+    ({"top_k": NUM_CLASSES + 1}, rf"top_k={NUM_CLASSES + 1} is more than the {NUM_CLASSES} "
+                                 rf"classes of .*; expected 1 to {NUM_CLASSES}"),
+])
+def test_export_refuses_values_it_cannot_write(run, tmp_path, kwargs, message):
+    with pytest.raises(export.ExportError, match=message):
+        export.export(str(run.workdir), str(tmp_path / "exports"), **kwargs)
+    assert not (tmp_path / "exports").exists()
+
+
+def test_serving_module_runs_the_same_check(run):
+    convention = run_lib.Run(run.workdir).convention
+    for kwargs, message in [({"top_k": 0}, "top_k must be an integer >= 1"),
+                            ({"max_aspect_ratio": float("nan")},
+                             "max_aspect_ratio must be a finite number >= 1")]:
+        with pytest.raises(export.ExportError, match=message):
+            export.build_serving_module(convention, run.model, run.classes, **kwargs)
+
+
+def test_binary_refuses_a_top_k_above_the_models_classes(run, tmp_path):
+    result = _export_binary(f"--workdir={run.workdir}", f"--export_dir={tmp_path / 'exports'}",
+                            f"--top_k={NUM_CLASSES + 1}")
+    lines = _error_lines(result)
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert f"top_k={NUM_CLASSES + 1} is more than the {NUM_CLASSES} classes of" in lines[0]
+    assert not (tmp_path / "exports").exists()
+
+
 def _console_script():
     return shutil.which("alexnet-export", path=os.path.dirname(sys.executable))
 
@@ -546,3 +616,25 @@ def test_export_holds_ops_every_server_runs(run):
         assert prefixes, layer
         for prefix in prefixes:
             assert len([n for n in convs if n.startswith(f"{prefix}/{layer}_1/")]) == count, layer
+
+
+def test_the_next_version_skips_every_name_a_version_takes(tmp_path):
+    """A directory, a plain file named by the number and a stray ``<N>.keras`` all take
+    their version: leaving --version out never lands on one of them."""
+    assert export.next_version(str(tmp_path / "new")) == 1
+    (tmp_path / "2").mkdir()
+    assert export.next_version(str(tmp_path)) == 3
+    (tmp_path / "7.keras").write_bytes(b"a model file without its directory")
+    (tmp_path / "5").write_text("a file")
+    (tmp_path / "\u00b2").mkdir()  # a superscript two: a digit to str.isdigit, not to int
+    assert export.next_version(str(tmp_path)) == 8
+    assert export.existing_versions(str(tmp_path)) == [2]
+
+
+def test_no_next_version_above_int64(tmp_path):
+    from alexnet_tf.export import limits
+
+    (tmp_path / str(limits.MAX_VERSION)).mkdir()
+    with pytest.raises(export.ExportError, match=r"already holds version 9223372036854775807, "
+                                                 r"the highest TF Serving can load"):
+        export.next_version(str(tmp_path))

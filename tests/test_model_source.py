@@ -907,3 +907,87 @@ def test_torchvision_export_gives_torchs_probabilities_on_a_photo(tmp_path):
     assert (np.abs(ours - theirs) * std).mean() <= RESIZE_FILTER_MEAN_LEVELS
     assert np.argmax(served) == np.argmax(reference)
     np.testing.assert_allclose(served, reference, atol=RESIZE_FILTER_PROB_TOLERANCE)
+
+
+# ------------------------------------------------ evaluation's inputs and outputs
+
+
+def _no_model_built(monkeypatch):
+    def refuse(self):
+        raise AssertionError("a model was built before the output was checked")
+    monkeypatch.setattr(model_source.ModelSource, "load_model", refuse)
+
+
+@pytest.mark.parametrize("how", ["full disk", "directory name"])
+def test_an_eval_output_that_cannot_be_written_fails_before_a_model_is_built(
+        runs, tmp_path, monkeypatch, how):
+    from alexnet_tf import outputs
+
+    _no_model_built(monkeypatch)
+    output = str(tmp_path / "result.json")
+    if how == "full disk":
+        def full(fd):
+            raise OSError(28, os.strerror(28))
+        monkeypatch.setattr(outputs.os, "fsync", full)
+        message = "cannot be written: No space left on device"
+    else:
+        output = str(tmp_path / "results") + os.sep
+        message = "names a directory; expected a file name"
+    with pytest.raises(outputs.UserError, match=re.escape(message)):
+        evaluate.evaluate(str(runs.a), output=output)
+    assert os.listdir(tmp_path) == []  # the probe left nothing behind
+
+
+def test_the_default_eval_output_is_checked_before_a_model_is_built(runs, monkeypatch):
+    from alexnet_tf import outputs
+
+    _no_model_built(monkeypatch)
+    monkeypatch.setattr(outputs.os, "fsync", lambda fd: (_ for _ in ()).throw(
+        OSError(30, os.strerror(30))))
+    with pytest.raises(outputs.UserError, match=r"eval_val_center\.json' cannot be written: "
+                                                r"Read-only file system.*or another --output"):
+        evaluate.evaluate(str(runs.a))
+
+
+def test_a_model_path_holding_a_comma_is_one_source(runs, tmp_path):
+    path = tmp_path / "lr0.01,wd5e-4"
+    shutil.copytree(runs.a, path)
+    members = model_source.resolve_all(str(path))
+    assert [m.workdir for m in members] == [str(path)]
+    with pytest.raises(SourceError, match="does not exist"):  # a list that does not exist
+        model_source.resolve_all(f"{path}x,{runs.b}")
+
+
+def test_a_class_names_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "names"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match="is not a regular file"):
+        model_source.read_class_names(str(fifo))  # reading it would wait forever
+
+
+def test_a_split_name_that_is_a_path_is_refused(data):
+    config = config_lib.base_config()
+    config.data.source, config.data.data_dir = "image_folder", str(data)
+    for split in ("../val", "val/x", "..", ""):
+        with pytest.raises(ValueError, match="expected a split name such as 'train'"):
+            sources.load_split(config.data, split)
+    config.data.eval_split = "../val"
+    with pytest.raises(config_lib.ConfigError, match="'data.eval_split' is '../val'"):
+        config_lib.validate(config)
+
+
+def test_a_config_value_the_convention_replaces_is_named(runs, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(evaluate.logging, "warning",
+                        lambda message, *args: warnings.append(message % args))
+    members = model_source.resolve_all(str(runs.a))
+    config = config_lib.base_config()
+    config.data.resize_size = members[0].convention.resize_size + 11
+    data = evaluate.data_config_for(members, config=config)
+    assert data.resize_size == members[0].convention.resize_size
+    assert len(warnings) == 1 and (
+        f"data.resize_size={members[0].convention.resize_size + 11!r} -> "
+        f"{members[0].convention.resize_size!r}") in warnings[0], warnings
+    warnings.clear()
+    evaluate.data_config_for(members)
+    assert warnings == []  # a run's own data config: nothing replaced

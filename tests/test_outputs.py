@@ -2,6 +2,7 @@
 or the command's inputs at all, and is never left half-written."""
 
 import os
+import stat
 
 import pytest
 
@@ -57,3 +58,40 @@ def test_a_failed_write_leaves_the_earlier_file_whole(tmp_path):
     with outputs.write_atomically(str(path)) as file:
         file.write("new")
     assert path.read_text() == "new" and os.listdir(tmp_path) == ["result.json"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "symlink"])
+def test_a_node_or_link_is_never_replaced_even_with_overwrite(tmp_path, kind):
+    path = tmp_path / "out.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+        message = "is not a regular file"
+    elif kind == "device":
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a copy of /dev/null
+        message = "is not a regular file"
+    else:
+        (tmp_path / "target.json").write_text("{}")
+        path.symlink_to(tmp_path / "target.json")
+        message = "is a symbolic link"
+    with pytest.raises(UserError, match=message):
+        outputs.check_new_file(str(path), overwrite=True)
+    assert os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode)
+
+
+def test_a_models_files_are_refused_even_with_overwrite(tmp_path):
+    export = tmp_path / "exports" / "1"
+    (export / "variables").mkdir(parents=True)
+    (export / "saved_model.pb").write_bytes(b"graph")
+    (export / "variables" / "variables.index").write_bytes(b"index")
+    (tmp_path / "exports" / "1.keras").write_bytes(b"model")
+    converted = tmp_path / "weights"
+    converted.mkdir()
+    (converted / "weights_info.json").write_text("{}")
+    (converted / "eval_val_center.json").write_text("{}")
+    (converted / "notes.txt").write_text("mine")
+    for path in (export / "saved_model.pb", export / "variables" / "variables.index",
+                 tmp_path / "exports" / "1.keras", converted / "notes.txt"):
+        with pytest.raises(UserError, match="is a file of the model"):
+            outputs.check_new_file(str(path), overwrite=True)
+    # A converted directory's own evaluation result is replaced, as a run's is.
+    outputs.check_new_file(str(converted / "eval_val_center.json"), overwrite=True)

@@ -232,6 +232,28 @@ def test_a_request_that_fails_as_a_whole_is_one_error_not_per_file(run, server, 
     assert not any(r.ok for r in results) and client.describe(results) == ""
 
 
+IMAGE_BYTES_SIGNATURES = "['features', 'serving_default']"
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc", "saved_model"])
+def test_a_signature_that_takes_no_image_bytes_is_the_requests_error(run, server, mix,
+                                                                     transport):
+    # The client sends files as image_bytes; "pixels" takes decoded images. In-process
+    # the error names the signature, its inputs and the ones that take image bytes;
+    # a server's refusal names no image, so it is the request's error, not a file's.
+    paths, _, _ = mix
+    with pytest.raises(protocol.ServingError) as info:
+        client.predict_files(paths, signature_name="pixels", **transports(run, server)[transport])
+    if transport == "saved_model":
+        assert info.value.message == (
+            "Signature 'pixels' takes images (uint8 (None, None, None, 3)), not image_bytes "
+            "(string (None,)): this client sends image files as their bytes; the signatures "
+            f"of the export that take image bytes: {IMAGE_BYTES_SIGNATURES}.")
+    else:
+        assert info.value.code in (400, "INVALID_ARGUMENT") and "image_bytes" in \
+            info.value.message
+
+
 def test_features_signature_per_file(run, server, mix):
     paths, good, bad = mix
     results = client.predict_files(paths, grpc=server.grpc_target, signature_name="features")
@@ -288,6 +310,28 @@ def test_command_answers_the_good_files_and_names_the_bad(run, server, mix, tran
     assert _error_lines(err) == [f"{NAME}: error: {p}: {bad[p]}" for p in paths if p in bad]
     assert "image_bytes" not in err
     # All good: status 0 (test_serving.py's test_cli_prints_top5_... for every transport).
+
+
+@pytest.mark.parametrize("transport, signature, expected", [
+    ("saved_model", "pixels", "Signature 'pixels' takes images (uint8 (None, None, None, 3)), "
+                              "not image_bytes"),
+    ("saved_model", "nope", "No signature 'nope'; the export has ['features', 'pixels', "
+                            "'pixels_float', 'serving_default']."),
+    ("rest", "nope", 'Serving signature name: "nope" not found in signature def'),
+    ("grpc", "pixels", "input size does not match signature"),
+], ids=["saved_model-pixels", "saved_model-nope", "rest-nope", "grpc-pixels"])
+def test_command_with_a_signature_it_cannot_use_is_one_line(run, server, mix, transport,
+                                                            signature, expected):
+    paths, good, _ = mix
+    flag = {"rest": f"--rest={server.rest_url}", "grpc": f"--grpc={server.grpc_target}",
+            "saved_model": f"--saved_model={run.export_dir}"}[transport]
+    status, out, err = _cli(flag, f"--signature={signature}", *good)
+    lines = _error_lines(err)
+    assert status == 1 and out == "" and len(lines) == 1, err
+    assert expected in lines[0], lines[0]
+    if transport == "saved_model" and signature != "nope":
+        assert lines[0].endswith(f"the signatures of the export that take image bytes: "
+                                 f"{IMAGE_BYTES_SIGNATURES}."), lines[0]
 
 
 def test_command_with_an_unreachable_server_is_one_line(mix):

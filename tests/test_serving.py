@@ -459,6 +459,21 @@ def test_tools_script_runs_the_client(run, server, image_files):
     _check_top5(out, image_files[:1], run.classes)
 
 
+def test_tools_script_names_itself_in_its_errors(tmp_path):
+    # Its usage errors and each file's error say serving_client.py, not alexnet-predict.
+    script = [REPO_ROOT / "tools" / "serving_client.py"]
+    status, out, err = _cli(program=script)
+    assert status == 2 and out == "" and err == (
+        "serving_client.py: error: give exactly one of --rest, --grpc, --saved_model\n")
+    missing = tmp_path / "missing.jpg"
+    # No file can be read: the server is not asked, so none needs to run.
+    status, out, err = _cli("--rest=http://127.0.0.1:9", missing, program=script)
+    assert "Traceback" not in err
+    assert status == 1 and out == "" and [line for line in err.splitlines()
+                                          if ": error: " in line] == [
+        f"serving_client.py: error: {missing}: No such file or directory"]
+
+
 # ------------------------------------------------------------------ docs/SERVING.md
 
 

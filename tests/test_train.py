@@ -315,3 +315,10 @@ def test_a_non_finite_weight_is_never_saved(tmp_path):
                              r"saving; the last good checkpoint is .*ckpt-4"):
         checkpoints.save(8)
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-4")
+
+
+def test_the_start_line_counts_as_a_person_would():
+    from alexnet_tf.train import loop
+
+    assert [loop._count(n, "epoch") for n in (1, 2, 90)] == ["1 epoch", "2 epochs", "90 epochs"]
+    assert loop._count(1, "replica") == "1 replica" and loop._count(5004, "step") == "5,004 steps"

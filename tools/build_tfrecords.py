@@ -8,7 +8,9 @@ r"""ImageNet image files -> sharded TFRecords, metadata.json and skipped-file re
         [--synsets_file=LOC_synset_mapping.txt] [--overwrite] [--noprogress]
 
 DATA_DIR/train/<wnid>/*.JPEG; DATA_DIR/val/ either in <wnid>/ folders or flat (then a
-labels file).
+labels file). OUT may be DATA_DIR itself (with --overwrite: it is not empty; the shards
+go beside the split folders, which are all the readers list), but not a folder inside
+DATA_DIR/<split>/ or DATA_DIR/train/, where the shards would join the data.
 
 Shards: by default each split gets the fewest shards of at most 128 MiB, by an estimate
 made before writing from a sample of 64 of its images converted as they will be stored
@@ -29,8 +31,11 @@ from alexnet_tf.cli import app as cli_app  # one-line errors; TF's logs quiet (w
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Holds <split>/<wnid>/<image> (or a flat <split>/).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards and metadata.json go; must be "
-                                  "empty or new unless --overwrite.")
-_SPLITS = flags.DEFINE_list("splits", ["train", "val"], "Split folders to convert.")
+                                  "empty or new unless --overwrite; not inside a split folder "
+                                  "of --data_dir (--data_dir itself is fine).")
+_SPLITS = flags.DEFINE_list("splits", ["train", "val"], "Split folders of --data_dir to "
+                            "convert: one or more distinct plain folder names (letters, digits, "
+                            "'_', '-', '.'; not starting with '.').")
 _TRAIN_SHARDS = flags.DEFINE_integer(
     "train_shards", None, "Shards of the train split (default: automatic, the fewest of at "
     "most 128 MiB each by an estimate from a sample of the split).", lower_bound=1)
@@ -60,8 +65,15 @@ flags.mark_flags_as_required(["data_dir", "output_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # Imports no TensorFlow: the flag checks below run before it loads.
     from alexnet_tf.data import convert
 
+    problem = convert.splits_problem(_SPLITS.value)
+    if problem:
+        raise app.UsageError(f"--splits={','.join(_SPLITS.value)!r}: {problem}")
+    problem = convert.output_dir_problem(_DATA_DIR.value, _OUTPUT_DIR.value, _SPLITS.value)
+    if problem:
+        raise app.UsageError(problem)
     # --train_shards for the split named train, --val_shards for every other; None: automatic.
     shards = {split: _TRAIN_SHARDS.value if split == "train" else _VAL_SHARDS.value
               for split in _SPLITS.value}

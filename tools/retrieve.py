@@ -16,7 +16,11 @@ config (any source: image folder, TFRecords, TFDS, demo), or ``--data_dir``
 data_dir with ``--data_source=tfds`` and a run whose config names the builder). The
 split's fc7 features are computed once into ``--features_cache`` (default
 ``<workdir>/features``) and reused while the weights, preprocessing and split stay the
-same.
+same. A cache whose files are damaged (truncated, unreadable, not what its manifest
+says) is computed again in place, with a warning naming the file: it holds nothing but
+what the split gives again. A ``manifest.json`` there that this tool did not write (not
+JSON, truncated, other keys) stops the tool with one line naming it, and nothing in the
+directory is overwritten: delete the directory, or give another ``--features_cache``.
 
 Queries: image files or directories (``--query``, class unknown: neighbours only), and/or
 ``--num_queries`` examples of a labelled split (``--query_split``), for which the

@@ -11,7 +11,10 @@ its flags are in alexnet_tf/cli/predict.py, the client in alexnet_tf/serving/cli
 and docs/SERVING.md shows how to start the server.
 """
 
+import os
+import sys
+
 from alexnet_tf.cli import predict
 
 if __name__ == "__main__":
-    predict.run()
+    predict.run(name=os.path.basename(sys.argv[0]))

@@ -13,7 +13,13 @@ different poses, although they are far apart in pixels. This module:
    TFRecord record), ``names.json`` (file paths, record file names or TFDS ids) and
    ``manifest.json``, written last, holding a fingerprint of the weights, the
    preprocessing and the split (`DataSource.fingerprint`). The next run with the same
-   fingerprint reuses the cache; any other fingerprint recomputes it in place;
+   fingerprint reuses the cache; any other fingerprint recomputes it in place. A
+   cache whose manifest is this module's but whose files are damaged (truncated,
+   unreadable, or disagreeing with the manifest) is recomputed in place too, with a
+   warning naming the file: everything in it is derived from the split. A
+   ``manifest.json`` that is not one this module wrote (not JSON, truncated, not an
+   object, no fingerprint) is refused (RetrievalError naming it): the directory may
+   hold someone else's files, and nothing is overwritten;
 2. finds each query's ``k`` nearest database rows by Euclidean distance
    (`nearest_neighbours`), streaming the database in chunks of bounded memory (no
    ``N x N`` or ``Q x N`` matrix), exact: the distances of the final candidates are
@@ -217,26 +223,114 @@ def _diff_keys(a, b, prefix=""):
         yield prefix.rstrip(".")
 
 
-def load_cache(directory: str, fingerprint: dict | None = None) -> FeatureSet | None:
-    """The cached features in ``directory``, or None when there are none, they are
-    incomplete, or their fingerprint is not ``fingerprint`` (when given)."""
-    manifest_path = os.path.join(directory, MANIFEST_FILENAME)
-    if not os.path.exists(manifest_path):
+class CacheDamagedError(RetrievalError):
+    """A features cache whose manifest is this module's but whose files cannot be read
+    or disagree with it; ``path`` names the first bad file."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+def _read_manifest(directory: str) -> dict | None:
+    """``directory``'s manifest.json, or None when there is none. Raises RetrievalError
+    naming it when it is not one this module wrote (not JSON, truncated, not an object,
+    without a fingerprint of this format)."""
+    path = os.path.join(directory, MANIFEST_FILENAME)
+    if not os.path.lexists(path):
         return None
-    with open(manifest_path) as f:
-        manifest = json.load(f)
+    problem = None
+    try:
+        with open(path, "rb") as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (ValueError, RecursionError, IsADirectoryError) as error:
+        problem = f"not JSON ({type(error).__name__}: {str(error)[:200]})"
+    else:
+        if not isinstance(manifest, dict):
+            problem = f"a JSON {type(manifest).__name__}, not an object"
+        elif not isinstance(manifest.get("fingerprint"), dict) or not isinstance(
+                manifest["fingerprint"].get("format"), int):
+            # Any version's format number marks the cache as this module's: another
+            # version's is recomputed as another fingerprint.
+            problem = (f"without the fingerprint this module writes (keys: "
+                       f"{sorted(manifest)[:8]})")
+    if problem:
+        raise RetrievalError(
+            f"Features manifest {path!r} is {problem}: it is damaged, or {directory!r} "
+            f"holds other files than a features cache. Nothing was overwritten; delete "
+            f"{directory!r} (a features cache is computed again from the split) or give "
+            f"another --features_cache.")
+    return manifest
+
+
+def _read_cache_files(directory: str, manifest: dict) -> FeatureSet:
+    """The arrays a complete manifest describes; CacheDamagedError naming the first
+    file that is missing, truncated, unreadable or of another shape than it says."""
+    manifest_path = os.path.join(directory, MANIFEST_FILENAME)
+
+    def bad(name, why):
+        path = os.path.join(directory, name)
+        return CacheDamagedError(f"Features cache file {path!r} {why}", path)
+
+    rows, dim = manifest.get("num_rows"), manifest.get("dim")
+    if not (isinstance(rows, int) and isinstance(dim, int) and rows >= 0 and dim >= 1):
+        raise CacheDamagedError(f"Features manifest {manifest_path!r} holds num_rows="
+                                f"{rows!r} and dim={dim!r}; expected integers.", manifest_path)
+    arrays = {}
+    for name, mmap in ((FEATURES_FILENAME, "r"), (LABELS_FILENAME, None),
+                       (LOCATIONS_FILENAME, None)):
+        try:
+            arrays[name] = np.load(os.path.join(directory, name), mmap_mode=mmap,
+                                   allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise bad(name, f"cannot be read ({type(error).__name__}: "
+                            f"{str(error)[:200]})") from None
+    features, labels, locations = (arrays[n] for n in (FEATURES_FILENAME, LABELS_FILENAME,
+                                                       LOCATIONS_FILENAME))
+    if features.ndim != 2 or features.shape[0] < rows or features.shape[1] != dim:
+        raise bad(FEATURES_FILENAME, f"has shape {features.shape}; the manifest says "
+                                     f"{rows} rows of {dim}.")
+    if labels.shape != (rows,):
+        raise bad(LABELS_FILENAME, f"has shape {labels.shape}; expected ({rows},).")
+    if locations.shape != (rows, 2):
+        raise bad(LOCATIONS_FILENAME, f"has shape {locations.shape}; expected ({rows}, 2).")
+    try:
+        with open(os.path.join(directory, NAMES_FILENAME), "rb") as f:
+            names = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise bad(NAMES_FILENAME, f"cannot be read ({type(error).__name__}: "
+                                  f"{str(error)[:200]})") from None
+    if not (isinstance(names, list) and len(names) == rows
+            and all(isinstance(n, str) for n in names)):
+        raise bad(NAMES_FILENAME, f"does not list {rows} names.")
+    return FeatureSet(features[:rows], labels, locations, names, manifest, directory, True)
+
+
+def load_cache(directory: str, fingerprint: dict | None = None) -> FeatureSet | None:
+    """The cached features in ``directory``, or None when there are none (no
+    manifest.json: a cache is complete once its manifest is written), their fingerprint
+    is not ``fingerprint`` (when given), or, with a ``fingerprint``, a file of the cache
+    is damaged (logged as a warning naming it: the caller computes the cache again).
+
+    Raises RetrievalError naming manifest.json when it is not one this module wrote
+    (`_read_manifest`), and CacheDamagedError (a RetrievalError) naming the damaged
+    file when no ``fingerprint`` is given."""
+    manifest = _read_manifest(directory)
+    if manifest is None:
+        return None
     if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
         changed = list(_diff_keys(manifest.get("fingerprint"), fingerprint))
         logging.info("Feature cache %s was made for another model, preprocessing or split "
                      "(differs in %s): recomputing.", directory, changed[:5])
         return None
-    rows = int(manifest["num_rows"])
-    features = np.load(os.path.join(directory, FEATURES_FILENAME), mmap_mode="r")[:rows]
-    labels = np.load(os.path.join(directory, LABELS_FILENAME))
-    locations = np.load(os.path.join(directory, LOCATIONS_FILENAME))
-    with open(os.path.join(directory, NAMES_FILENAME)) as f:
-        names = json.load(f)
-    return FeatureSet(features, labels, locations, names, manifest, directory, True)
+    try:
+        return _read_cache_files(directory, manifest)
+    except CacheDamagedError as error:
+        if fingerprint is None:
+            raise
+        logging.warning("%s: the features cache in %s is damaged; computing it again in "
+                        "place.", error, directory)
+        return None
 
 
 def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: str = "",
@@ -245,7 +339,12 @@ def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: s
     from ``cache_dir`` when it holds them for the same fingerprint (weights,
     preprocessing, split), else computed in batches and written there. Examples that are
     not images or cannot be decoded are left out and named in the manifest's
-    ``skipped``."""
+    ``skipped``.
+
+    A cache of this module whose files are damaged is computed again in place, with a
+    warning naming the file (`load_cache`). Raises RetrievalError naming
+    ``cache_dir/manifest.json`` when that file is not a manifest this module wrote
+    (truncated, not JSON, other keys): then nothing in ``cache_dir`` is touched."""
     from tqdm import tqdm
 
     fingerprint = _fingerprint(extractor, split, split_name)
@@ -628,7 +727,10 @@ def retrieve(*, workdir: str | None = None, checkpoint: str = "auto",
     config, or ``data_dir``/``data_source``. Queries: image files (``query_paths``,
     class unknown) and/or ``num_queries`` examples of the labelled ``query_split``.
     ``features_cache`` defaults to ``<workdir>/features``; the split's features go to
-    ``<features_cache>/<split>``.
+    ``<features_cache>/<split>``: reused while the fingerprint holds, computed again when
+    it changes or a file of the cache is damaged (a warning names it); a manifest.json
+    there that this module did not write raises RetrievalError naming it
+    (`split_features`).
     """
     from alexnet_tf.analysis import model_io
     from alexnet_tf.data import sources

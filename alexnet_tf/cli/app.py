@@ -8,7 +8,9 @@ refuses (absl's ``app.UsageError``, raised by ``main``) and a bad ``--config`` e
 with status 2; an `alexnet_tf.errors.UserError` raised anywhere below ``main`` (a path,
 the data, a run, a model source), an ``OSError`` of the machine (disk full,
 read-only or not permitted) and one of a path (missing, not a directory, a directory,
-a link loop; the error names the file) exit with status 1. Anything else is a bug in the package
+a link loop; the error names the file) exit with status 1, and so does TensorFlow's
+out-of-memory error (one line naming the batch-size flags). A flag marked required
+that is missing is named as such (status 2). Anything else is a bug in the package
 and keeps its traceback. ``--verbose_errors`` or ``ALEXNET_TF_TRACEBACK=1`` print the
 traceback of a user's error too.
 
@@ -117,6 +119,21 @@ def config_flag_value(name: str = "config"):
     return value
 
 
+def validated_config_flag_value(name: str = "config"):
+    """`config_flag_value`, checked by the schema (`alexnet_tf.config.validate`): a value
+    it refuses is a usage error (status 2), like the file's own errors; None when the
+    flag is not given."""
+    from alexnet_tf import config as config_lib  # the schema: imports no TensorFlow
+
+    config = config_flag_value(name)
+    if config is None:
+        return None
+    try:
+        return config_lib.validate(config)
+    except config_lib.ConfigError as error:
+        raise app.UsageError(f"bad --{name}: {error}") from error
+
+
 def _parse(argv: list[str], name: str):
     """absl's flag parsing, with one line (status 2) for a flag it cannot parse and
     status 0 for help (``-h`` too, which absl does not know)."""
@@ -177,6 +194,11 @@ def _config_file_failed(error: Exception, argv: Sequence[str], name: str) -> Non
 
 def _flag_message(error: Exception) -> str:
     if isinstance(error, flags.Error):
+        # absl's text for flags marked required ("flag --x=None: Flag --x must have a
+        # value other than None.", once per flag) says it twice and in absl's terms.
+        missing = re.findall(r"Flag (--\w+) must have a value other than None", str(error))
+        if missing:
+            return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required"
         return _one_line(error)
     # config_flags raises AttributeError or KeyError from inside parsing for a
     # --config.key=value naming no key; the text holds its suggestion.
@@ -217,7 +239,7 @@ def _guarded(main: Callable, name: str) -> Callable:
             status = exit_status(error)
             if status is None:
                 raise
-            _report(name, _one_line(error), _wants_traceback())
+            _report(name, error_message(error), _wants_traceback())
             return status
 
     return guarded
@@ -239,10 +261,29 @@ def exit_status(error: BaseException) -> int | None:
         return ERROR_STATUS
     if isinstance(error, OSError) and error.errno in _PATH_ERRNOS and error.filename:
         return ERROR_STATUS
-    if (type(error).__module__.startswith("tensorflow")
-            and any(text in str(error) for text in _MACHINE_MESSAGES)):
+    if _from_tensorflow(error) and (
+            type(error).__name__ == "ResourceExhaustedError"
+            or any(text in str(error) for text in _MACHINE_MESSAGES)):
         return ERROR_STATUS
     return None
+
+
+def error_message(error: BaseException) -> str:
+    """The one line a user's error is reported with (after ``<binary>: error:``)."""
+    if _from_tensorflow(error) and type(error).__name__ == "ResourceExhaustedError":
+        # TensorFlow's text is a page of allocator state; its first line names the
+        # tensor. What the user can change is the batch.
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()),
+                     "")
+        return (f"out of memory: {first[:300]} (TensorFlow's ResourceExhaustedError). "
+                f"Lower the batch size: --batch_size=N for alexnet-eval, "
+                f"--config.train.global_batch_size=N (and "
+                f"--config.eval.global_batch_size=N) for alexnet-train.")
+    return _one_line(error)
+
+
+def _from_tensorflow(error: BaseException) -> bool:
+    return type(error).__module__.startswith("tensorflow")
 
 
 def _one_line(error: BaseException) -> str:

@@ -75,7 +75,11 @@ def main(argv) -> int:
             1 <= _BATCH_SIZE.value <= config_lib.MAX_GLOBAL_BATCH_SIZE):
         raise app.UsageError(f"--batch_size={_BATCH_SIZE.value} must be in 1.."
                              f"{config_lib.MAX_GLOBAL_BATCH_SIZE}")
-    config = cli_app.config_flag_value("config")
+    if _SPLIT.value is not None:
+        problem = config_lib.split_name_problem(_SPLIT.value)
+        if problem:
+            raise app.UsageError(f"--split={_SPLIT.value!r}: {problem}")
+    config = cli_app.validated_config_flag_value("config")
     # Imported here: the library needs TensorFlow, --help does not.
     from alexnet_tf import evaluate
     from alexnet_tf import run as run_lib

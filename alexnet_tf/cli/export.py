@@ -24,7 +24,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from alexnet_tf.cli import app as cli_app
-from alexnet_tf.export import limits  # the default limits, without TensorFlow
+from alexnet_tf.export import limits  # the defaults and their check, without TensorFlow
 
 _MODEL = flags.DEFINE_string("model", None, "Model source: a run, a checkpoint, a .keras file "
                              "or converted weights (one model: an ensemble is not exported).")
@@ -33,31 +33,45 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "TF Serving's model base path: the "
                                   "export is written to EXPORT_DIR/<version>/ (outside any "
                                   "run's work directory).")
-_VERSION = flags.DEFINE_integer("version", None, "Version to write (default: the next free "
-                                "one).")
+_VERSION = flags.DEFINE_integer("version", None, "Version to write: an integer from 0 to "
+                                f"{limits.MAX_VERSION} (TF Serving's versions are int64); "
+                                "default: the next free one.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "auto", "For a run: auto (best if the run has "
                                   "one, else latest), best, latest, a checkpoint prefix, or "
                                   "a directory of checkpoints, inside the run.")
 _CLASS_NAMES = flags.DEFINE_string(
     "class_names", None, "Class names of the model's outputs, for sources without them "
     "(converted weights): one per line in output order, or a synsets file.")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes returned per image.")
+_TOP_K = flags.DEFINE_integer(
+    "top_k", None, f"Classes returned per image: an integer from 1 to the model's number "
+    f"of classes; default: {limits.DEFAULT_TOP_K}, or all the classes of a model with fewer.")
 _MAX_PIXELS = flags.DEFINE_integer("max_pixels", limits.DEFAULT_MAX_PIXELS,
-                                   "Largest image accepted, in pixels.")
+                                   "Largest image accepted, in pixels: an integer >= 1.")
 _MAX_ASPECT_RATIO = flags.DEFINE_float(
     "max_aspect_ratio", limits.DEFAULT_MAX_ASPECT_RATIO,
-    "Largest accepted ratio of an image's longer side to its shorter side.")
+    "Largest accepted ratio of an image's longer side to its shorter side: a finite "
+    "number >= 1 (a square image has 1). There is no 'no limit' (inf is refused): the "
+    "shorter side is resized to the model's size, so a thin strip would become a huge "
+    "image.")
 
 
 def main(argv) -> int:
     """The ``alexnet-export`` command, for ``app.run``; returns the exit status. Missing
-    flags or extra arguments raise ``app.UsageError`` (status 2); a source, checkpoint
-    or version that cannot give an export is an `alexnet_tf.errors.UserError` (one
-    line, status 1)."""
+    flags, extra arguments and a flag value no export takes (`limits.check_export_values`:
+    --version, --top_k, --max_pixels, --max_aspect_ratio) raise ``app.UsageError``
+    (status 2) before TensorFlow is imported; a source, checkpoint or version that
+    cannot give an export (a --top_k above the model's classes, a version that exists)
+    is an `alexnet_tf.errors.UserError` (one line, status 1)."""
     rest = list(argv[1:])
     if rest or bool(_MODEL.value) == bool(_WORKDIR.value) or not _EXPORT_DIR.value:
         raise app.UsageError("give --model=SOURCE (or --workdir=RUN) and --export_dir, and "
                              f"no other arguments (got {rest})")
+    try:
+        limits.check_export_values(version=_VERSION.value, top_k=_TOP_K.value,
+                                   max_pixels=_MAX_PIXELS.value,
+                                   max_aspect_ratio=_MAX_ASPECT_RATIO.value, prefix="--")
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     # Imported here: the library needs TensorFlow, --help does not.
     from alexnet_tf import export as export_lib
     from alexnet_tf import run as run_lib

@@ -21,14 +21,15 @@ reached or a wrong model, version or signature is one line and status 1; wrong f
 
 from __future__ import annotations
 
-import sys
 import math
+import sys
 import urllib.parse
 from typing import Sequence
 
 from absl import app, flags
 
 from alexnet_tf.cli import app as cli_app
+from alexnet_tf.export import limits  # MAX_VERSION, without TensorFlow
 
 NAME = "alexnet-predict"
 
@@ -40,8 +41,9 @@ _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Run this export in-proc
                                    "(its highest version).")
 _MODEL_NAME = flags.DEFINE_string("model_name", "alexnet", "The model's name on the server "
                                   "(MODEL_NAME).")
-_VERSION = flags.DEFINE_integer("version", None, "A model version (default: the server's "
-                                "latest).")
+_VERSION = flags.DEFINE_integer("version", None, "A model version: an integer from 0 to "
+                                f"{limits.MAX_VERSION} (TF Serving's versions are int64); "
+                                "default: the server's latest.")
 _LABEL = flags.DEFINE_string("label", None, "A version label from the server's "
                              "models.config.")
 # TF Serving's name for a SavedModel's default signature (DEFAULT_SERVING_SIGNATURE_DEF_KEY).
@@ -57,6 +59,15 @@ def _check_request_flags() -> None:
         raise app.UsageError(f"--timeout={timeout} must be a number of seconds > 0")
     if _VERSION.value is not None and _VERSION.value < 0:
         raise app.UsageError(f"--version={_VERSION.value} must be >= 0")
+    if _VERSION.value is not None and _VERSION.value > limits.MAX_VERSION:
+        raise app.UsageError(f"--version={_VERSION.value} must be <= {limits.MAX_VERSION} "
+                             f"(TF Serving's versions are int64)")
+    if flags.FLAGS["form"].present and not _REST.value:
+        raise app.UsageError(f"--form={_FORM.value} shapes a REST request body; it has no "
+                             f"effect without --rest")
+    if not (_MODEL_NAME.value or "").strip() or "/" in _MODEL_NAME.value:
+        raise app.UsageError(f"--model_name={_MODEL_NAME.value!r} must be the model's name "
+                             f"on the server (MODEL_NAME, e.g. alexnet)")
     if _VERSION.value is not None and _LABEL.value:
         raise app.UsageError("give --version or --label, not both")
     if _SAVED_MODEL.value and (_VERSION.value is not None or _LABEL.value):
@@ -69,12 +80,17 @@ def _check_request_flags() -> None:
                                  f"e.g. http://localhost:8501")
 
 
+# The command's name in its error lines, as `run` was given it: absl calls main(argv).
+_name = NAME
+
+
 def main(argv: Sequence[str]) -> int:
     """``argv``: the program name and the image files. Prints each answered file's top-5
-    on stdout and each failed file's error on stderr, in the order of the files; returns
-    0 when every file was answered, 1 when any failed. Wrong arguments raise
-    `app.UsageError` (status 2); a request that fails as a whole (no server, no such
-    model or signature) a `protocol.ServingError` (one line, status 1)."""
+    on stdout and each failed file's error on stderr (``NAME: error: PATH: REASON``, NAME
+    as `run` was given it), in the order of the files; returns 0 when every file was
+    answered, 1 when any failed. Wrong arguments raise `app.UsageError` (status 2); a
+    request that fails as a whole (no server, no such model or signature, a signature
+    that takes no image bytes) a `protocol.ServingError` (one line, status 1)."""
     files = list(argv[1:])
     # The client checks these too; here they come before TensorFlow loads.
     given = [f"--{flag.name}" for flag in (_REST, _GRPC, _SAVED_MODEL) if flag.value]
@@ -95,14 +111,17 @@ def main(argv: Sequence[str]) -> int:
         if result.ok:
             print(client.describe([result]), flush=True)
         else:
-            print(f"{NAME}: error: {result.path}: {result.error}", file=sys.stderr,
+            print(f"{_name}: error: {result.path}: {result.error}", file=sys.stderr,
                   flush=True)
     return cli_app.ERROR_STATUS if any(not r.ok for r in results) else 0
 
 
-def run() -> None:
-    """Console-script entry point (``alexnet-predict``)."""
-    cli_app.run(main, __name__, name=NAME)
+def run(name: str = NAME) -> None:
+    """Console-script entry point (``alexnet-predict``). ``name``: the command's name in
+    its error lines (any non-empty string; tools/serving_client.py gives its own)."""
+    global _name
+    _name = name
+    cli_app.run(main, __name__, name=name)
 
 
 if __name__ == "__main__":

@@ -48,16 +48,11 @@ _PRINT_CONFIG = flags.DEFINE_bool(
 def read_config():
     """The validated config of --config and its overrides; a file that cannot be loaded
     or a value the schema refuses is a usage error (status 2)."""
-    from alexnet_tf import config as config_lib  # the schema: imports no TensorFlow
-
-    config = cli_app.config_flag_value("config")
+    config = cli_app.validated_config_flag_value("config")
     if config is None:
         raise app.UsageError("give --config=FILE, a config file such as configs/demo.py "
                              "(optionally FILE:arg)")
-    try:
-        return config_lib.validate(config)
-    except config_lib.ConfigError as error:
-        raise app.UsageError(f"bad --config: {error}") from error
+    return config
 
 
 def main(argv) -> int:

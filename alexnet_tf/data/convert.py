@@ -5,7 +5,9 @@
         [--synsets_file=LOC_synset_mapping.txt]
 
 Input: ``DATA_DIR/<split>/<wnid>/<image>`` or a flat validation folder with a labels
-file (`alexnet_tf.data.imagenet.list_split`). Output, in ``OUT``:
+file (`alexnet_tf.data.imagenet.list_split`). Output, in ``OUT``, which may be
+``DATA_DIR`` itself (the readers list only ``DATA_DIR/<split>/``) but not a folder at or
+below ``DATA_DIR/<split>/`` or ``DATA_DIR/train/`` (`output_dir_problem`):
 
 * ``<split>-00000-of-01024`` ...: TFRecord shards of `tfrecords.make_example` records
   (labels stored 1-based, ``label + LABEL_OFFSET``, as the Inception/TPU converters do).
@@ -136,9 +138,11 @@ __all__ = [
     "build_tfrecords",
     "estimate_record_bytes",
     "normalize_image",
+    "output_dir_problem",
     "record_bytes",
     "shard_name",
     "shorter_side_size",
+    "splits_problem",
     "summary_line",
 ]
 
@@ -227,6 +231,49 @@ def normalize_image(data: bytes, *, resize_shorter_side: int = 0,
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files
         reason = str(e) or repr(e)
         raise SkipImage(f"cannot decode as an image: {type(e).__name__}: {reason}") from e
+
+
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def splits_problem(splits: Sequence[str]) -> str:
+    """Why ``splits`` cannot be converted, or "": at least one split, each named once,
+    each a plain folder name of the data directory (letters, digits, '_', '-' and '.',
+    not starting with '.'), which the readers also match literally in shard names."""
+    splits = list(splits)
+    if not splits:
+        return "no split named; expected split folder names such as train,val"
+    for split in splits:
+        if not _SPLIT_NAME.fullmatch(split) or split.startswith("."):
+            return (f"split name {split!r} is not a plain folder name of the data directory "
+                    f"(letters, digits, '_', '-' and '.', not starting with '.'; no path "
+                    f"separator or '..')")
+    twice = sorted({split for split in splits if splits.count(split) > 1})
+    if twice:
+        return f"split {twice[0]!r} is named more than once; expected each split once"
+    return ""
+
+
+def output_dir_problem(data_dir: str, output_dir: str, splits: Sequence[str]) -> str:
+    """Why ``output_dir`` cannot take the shards of ``data_dir``'s ``splits``, or "".
+
+    Refused: ``output_dir`` at or below a folder the conversion reads,
+    ``data_dir/<split>`` for each split and ``data_dir/train`` (whose class folders
+    give the class order when the first split is another): there it would show up as a
+    class folder of the data on the next listing. Allowed: anywhere else, ``data_dir``
+    itself included (the shards and reports are files beside the split folders, and the
+    readers list only ``data_dir/<split>/``; a non-empty ``data_dir`` needs ``overwrite``).
+    Paths are compared after resolving symbolic links; nothing is read."""
+    data = os.path.realpath(data_dir)
+    out = os.path.realpath(output_dir)
+    for split in dict.fromkeys([*splits, "train"]):
+        folder = os.path.join(data, split)
+        if os.path.commonpath([out, folder]) == folder:
+            return (f"--output_dir {output_dir!r} is at or inside {folder!r}, a split folder of "
+                    f"--data_dir {data_dir!r} that the conversion reads: the shards would be "
+                    f"listed with its class folders and images; choose a folder outside "
+                    f"{os.path.join(data_dir, '<split>')!r} (--data_dir itself is fine)")
+    return ""
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -467,13 +514,19 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
     seconds, more than a few hundred images take to convert. Workers silence
     TensorFlow's start-up logs when this process did (`alexnet_tf.cli.tf_logs`).
     Everything is listed and checked before anything is written.
+
+    ``splits``: distinct plain folder names of ``data_dir`` (`splits_problem`).
+    ``output_dir``: anywhere but at or below a split folder the conversion reads
+    (`output_dir_problem`); ``data_dir`` itself is fine (with ``overwrite``, as it is
+    not empty).
     """
     given = {split: count for split, count in (shards or {}).items() if count is not None}
     default_workers = workers is None
     workers = workers or os.cpu_count() or 1
     splits = list(splits)
-    if not splits or len(set(splits)) != len(splits):
-        raise DataError(f"splits must be distinct split names, got {splits}.")
+    problem = splits_problem(splits)
+    if problem:
+        raise DataError(f"splits {splits}: {problem}.")
     for split, count in given.items():
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise DataError(f"The shard count of {split!r} must be an integer >= 1, got {count!r}.")
@@ -487,14 +540,13 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
         raise DataError(f"workers must be >= 1, got {workers}.")
     if not os.path.isdir(data_dir):
         raise NotFoundError(f"--data_dir {data_dir!r} does not exist or is not a directory.")
+    problem = output_dir_problem(data_dir, output_dir, splits)
+    if problem:
+        raise DataError(problem + ".")
     data_dir = os.path.abspath(data_dir)
     output_dir = os.path.abspath(output_dir)
     _check_output_dir(output_dir, overwrite)
 
-    for split in splits:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
-            raise DataError(f"Split name {split!r} must be a plain folder name (letters, "
-                             f"digits, '_', '-' and '.'); readers match it literally.")
     # List and check every split before writing anything; every split in the class
     # order of the first (its own folders, or DATA_DIR/train's for a flat split).
     listed = {splits[0]: imagenet.list_split(data_dir, splits[0], val_labels_file=val_labels_file,
@@ -607,7 +659,10 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
         }
     _carry_over(previous, metadata, output_dir)
     _atomic_write_json(os.path.join(output_dir, METADATA_NAME), metadata)
-    logging.info("%s in %.1f s", summary_line(metadata, output_dir), time.time() - start_time)
+    # The summary itself is the caller's to show (tools/build_tfrecords.py prints it):
+    # logged here too, it reached the terminal twice.
+    logging.info("Wrote %s in %.1f s.", os.path.join(output_dir, METADATA_NAME),
+                 time.time() - start_time)
     return metadata
 
 

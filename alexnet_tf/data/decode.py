@@ -33,7 +33,9 @@ with the same reason:
   more than `_MAX_JPEG_SEGMENTS` steps (fill bytes or segments) before its frame header,
   or before its scan data when it does not end with FF D9, without an end-of-image
   marker after its scan data (an FF D9 inside an EXIF thumbnail does not count), or
-  without a frame header; a PNG without IEND; a GIF without an image or whose blocks
+  without a frame header; a PNG without IEND or whose header gives a width or height
+  above 2^31 - 1 (the PNG specification's limit: a damaged header); a GIF without an
+  image or whose blocks
   end early; a BMP that is not of the kind above; then the size: no pixels (a JPEG frame
   header of height 0 too), more than ``max_pixels`` (a GIF counts every frame at its
   canvas, the larger of its screen and its tallest and widest frames, since TF's
@@ -302,6 +304,9 @@ def _jpeg_checks(data: bytes):
 
 
 _NO_FRAME_HEADER = "JPEG without a frame header (an SOF marker segment before its scan data)"
+# PNG's IHDR holds width and height as unsigned 32-bit big-endian integers, but the PNG
+# specification allows at most 2^31 - 1: a larger value is a damaged header, not a size.
+_PNG_MAX_SIDE = 2 ** 31 - 1
 _MAX_JPEG_SIDE = 65500  # libjpeg's JPEG_MAX_DIMENSION, in TF's build and in Pillow's
 _BMP_HEADERS = (40, 52, 56, 64, 108, 124)  # BITMAPINFOHEADER and its successors
 _SAVE_AS_PNG = ": not supported; save it as PNG"
@@ -332,13 +337,11 @@ def _bmp_checks(data: bytes):
         if not ((masks == (0xFF0000, 0xFF00, 0xFF) and (bits == 24 or alpha in (0, 0xFF000000)))
                 or (bits == 32 and masks == (0, 0, 0) and alpha == 0)):
             pre = "BMP with colour masks other than 8-bit blue, green, red" + _SAVE_AS_PNG
-    offset = _s32(data, 10, True)
+    offset = _u32(data, 10, True)  # bfOffBits: unsigned (DWORD), unlike width and height
     row = (bits // 8 * width + 3) // 4 * 4
     expected = offset + row * height
     post = ""
-    if offset < 0:
-        post = f"BMP with a negative pixel data offset ({offset})"
-    elif len(data) < expected:
+    if len(data) < expected:
         post = (f"truncated BMP ({len(data)} bytes; its header declares {expected}: pixel "
                 f"data at byte {offset}, then {height} rows of {row} bytes)")
     elif len(data) > expected:
@@ -412,8 +415,9 @@ def bytes_problem(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
             post = (f"JPEG of {height}x{width} (height x width): more than the "
                     f"{_MAX_JPEG_SIDE} pixels a side libjpeg decodes")
     elif data[:4] == b"\x89PNG":
-        pre = "" if b"IEND" in data else "truncated PNG (no IEND chunk)"
-        height, width = _s32(data, 20, False), _s32(data, 16, False)
+        width, height = _u32(data, 16, False), _u32(data, 20, False)
+        pre = (_png_header_problem("width", width) or _png_header_problem("height", height)
+               or ("" if b"IEND" in data else "truncated PNG (no IEND chunk)"))
     elif data[:3] == b"GIF":
         pre, height, width, frames, post = _gif_checks(data, max_pixels)
     elif data[:2] == b"BM":
@@ -421,6 +425,14 @@ def bytes_problem(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     else:
         return f"not a JPEG, PNG, GIF or BMP image ({len(data)} bytes)"
     return pre or _size_problem(height, width, max_pixels) or frames or post
+
+
+def _png_header_problem(name: str, value: int) -> str:
+    """The reason a PNG header's width or height ``value`` is refused, or ""."""
+    if value <= _PNG_MAX_SIDE:
+        return ""
+    return (f"damaged PNG (its header gives a {name} of {value}: more than the "
+            f"{_PNG_MAX_SIDE} the PNG specification allows)")
 
 
 _PIL_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM",
@@ -593,9 +605,15 @@ def _exif_orientation(encoded, app1):
     tiff = app1 + 10
     header = _read(encoded, tiff, 8)
     little = tf.equal(header[:, 0], 0x49)
-    offset = tf.where(little, _be16(header, 4, little) + _be16(header, 6, little) * 65536,
-                      _be16(header, 4) * 65536 + _be16(header, 6))
-    ifd = tiff + offset
+    # The IFD offset is unsigned 32-bit: in int32 one of 2^31 or more would wrap to a
+    # negative offset and could point before the TIFF header, where the Python side
+    # (and the Exif standard) reads past the end of the file: no orientation. Clamped
+    # to the end, it reads zeros there as the Python side does.
+    wide = tf.cast(header, tf.int64)
+    offset = tf.where(little, _be16(wide, 4, little) + _be16(wide, 6, little) * 65536,
+                      _be16(wide, 4) * 65536 + _be16(wide, 6))
+    ifd = tf.cast(tf.minimum(tf.cast(tiff, tf.int64) + offset,
+                             tf.cast(tf.strings.length(encoded), tf.int64)), tf.int32)
     count = tf.minimum(_be16(_read(encoded, ifd, 2), 0, little), _MAX_IFD_ENTRIES)
     entries = tf.reshape(_read(encoded, ifd + 2, 12 * _MAX_IFD_ENTRIES),
                          [-1, _MAX_IFD_ENTRIES, 12])
@@ -870,7 +888,9 @@ def _bmp_batch_checks(encoded, length):
     fields = tf.reduce_sum(tf.gather(b, [[i, i + 1, i + 2, i + 3] for i in _BMP_FIELDS], axis=1)
                            * [1, 256, 65536, 16777216], axis=2)  # [B, 9] unsigned
     signed = tf.where(fields >= 2 ** 31, fields - 2 ** 32, fields)
-    offset, width, height = signed[:, 0], signed[:, 2], signed[:, 3]
+    # Width and height are signed (LONG; a negative height means rows top-down), the
+    # pixel data offset is not (DWORD).
+    offset, width, height = fields[:, 0], signed[:, 2], signed[:, 3]
     header, compression, masks = fields[:, 1], fields[:, 4], fields[:, 5:8]
     alpha = tf.where(header >= 56, fields[:, 8], 0)
     bits = b[:, 28] + 256 * b[:, 29]
@@ -898,14 +918,12 @@ def _bmp_batch_checks(encoded, length):
     row = tf.math.floordiv(bits // 8 * width + 3, 4) * 4
     expected = offset + row * height
     layout = ["pixel data at byte ", ", then ", " rows of ", " bytes)"]
-    code = tf.where(offset < 0, 1, tf.where(size < expected, 2, tf.where(size > expected, 3, 0)))
+    code = tf.where(size < expected, 1, tf.where(size > expected, 2, 0))
     post = _reason(code, [
-        ["BMP with a negative pixel data offset (", ")"],
         ["truncated BMP (", " bytes; its header declares ", ": " + layout[0]] + layout[1:],
         ["BMP of ", " bytes, ", " more than its header declares (" + layout[0]] + layout[1:-1]
         + [layout[-1] + _SAVE_AS_PNG]],
-        [tf.where(offset < 0, offset, size), tf.where(size < expected, expected, size - expected),
-         offset, height, row])
+        [size, tf.where(size < expected, expected, size - expected), offset, height, row])
     return pre, tf.cast(height, tf.int32), tf.cast(width, tf.int32), post
 
 
@@ -930,7 +948,8 @@ def inspect_batch(encoded, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                    data (an FF D9 inside an EXIF thumbnail, before the scan, does not count:
                    entropy-coded data never holds FF D9), without a frame header or of
                    more than 65500 pixels a side (libjpeg's limit); a PNG
-                   without IEND; a GIF without an image, whose blocks end early, or whose
+                   without IEND or whose header gives a width or height above 2^31 - 1
+                   (damaged); a GIF without an image, whose blocks end early, or whose
                    first frame does not fill its screen or is smaller than a later frame;
                    a BMP that TF's decoder cannot read as Pillow does (not a 40- to
                    124-byte header, a colour palette or other than 24/32 bits per pixel,
@@ -977,12 +996,23 @@ def inspect_batch(encoded, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         is_jpeg & ~plain, jpeg_rows, encoded, ("", 1, -1, -1))
     jpeg_h, jpeg_w = tf.where(plain, plain_h, jpeg_h), tf.where(plain, plain_w, jpeg_w)
 
-    # PNG: IEND, IHDR.
+    # PNG: IHDR (unsigned 32-bit: read in int64, as int32 would wrap), IEND.
     png_only = tf.strings.substr(encoded, 0 * length, tf.where(is_png, length, 0))
-    png_header = _read(encoded, 16, 8)
+    png_header = tf.cast(_read(encoded, 16, 8), tf.int64)
     png_w = _be16(png_header, 0) * 65536 + _be16(png_header, 2)
     png_h = _be16(png_header, 4) * 65536 + _be16(png_header, 6)
-    png_pre = tf.where(_contains(png_only, b"IEND"), "", "truncated PNG (no IEND chunk)")
+
+    def png_damaged(name, value):
+        return tf.strings.join([f"damaged PNG (its header gives a {name} of ", _text(value),
+                                f": more than the {_PNG_MAX_SIDE} the PNG specification "
+                                "allows)"])
+
+    png_pre = tf.where(png_w > _PNG_MAX_SIDE, png_damaged("width", png_w), tf.where(
+        png_h > _PNG_MAX_SIDE, png_damaged("height", png_h), tf.where(
+            _contains(png_only, b"IEND"), "", "truncated PNG (no IEND chunk)")))
+    png_damaged_header = (png_w > _PNG_MAX_SIDE) | (png_h > _PNG_MAX_SIDE)
+    png_w = tf.where(png_damaged_header, minus, tf.cast(png_w, tf.int32))
+    png_h = tf.where(png_damaged_header, minus, tf.cast(png_h, tf.int32))
 
     # GIF: every block; the first frame's layout and transparency.
     (frames, tallest, widest, top, left, first_h, first_w, complete, transparent, gce,

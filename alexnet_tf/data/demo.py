@@ -87,6 +87,11 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 _MIN_IMAGE_SIZE = 32
 
+# The datasets this process has already reported (written, or found up to date), by
+# (resolved root, parameters, set): a training run asks for its train and its eval
+# split in turn, each through `ensure_demo_dataset`, and the user needs to hear once.
+_REPORTED: set[tuple] = set()
+
 
 # --------------------------------------------------------------------------------
 # Drawing. Each class has a function that draws the random parameters of one image
@@ -673,7 +678,12 @@ def write_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
         shutil.rmtree(partial, ignore_errors=True)
         raise
     logging.info("Demo dataset ready at %s (%.1f s)", root, time.perf_counter() - start)
+    _REPORTED.add(_report_key(root, params, demo_set))
     return given
+
+
+def _report_key(root: pathlib.Path, params: dict, demo_set: str) -> tuple:
+    return str(root.expanduser().resolve()), tuple(sorted(params.items())), demo_set
 
 
 def _move_into_place(partial: pathlib.Path, root: pathlib.Path, params: dict,
@@ -715,7 +725,9 @@ def ensure_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
     Returns at once if `root/MANIFEST.json` records exactly these parameters (and
     the current format version) and every class folder holds the expected number
     of files; otherwise (re)generates the dataset with `write_demo_dataset`,
-    replacing an older demo dataset at `root`.
+    replacing an older demo dataset at `root`. The check runs on every call; its "up
+    to date" line is logged once per process and dataset (a training run calls this
+    for its train and its eval split), later calls log it at debug level.
 
     Args:
       root: see `write_demo_dataset`.
@@ -733,7 +745,10 @@ def ensure_demo_dataset(root, *, seed: int = 0, train_per_class: int = 400,
     _check_set(demo_set)
     root = pathlib.Path(root).expanduser()
     if _is_complete(root, params, demo_set):
-        logging.info("Demo dataset at %s is up to date.", root)
+        key = _report_key(root, params, demo_set)
+        (logging.debug if key in _REPORTED else logging.info)(
+            "Demo dataset at %s is up to date.", root)
+        _REPORTED.add(key)
         return root
     if _read_manifest(root) is not None:
         logging.info("Demo dataset at %s has other parameters or is incomplete; "

@@ -58,6 +58,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from alexnet_tf import config as config_lib
 from alexnet_tf.data import tfrecords
 from alexnet_tf.errors import DataError, MissingDependencyError, NotFoundError
 
@@ -1036,8 +1037,12 @@ def load_split(data_config, split: str,
 
     Raises:
       ValueError: an unknown source; or the source's own errors (`DataSource.from_config`).
-      DataError: a split that holds no examples.
+      DataError: a split that holds no examples, or a split name that is a path
+        (`alexnet_tf.config.split_name_problem`).
     """
+    problem = config_lib.split_name_problem(split)
+    if problem:
+        raise DataError(f"Split {split!r}: {problem}.")
     try:
         source = SOURCES[data_config.source]
     except KeyError:

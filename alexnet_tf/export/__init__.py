@@ -13,7 +13,9 @@ is `alexnet_tf.cli.export`; docs/SERVING.md has the server commands).
 * `alexnet_tf.export.input_checks`: the checks of every input before it is decoded
   (format, truncation, size read from the header: `header_size`, `check_encoded_image`).
 * `alexnet_tf.export.limits`: the default input limits, `DEFAULT_MAX_PIXELS` and
-  `DEFAULT_MAX_ASPECT_RATIO`.
+  `DEFAULT_MAX_ASPECT_RATIO`, `DEFAULT_TOP_K`, `MAX_VERSION`, and
+  `check_export_values`, the one check of an export's version, top_k and limits
+  (without TensorFlow: ``alexnet-export`` runs it before TensorFlow loads).
 
 The names below are this package's API. Importing it imports no TensorFlow: each name
 loads its module on first use (PEP 562), as ``alexnet_tf`` does, so that

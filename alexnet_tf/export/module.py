@@ -40,7 +40,7 @@ from alexnet_tf import models
 from alexnet_tf.errors import UserError
 from alexnet_tf.convention import InputConvention
 from alexnet_tf.data import preprocess
-from alexnet_tf.export import input_checks
+from alexnet_tf.export import input_checks, limits
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 
 
@@ -57,6 +57,10 @@ class ServingModule(tf.Module):
     Each row of `SIGNATURE_TABLE` becomes a ``tf.function`` attribute named after its
     compute function (``classify_bytes``, ..., ``features``); `signatures` gives their
     concrete functions under the signature names.
+
+    ``top_k`` (an integer >= 1; more than the model's classes gives all of them),
+    ``max_pixels`` and ``max_aspect_ratio`` are checked by
+    `alexnet_tf.export.limits.check_export_values` (ExportError).
     """
 
     def __init__(self, model: keras.Model, *, classes: list[dict],
@@ -66,8 +70,11 @@ class ServingModule(tf.Module):
         num_classes = int(model.output.shape[-1])
         if len(classes) != num_classes:
             raise ExportError(f"{len(classes)} classes for a model with {num_classes} outputs.")
-        if top_k < 1:
-            raise ExportError(f"top_k must be >= 1, got {top_k}.")
+        try:
+            limits.check_export_values(top_k=top_k, max_pixels=max_pixels,
+                                       max_aspect_ratio=max_aspect_ratio)
+        except ValueError as error:
+            raise ExportError(str(error)) from None
         self.model = model
         self.feature_model = models.feature_extractor(model)
         self.assets = [tf.saved_model.Asset(path) for path in assets]

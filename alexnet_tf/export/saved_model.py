@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -44,6 +43,7 @@ from alexnet_tf import config as config_lib
 from alexnet_tf import convention as convention_lib
 from alexnet_tf import model_source as source_lib
 from alexnet_tf import run as run_lib
+from alexnet_tf.export import limits
 from alexnet_tf.export import module as module_lib
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 from alexnet_tf.export.module import ExportError
@@ -94,12 +94,29 @@ def existing_versions(export_dir: str) -> list[int]:
     if not os.path.isdir(export_dir):
         return []
     return sorted(int(name) for name in os.listdir(export_dir)
-                  if name.isdigit() and os.path.isdir(os.path.join(export_dir, name)))
+                  if name.isascii() and name.isdigit()
+                  and os.path.isdir(os.path.join(export_dir, name)))
 
 
 def next_version(export_dir: str) -> int:
-    """One more than the highest version: TF Serving serves the highest by default."""
-    return max(existing_versions(export_dir), default=0) + 1
+    """One more than the highest version taken: TF Serving serves the highest by
+    default. A version is taken by a directory, a file named by the integer, or an
+    ``<N>.keras`` file (an export's own, or one left without its directory).
+
+    Raises ExportError when that number would exceed `limits.MAX_VERSION` (TF Serving's
+    int64): the user gives ``--version`` then."""
+    taken = [0]
+    if os.path.isdir(export_dir):
+        for name in os.listdir(export_dir):
+            stem = name[:-len(".keras")] if name.endswith(".keras") else name
+            if stem.isdigit() and stem.isascii():
+                taken.append(int(stem))
+    version = max(taken) + 1
+    if version > limits.MAX_VERSION:
+        raise ExportError(f"{export_dir!r} already holds version {max(taken)}, the highest "
+                          f"TF Serving can load ({limits.MAX_VERSION}, int64): give a free "
+                          f"--version, or another --export_dir.")
+    return version
 
 
 # ---------------------------------------------------------------------- warmup
@@ -171,7 +188,8 @@ def _source_config(source: source_lib.ModelSource):
 
 
 def export(source, export_dir: str, *, version: int | None = None,
-           checkpoint: str = "auto", top_k: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
+           checkpoint: str = "auto", top_k: int | None = None,
+           max_pixels: int = DEFAULT_MAX_PIXELS,
            max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
            class_names_file: str | None = None) -> str:
     """Exports a model source for TF Serving; returns the new ``EXPORT_DIR/<version>``.
@@ -183,21 +201,32 @@ def export(source, export_dir: str, *, version: int | None = None,
         input convention and its class names (or take ``class_names_file``'s).
       export_dir: TF Serving's model base path; created if missing. Never a run's work
         directory or a directory inside one (the versions would land among its files).
-      version: the integer version to write; default: one more than the highest there.
-        An existing version is never overwritten (ExportError).
+      version: the integer version to write, from 0 to 2^63 - 1 (TF Serving's versions
+        are int64); default: one more than the highest there. An existing version is
+        never overwritten (ExportError).
       checkpoint: for a run: "auto" (best if the run has one, else latest), "best",
         "latest", a checkpoint prefix or a directory of checkpoints (see
         `run.resolve_checkpoint`).
-      top_k: classes returned per image (at most the number of classes).
-      max_pixels, max_aspect_ratio: the largest image the signatures accept.
+      top_k: classes returned per image, an integer from 1 to the model's number of
+        classes; default: 5 (`limits.DEFAULT_TOP_K`), or all the classes of a model
+        with fewer.
+      max_pixels, max_aspect_ratio: the largest image the signatures accept: an integer
+        number of pixels >= 1, and a finite ratio of the longer side to the shorter >= 1
+        (infinity is refused; see `limits.check_export_values`).
       class_names_file: class names for a source without them (converted weights): one
         per line in output order, or a synsets file (`model_source.read_class_names`).
 
     Raises:
-      ExportError: the source, its checkpoint or the version cannot give an export (an
+      ExportError: a value above is not accepted (checked first, before the source is
+        read), or the source, its checkpoint or the version cannot give an export (an
         ensemble "A,B" cannot: one model per export; a damaged checkpoint is named with
         the reason); nothing is written then, and no directory is left behind.
     """
+    try:
+        limits.check_export_values(version=version, top_k=top_k, max_pixels=max_pixels,
+                                   max_aspect_ratio=max_aspect_ratio)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
     if not isinstance(source, source_lib.ModelSource):
         spec = os.fspath(source)
         if "," in spec and not os.path.exists(os.path.expanduser(spec)):
@@ -222,16 +251,6 @@ def export(source, export_dir: str, *, version: int | None = None,
         config = _source_config(source)
     except (source_lib.SourceError, run_lib.RunError, config_lib.ConfigError) as error:
         raise ExportError(str(error)) from None
-    if version is not None and (isinstance(version, bool) or int(version) != version
-                                or version < 0):
-        raise ExportError(f"version must be an integer >= 0, got {version!r}.")
-    # Limits that refuse every image would export a model that serves nothing.
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ExportError(f"max_pixels must be an integer >= 1, got {max_pixels!r}.")
-    if not (isinstance(max_aspect_ratio, (int, float)) and not isinstance(max_aspect_ratio, bool)
-            and math.isfinite(max_aspect_ratio) and max_aspect_ratio >= 1):
-        raise ExportError(f"max_aspect_ratio must be a finite number >= 1 (a square image "
-                          f"has 1), got {max_aspect_ratio!r}.")
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir!r} is a file; expected a directory (TF "
                           f"Serving's model base path).")
@@ -239,6 +258,13 @@ def export(source, export_dir: str, *, version: int | None = None,
     if len(classes) != num_classes:
         raise ExportError(f"{source.description} has {num_classes} outputs but "
                           f"{len(classes)} class names; expected one per output.")
+    if top_k is None:
+        top_k = min(limits.DEFAULT_TOP_K, num_classes)
+    elif top_k > num_classes:
+        raise ExportError(f"top_k={top_k} is more than the {num_classes} classes of "
+                          f"{source.description}; expected 1 to {num_classes} (or leave "
+                          f"it out: {limits.DEFAULT_TOP_K}, or all the classes of a model "
+                          f"with fewer).")
     # Built before anything is created, so that a refused export leaves no directory.
     try:
         model = source.load_model(
@@ -331,14 +357,14 @@ def _write_export(source, model, step, classes, config, export_dir, version, top
                   max_pixels, max_aspect_ratio) -> str:
     """Writes the version (see `export`) into the existing ``export_dir``."""
     convention = source.convention
-    num_classes = source.num_classes
     version = next_version(export_dir) if version is None else int(version)
     target = os.path.join(export_dir, str(version))
     keras_target = os.path.join(export_dir, f"{version}.keras")
     for path in (target, keras_target):
         if os.path.exists(path):
             raise ExportError(f"{path!r} exists: versions are never overwritten; choose "
-                              f"another --version or leave it out for the next free one.")
+                              f"another --version, or leave it out for the next free one "
+                              f"({next_version(export_dir)}).")
     if existing_versions(export_dir) and version < max(existing_versions(export_dir)):
         logging.warning("Version %d is lower than %d: TF Serving's default version policy "
                         "keeps serving the highest.", version, max(existing_versions(export_dir)))
@@ -355,7 +381,7 @@ def _write_export(source, model, step, classes, config, export_dir, version, top
             "step": step,
             "version": version,
             "signatures": list(module_lib.SIGNATURES),
-            "top_k": min(top_k, num_classes),
+            "top_k": top_k,
             "max_pixels": int(max_pixels),
             "max_aspect_ratio": float(max_aspect_ratio),
             "preprocessing": {

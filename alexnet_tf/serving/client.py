@@ -190,15 +190,42 @@ def load_saved_model(path: str):
                            ) from None
 
 
+IMAGE_BYTES_INPUT = "image_bytes"
+
+
+def _takes_image_bytes(function) -> bool:
+    """Whether a signature's only input is a string ``image_bytes``: what this client
+    sends."""
+    inputs = function.structured_input_signature[1]
+    return (set(inputs) == {IMAGE_BYTES_INPUT}
+            and inputs[IMAGE_BYTES_INPUT].dtype == tf.string)
+
+
+def _describe_inputs(function) -> str:
+    return ", ".join(f"{name} ({spec.dtype.name} {tuple(spec.shape)})" for name, spec in
+                     sorted(function.structured_input_signature[1].items()))
+
+
 def local_signature(path: str, signature_name: str = DEFAULT_SIGNATURE) -> Callable:
     """The concrete function of signature ``signature_name`` of the SavedModel at ``path``
-    (see `saved_model_path`), loaded in this process. Raises `ServingError` for a path
-    that holds no SavedModel or a signature it does not have."""
+    (see `saved_model_path`), loaded in this process, for `run_local`: a signature whose
+    only input is ``image_bytes`` (string [B]), such as the exports' ``serving_default``
+    and ``features``. Raises `ServingError` for a path that holds no SavedModel, a
+    signature it does not have, or one that takes other inputs (``pixels``: the error
+    names its inputs and the signatures that take image bytes)."""
     _, loaded = load_saved_model(path)
-    if signature_name not in loaded.signatures:
+    signatures = loaded.signatures
+    if signature_name not in signatures:
         raise ServingError(f"No signature {signature_name!r}; the export has "
-                           f"{sorted(loaded.signatures)}.")
-    return loaded.signatures[signature_name]
+                           f"{sorted(signatures)}.")
+    function = signatures[signature_name]
+    if not _takes_image_bytes(function):
+        takers = sorted(name for name, f in signatures.items() if _takes_image_bytes(f))
+        raise ServingError(
+            f"Signature {signature_name!r} takes {_describe_inputs(function)}, not "
+            f"{IMAGE_BYTES_INPUT} (string (None,)): this client sends image files as "
+            f"their bytes; the signatures of the export that take image bytes: {takers}.")
+    return function
 
 
 def run_local(function: Callable, images: Sequence[bytes]) -> dict:
@@ -206,7 +233,8 @@ def run_local(function: Callable, images: Sequence[bytes]) -> dict:
     [B]); output name -> array [B, ...]. A refused image raises `ServingError` with code
     "INVALID_ARGUMENT" and the graph's message, as TF Serving would."""
     try:
-        outputs = function(image_bytes=tf.constant([bytes(i) for i in images], tf.string))
+        outputs = function(**{IMAGE_BYTES_INPUT: tf.constant([bytes(i) for i in images],
+                                                             tf.string)})
     except tf.errors.InvalidArgumentError as error:
         raise ServingError(tf_error_message(error.message), "INVALID_ARGUMENT") from None
     return {name: value.numpy() for name, value in outputs.items()}

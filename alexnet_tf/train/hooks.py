@@ -15,6 +15,7 @@ each class here owns *what* happens then:
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 
@@ -73,20 +74,178 @@ def _remove_temporary_saves(directory: str) -> None:
                                  os.path.join(parent, name))
 
 
+def _state_trouble(directory: str) -> str | None:
+    """Why ``directory``'s ``checkpoint`` state file cannot be kept as it is, worded to
+    follow "Checkpoint state file X", or None when it can (or there is none).
+
+    It cannot when TF cannot read it (`run.checkpoint_state`), when the newest
+    checkpoint it names has no file at all (deleted, or an absolute path into the
+    directory the run was moved from), or when it lists a checkpoint outside
+    ``directory``: a CheckpointManager made on it would resume nothing of its own, and
+    its rotation would delete another directory's files. A named checkpoint with some
+    of its files is a damaged checkpoint, left to `TrainingCheckpoints.restore_latest`.
+    Older entries without files are left alone: TF's own save leaves them when it is
+    killed between deleting the oldest checkpoint and recording that."""
+    try:
+        state = run_lib.checkpoint_state(directory)
+    except run_lib.CheckpointStateError as error:
+        return f"is damaged ({error.reason})"
+    if state is None:
+        return None
+    try:
+        run_lib.latest_checkpoint(directory)
+    except run_lib.CheckpointStateError as error:
+        # With some of its files there (a data file without its index) it is a damaged
+        # checkpoint, not a wrong state: `restore_latest` names it and sets it aside.
+        if not glob.glob(glob.escape(error.missing) + ".*"):
+            return f"names {error.missing} as the newest checkpoint, but it has no file there"
+    here = os.path.realpath(directory)
+    elsewhere = [p for p in [*state.all_model_checkpoint_paths, state.model_checkpoint_path]
+                 if os.path.realpath(os.path.dirname(p)) != here]
+    if elsewhere:
+        return (f"lists {elsewhere[0]}, outside its directory (rotating the checkpoints "
+                f"here would delete it)")
+    return None
+
+
+def _set_aside_unusable_state(directory: str) -> None:
+    """Moves a ``checkpoint`` state file that cannot be kept as it is (`_state_trouble`:
+    damaged, naming a newest checkpoint that is not there, or listing another
+    directory's) into ``<directory>/damaged/`` and writes the state again from the
+    checkpoint files there (newest by number last), with a warning, so that the run
+    resumes from its own newest checkpoint instead of stopping.
+
+    A CheckpointManager reads the state when it is made and raises a bare Unicode or
+    protobuf error on a damaged one; on one naming a missing checkpoint it would list
+    checkpoints that are not there and leave the ones that are out of its rotation.
+    The state is only an index of the files beside it, and the old copy is kept, not
+    deleted. A directory without a state file, or with a usable one, is left as it is.
+    """
+    trouble = _state_trouble(directory)
+    if trouble is None:
+        return
+    state_file = os.path.join(directory, run_lib.STATE_FILENAME)
+    destination = os.path.join(directory, DAMAGED_DIR)
+    os.makedirs(destination, exist_ok=True)
+    kept, number = os.path.join(destination, run_lib.STATE_FILENAME), 0
+    while os.path.lexists(kept):
+        number += 1
+        kept = os.path.join(destination, f"{run_lib.STATE_FILENAME}.{number}")
+    os.replace(state_file, kept)
+    # Listed after the move: the old state's entries must not count, only files.
+    prefixes = list(reversed(run_lib.present_checkpoints(directory)))
+    if prefixes:
+        _write_state(directory, prefixes)
+        logging.warning("Checkpoint state file %s %s: kept as %s, and written again from "
+                        "the checkpoint files beside it (%s).", state_file, trouble, kept,
+                        ", ".join(os.path.basename(p) for p in prefixes))
+    else:
+        logging.warning("Checkpoint state file %s %s: kept as %s; no checkpoint file is "
+                        "beside it, so no new one was written.", state_file, trouble, kept)
+
+
+def _write_state(directory: str, prefixes: list) -> None:
+    """Writes ``directory``'s checkpoint state: ``prefixes`` (checkpoints of
+    ``directory``, oldest first), the last the newest.
+
+    Names are written relative to ``directory``, as a CheckpointManager writes them,
+    so that the state still names its checkpoints after the run directory is moved or
+    copied (TF's readers join a relative name to the directory they read). Each is
+    given its .index file's time: a CheckpointManager lists (and rotates, keeping its
+    newest K) only checkpoints with a time in the state; without one it would neither
+    list nor ever delete them.
+
+    Written as TF writes it (the text form of its CheckpointState proto, into a
+    temporary ``checkpoint.tmp*`` file renamed over the old one, so a reader sees the
+    old state or the new, never half of one), but not through
+    ``tf.compat.v1.train.update_checkpoint_state``: that writes absolute paths and
+    prints a deprecation warning to stderr. An OSError (a full disk) propagates, the
+    old state file unchanged and the temporary file removed."""
+    import uuid
+
+    from google.protobuf import text_format
+    from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
+
+    times = [os.path.getmtime(p + ".index") if os.path.exists(p + ".index") else 0.0
+             for p in prefixes]
+    names = [os.path.basename(p) for p in prefixes]
+    state = CheckpointState(model_checkpoint_path=names[-1], all_model_checkpoint_paths=names,
+                            all_model_checkpoint_timestamps=times,
+                            last_preserved_timestamp=min(times) - 1)
+    path = os.path.join(directory, run_lib.STATE_FILENAME)
+    # TF's temporary name: a failed save's cleanup (`_remove_failed_save`) knows it.
+    temp = f"{path}.tmp{uuid.uuid4().hex}"
+    try:
+        with open(temp, "x", encoding="utf-8") as f:
+            f.write(text_format.MessageToString(state))
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.remove(temp)
+        except OSError:
+            pass
+        raise
+
+
+def _last_good(directory: str) -> str | None:
+    """The newest checkpoint of ``directory`` for an error message: never raises."""
+    try:
+        return run_lib.latest_checkpoint(directory)
+    except run_lib.CheckpointStateError as error:
+        state_file = os.path.join(directory, run_lib.STATE_FILENAME)
+        if error.missing:
+            return f"unknown ({state_file} names {error.missing}, which is not there)"
+        return f"unknown ({state_file} is damaged)"
+
+
+def _remove_failed_save(directory: str, step: int, before: set) -> None:
+    """Deletes what the failed save of ``ckpt-<step>`` in ``directory`` wrote, and
+    nothing else: only entries that were not there before it (``before``), named as
+    that save names its files. TF writes ``ckpt-N_temp/`` first, then merges it into
+    ``ckpt-N.index`` and ``.data-*`` (``*.tempstate*`` while writing), then the state
+    file (``checkpoint.tmp*``, then renamed). A ``ckpt-N`` that reads whole is kept:
+    only the state failed, and the resume finds it by its files."""
+    import shutil
+
+    try:
+        new = [name for name in os.listdir(directory) if name not in before]
+    except OSError:
+        return
+    own = f"ckpt-{step}"
+    partial = [n for n in new if n.startswith(own + "_temp")
+               or (n.startswith(own + ".") and "tempstate" in n)
+               or n.startswith(run_lib.STATE_FILENAME + ".tmp")]
+    written = [n for n in new if n.startswith(own + ".") and n not in partial]
+    if written and run_lib.checkpoint_damage(os.path.join(directory, own)) is not None:
+        partial += written
+    for name in partial:
+        path = os.path.join(directory, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        except OSError as error:  # the save's own error is the one to report
+            logging.warning("Could not remove %s, left by the failed save: %s", path, error)
+        else:
+            logging.info("Removed %s, left by the failed save of %s.", path, own)
+
+
 def _prefix_number(prefix: str) -> int:
     """N of a ``.../ckpt-N`` prefix (-1 when the name has no number)."""
     tail = os.path.basename(prefix).rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else -1
 
 
-def _move_aside(prefix: str, destination: str) -> str:
-    """Moves every file of checkpoint ``prefix`` into ``destination``; returns it."""
-    import glob
-
-    os.makedirs(destination, exist_ok=True)
+def _move_aside(prefix: str, destination: str) -> list[str]:
+    """Moves every file of checkpoint ``prefix`` into ``destination`` (made only when
+    there is one); returns the files' new paths, none when it has no file."""
+    moved = []
     for path in glob.glob(glob.escape(prefix) + ".*"):
-        os.replace(path, os.path.join(destination, os.path.basename(path)))
-    return destination
+        os.makedirs(destination, exist_ok=True)
+        moved.append(os.path.join(destination, os.path.basename(path)))
+        os.replace(path, moved[-1])
+    return moved
 
 
 class MetricWindow:
@@ -120,7 +279,7 @@ class MetricWindow:
                      else f"between step {first} and step {step}")
             raise NonFiniteLossError(
                 f"Training loss is {values['loss']} {where}: stopping without saving; the "
-                f"last good checkpoint is {tf.train.latest_checkpoint(self.checkpoint_dir)}.")
+                f"last good checkpoint is {_last_good(self.checkpoint_dir)}.")
         self.checked_through = step
         return values
 
@@ -139,6 +298,12 @@ class TrainingCheckpoints:
     as ``dropout_seeds``, so that a resumed run draws the dropout masks the
     uninterrupted run would have drawn. Non-chief workers of a multi-worker run write to
     a temporary directory (`distribute.write_dir`), and all resume from the chief's.
+
+    A ``checkpoint`` state file that TF cannot read (binary, truncated), that names a
+    newest checkpoint whose files are not there, or that lists another directory's
+    checkpoints, is moved into ``damaged/`` beside it and written again from the
+    checkpoint files, with a warning (`_set_aside_unusable_state`): the run resumes
+    from its own newest files either way.
     """
 
     def __init__(self, run, strategy, keep: int, **state):
@@ -149,6 +314,8 @@ class TrainingCheckpoints:
         self.dropout_seeds = [v for v in state["model"].variables
                               if v.path.endswith("seed_generator_state")]
         self.checkpoint = tf.train.Checkpoint(**state, dropout_seeds=self.dropout_seeds)
+        for directory in (run.checkpoint_dir, run.best_dir):
+            _set_aside_unusable_state(distribute.write_dir(directory, strategy))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, distribute.write_dir(run.checkpoint_dir, strategy),
             max_to_keep=keep)
@@ -167,35 +334,42 @@ class TrainingCheckpoints:
         from step 0.
 
         Raises:
-          CheckpointError: checkpoint files exist but none of them reads whole.
-          ValueError: the newest whole checkpoint does not match the model and
-            optimizer the config builds (a run of another geometry in this directory).
+          CheckpointError: checkpoint files exist but none of them reads whole, or the
+            newest whole checkpoint does not match the model and optimizer the config
+            builds (a run of another geometry in this directory).
         """
         directory = self.run.checkpoint_dir
         chief = distribute.is_chief(self.strategy)
         if chief:
             _remove_temporary_saves(directory)
         candidates = run_lib.checkpoint_candidates(directory)
-        skipped = []
+        damaged_dir = os.path.join(directory, DAMAGED_DIR)
+        skipped, kept_any = [], False
         for prefix in candidates:
             damage = run_lib.checkpoint_damage(prefix)
             if damage:
-                kept = _move_aside(prefix, os.path.join(directory, DAMAGED_DIR)) if chief else None
+                kept = _move_aside(prefix, damaged_dir) if chief else []
+                kept_any = kept_any or bool(kept)
                 skipped.append(prefix)
+                # Only what happened: a checkpoint the state lists may have no file left
+                # (TF's save deletes the oldest before it records that), so none moved.
                 logging.warning("Checkpoint %s cannot be read (%s): skipped%s.", prefix, damage,
-                                f"; its files are kept in {kept}" if kept else "")
+                                f"; its files are kept in {damaged_dir}" if kept else
+                                "; it has no file left to keep" if chief else "")
                 continue
             try:
                 self._restore(prefix)
             except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
-                raise ValueError(f"Checkpoint {prefix!r} does not match the model and optimizer "
-                                 f"built from the config: {error}") from None
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise run_lib.CheckpointError(
+                    f"Checkpoint {prefix!r} does not match the model and optimizer built "
+                    f"from the config: {first_line[:500]}") from None
             if skipped and chief:
                 # The state file must list what is there now, so that the manager's
                 # rotation and `latest_checkpoint` readers see the whole checkpoints.
-                intact = [p for p in reversed(candidates) if p not in skipped]
-                tf.compat.v1.train.update_checkpoint_state(
-                    directory, prefix, all_model_checkpoint_paths=intact)
+                intact = [p for p in reversed(candidates) if p not in skipped
+                          and os.path.exists(p + ".index")]
+                _write_state(directory, intact)  # oldest first: ``prefix`` is the last
                 self.manager = tf.train.CheckpointManager(
                     self.checkpoint, directory, max_to_keep=self.keep)
             if skipped:
@@ -208,9 +382,10 @@ class TrainingCheckpoints:
                           if not run_lib.checkpoint_damage(p)]
             hint = (f" {whole_best[0]!r} (the best) reads whole: copy its files into "
                     f"{directory!r} to resume from it, or" if whole_best else "")
+            kept_where = f", their files kept in {damaged_dir}" if kept_any else ""
             raise run_lib.CheckpointError(
-                f"No checkpoint in {directory!r} reads whole ({len(skipped)} damaged, kept in "
-                f"{os.path.join(directory, DAMAGED_DIR)}; other files: {leftovers[:5]}); "
+                f"No checkpoint in {directory!r} reads whole ({len(skipped)} damaged"
+                f"{kept_where}; other files: {leftovers[:5]}); "
                 f"refusing to start this run again from step 0.{hint} Move the directory "
                 f"away to start over.")
         return None
@@ -237,10 +412,11 @@ class TrainingCheckpoints:
                 logging.warning("Best checkpoint %s is newer than the restored step %d: "
                                 "kept in %s; the replayed steps choose the best again.",
                                 prefix, step, destination)
-            remaining = [p for p in reversed(run_lib.checkpoint_candidates(best_dir))]
+            # The state file still lists the ones just moved: only files there count.
+            remaining = [p for p in reversed(run_lib.checkpoint_candidates(best_dir))
+                         if os.path.exists(p + ".index")]
             if remaining:
-                tf.compat.v1.train.update_checkpoint_state(
-                    best_dir, remaining[-1], all_model_checkpoint_paths=remaining)
+                _write_state(best_dir, remaining)
             else:
                 state_file = os.path.join(best_dir, "checkpoint")
                 if os.path.exists(state_file):
@@ -265,16 +441,31 @@ class TrainingCheckpoints:
 
         A step already listed is never written again: TF would rewrite its files in
         place, and a kill during that write leaves the index of one save beside the data
-        of the other (RuntimeError: the loop must not ask)."""
+        of the other (RuntimeError: the loop must not ask).
+
+        A save that fails (a full disk: OSError or TF's error, "No space left on
+        device") deletes what it wrote itself, its ``ckpt-<step>_temp/`` and any
+        half-written file (`_remove_failed_save`), then raises that error unchanged; the
+        checkpoints saved before stay as they were."""
         manager = self.best_manager if best else self.manager
         listed = {os.path.basename(p) for p in manager.checkpoints}
         if f"ckpt-{step}" in listed:
             raise RuntimeError(f"ckpt-{step} is already saved in {manager.directory}; a "
                                f"listed checkpoint is never rewritten in place.")
-        check_finite_weights(self.state["model"], step,
-                             tf.train.latest_checkpoint(self.run.checkpoint_dir))
+        check_finite_weights(self.state["model"], step, _last_good(self.run.checkpoint_dir))
         self.state["step"].assign(step, read_value=False)
-        return manager.save(checkpoint_number=step)
+        os.makedirs(manager.directory, exist_ok=True)
+        before = set(os.listdir(manager.directory))
+        try:
+            return manager.save(checkpoint_number=step)
+        except BaseException:
+            # Not left for the next resume to sweep: a full disk stays full while a
+            # failed save's temporary copy of every weight sits beside the checkpoints.
+            try:
+                _remove_failed_save(manager.directory, step, before)
+            except Exception:  # noqa: BLE001  (the save's own error is the one to report)
+                logging.exception("Cleaning up after the failed save of ckpt-%d failed.", step)
+            raise
 
     def cleanup(self) -> None:
         distribute.cleanup_write_dir(self.run.checkpoint_dir, self.strategy)

@@ -192,20 +192,34 @@ def _check_resumable(run, config, changed, workdir: str) -> None:
             f"--config.model.init_from={workdir}.")
 
 
+def _count(number: int, noun: str) -> str:
+    """"1 epoch", "90 epochs": the log reads as the user would write it."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def _plan(config, workdir: str, allow_config_change: bool, explicit_keys=()) -> _Plan:
     """The checks that need no write: the model source of ``model.init_from`` (its values
     adopted into a copy of ``config``, its weights read and every shape checked), the
     work directory (a run of another config is refused unless ``allow_config_change``),
     the cluster and strategy, the data, the classes and the batch size. Raises a
     `alexnet_tf.errors.UserError` (a ValueError: `RunError` for the work directory,
-    `ConfigError` for a config that does not fit the data, the data's own errors) naming
-    what does not fit.
+    `RunConfigError` for its config.json when it cannot be read back and
+    ``allow_config_change`` is not given, `ConfigError` for a config that does not fit
+    the data, the data's own errors) naming what does not fit.
 
     One class order: the evaluation split is read in the training split's class order
     (a class it adds is refused by name), and a run that already has checkpoints resumes
     only when the training split's classes are its ``classes.json``'s, index by index."""
     run_lib.check_workdir_path(workdir)
     run = run_lib.Run(workdir)
+    if run.exists() and not allow_config_change:
+        try:
+            run.config
+        except run_lib.RunConfigError as error:
+            # Otherwise the refusal below would name only "<unreadable>" as the change.
+            raise run_lib.RunConfigError(
+                f"{error} Or resume the run with the config given: --allow_config_change "
+                f"(the unreadable file is kept as config.<n>.json).") from None
     # By their files, as the restore finds them: a lost state file must not skip this.
     resuming = bool(run_lib.checkpoint_candidates(run.checkpoint_dir))
     config = copy.deepcopy(config)
@@ -379,9 +393,10 @@ def _train(config, plan: _Plan) -> dict:
     logger = hooks.TrainLogger(run, strategy, plan.chief, t.total_epochs)
     kernel_summaries = hooks.KernelSummaries(model, task.convention, logger.writers["train"])
     metrics = {}
-    logging.info("Training %s (%s parameters) on %d replica(s): %d epochs of %d steps, "
-                 "global batch %d, %s%s%s.", model.name, f"{model.count_params():,}",
-                 strategy.num_replicas_in_sync, t.total_epochs, steps_per_epoch, global_batch,
+    logging.info("Training %s (%s parameters) on %s: %s of %s, global batch %d, %s%s%s.",
+                 model.name, f"{model.count_params():,}",
+                 _count(strategy.num_replicas_in_sync, "replica"),
+                 _count(t.total_epochs, "epoch"), _count(steps_per_epoch, "step"), global_batch,
                  keras.mixed_precision.global_policy().name,
                  ", XLA" if t.jit_compile else "",
                  # Sec. 3.2's placement, said aloud: the user asked for these devices.

@@ -1,6 +1,6 @@
 """The measurements behind tools/benchmark.py and docs/BENCHMARKS.md (not installed).
 
-    python tools/benchmark.py --benchmark=model|profile|input|grouped_conv [flags]
+    python tools/benchmark.py --benchmark=model|profile|input|serving|grouped_conv [flags]
 
 A plain package beside `alexnet_tf`, as TF Model Garden keeps `official/benchmark/`
 beside its library: it imports the library, the library never imports it, and
@@ -9,10 +9,10 @@ setup.py leaves it out. tools/benchmark.py puts the repository root on sys.path.
 Every figure is the median of several timed repetitions after warm-up, printed with
 the machine's CPU flags, because the machines these run on are shared and noisy.
 Whatever is compared is measured in the same run and *interleaved*: each round times
-every contender once (the matrix-multiply peak, Keras, PyTorch; or the plain and the
-project's input pipeline), so a burst of load from another job hits all of them
-alike, and the CPU time other processes used during the run is reported beside the
-figures (`machine.LoadMeter`).
+every contender once (the matrix-multiply peak, Keras, PyTorch; the plain and the
+project's input pipeline; or the export and the in-memory model), so a burst of load
+from another job hits all of them alike, and the CPU time other processes used during
+the run is reported beside the figures (`machine.LoadMeter`).
 
 Modules, by what they measure:
 
@@ -32,6 +32,11 @@ Modules, by what they measure:
 * `input`: images/s of a plain `tf.data` paper pipeline (the baseline a user would
   write) and of this package's `pipeline.make_dataset`, per source (500x375 JPEGs,
   JPEGs stored at shorter side 256, TFRecords of those), on images it generates.
+* `serving`: the exported SavedModel (what TF Serving runs, exported by
+  `alexnet_tf.export`) beside the in-memory model on the same images: images/s at batch
+  32 and batch-1 latency of the ``pixels`` signature and of ``model(x)``, the
+  ``serving_default`` signature on JPEG bytes ("with decode"), their ratios and issue
+  16's targets; the export's outputs checked against the model's first.
 * `grouped_conv`: forward+backward of the paper's conv2 per compute path (issue 2).
 * `worker`: how the modules above start their worker processes.
 """

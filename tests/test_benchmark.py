@@ -307,3 +307,128 @@ def test_torch_matmul_times_the_precision_asked(dtype):
     m = torch_peer.TorchMatmul(64, dtype)
     assert str(m.a.dtype) == f"torch.{dtype}" and tuple(m.b.shape) == (64, 64)
     assert _positive(m.gflops(m()))
+
+
+# ------------------------------------------ the serving benchmark (issue 16), fixed inputs
+
+
+def _serving_round(keras, export, export_bytes, keras_pixels, latency):
+    """One round's record as `serving` writes it: seconds per batch of each contender,
+    and (keras, export_pixels) median batch-1 seconds."""
+    return {"keras_infer": keras, "export_pixels_infer": export,
+            "export_bytes_infer": export_bytes, "keras_pixels_infer": keras_pixels,
+            "keras_latency": latency[0], "export_pixels_latency": latency[1],
+            "export_bytes_latency": 0.02, "keras_pixels_latency": 0.0105, "other_cores": 0.0}
+
+
+SERVING_ROUNDS = [
+    _serving_round(0.10, 0.11, 0.30, 0.105, (0.010, 0.009)),
+    _serving_round(0.12, 0.12, 0.32, 0.110, (0.011, 0.012)),
+    _serving_round(0.11, 0.13, 0.40, 0.115, (0.012, 0.011)),
+]
+
+
+def test_serving_ratios_and_targets_from_medians():
+    from benchmarks import serving as benchmark
+
+    r = benchmark.serving_figures(SERVING_ROUNDS, 32)
+    keras_side, export_side = r["figures"]["keras"], r["figures"]["export_pixels"]
+    assert keras_side["infer"]["seconds_median"] == 0.11
+    assert keras_side["infer"]["images_per_s"] == pytest.approx(32 / 0.11)
+    assert export_side["infer"]["images_per_s"] == pytest.approx(32 / 0.12)
+    assert keras_side["latency_ms"] == pytest.approx(11.0)
+    q = r["ratios"]
+    # export/in-memory images/s from the medians; the paired median of per-round ratios.
+    assert q["throughput_export_over_keras"] == pytest.approx(0.11 / 0.12)
+    assert q["throughput_export_over_keras_paired"] == pytest.approx(0.10 / 0.11)
+    # in-memory/export latency: equal medians (11 ms each) meet "no worse".
+    assert q["latency_keras_over_export"] == pytest.approx(1.0)
+    assert q["latency_keras_over_export_paired"] == pytest.approx(0.012 / 0.011)
+    assert q["throughput_export_bytes_over_keras"] == pytest.approx(0.11 / 0.32)
+    assert q["throughput_keras_pixels_over_keras"] == pytest.approx(0.11 / 0.11)
+    assert q["throughput_export_over_keras_pixels"] == pytest.approx(0.11 / 0.12)
+    t = r["targets"]
+    assert t["throughput"]["met"] is True and t["throughput"]["target"] == 0.9
+    assert t["throughput"]["at_target_batch"] and t["latency"]["met"] is True
+    assert t["informative_only"] is False
+
+
+def test_serving_targets_not_met_missing_and_informative():
+    from benchmarks import serving as benchmark
+
+    slow = [_serving_round(0.10, 0.12, 0.3, 0.1, (0.010, 0.0101)) for _ in range(3)]
+    t = benchmark.serving_figures(slow, 8, informative=True)["targets"]
+    # 0.10/0.12 = 0.83 < 0.9; 10 ms against 10.1 ms is worse, however slightly.
+    assert t["throughput"]["met"] is False and t["latency"]["met"] is False
+    assert t["throughput"]["value"] == pytest.approx(0.10 / 0.12)
+    assert not t["throughput"]["at_target_batch"] and t["throughput"]["batch_size"] == 8
+    assert t["informative_only"] is True
+    # Without the export's figures there is no verdict (None), not a False one.
+    keras_only = [{"keras_infer": 0.1, "keras_latency": 0.01}]
+    r = benchmark.serving_figures(keras_only, 32)
+    assert set(r["figures"]) == {"keras"}
+    assert r["targets"]["throughput"]["met"] is None and r["targets"]["latency"]["met"] is None
+    assert "throughput_keras_pixels_over_keras" not in r["ratios"]
+
+
+def test_serving_figures_keep_their_json_keys():
+    from benchmarks import serving as benchmark
+
+    r = benchmark.serving_figures(SERVING_ROUNDS, 32)
+    assert set(r) == {"figures", "ratios", "targets"}
+    assert set(r["figures"]) == {"keras", "export_pixels", "export_bytes", "keras_pixels"}
+    for side in r["figures"].values():
+        assert set(side) == {"infer", "latency_ms"}
+        assert set(side["infer"]) == {"images_per_s", "seconds_median", "seconds"}
+    assert set(r["ratios"]) == {
+        "throughput_export_over_keras", "throughput_export_over_keras_paired",
+        "latency_keras_over_export", "latency_keras_over_export_paired",
+        "throughput_export_bytes_over_keras", "latency_keras_over_export_bytes",
+        "throughput_keras_pixels_over_keras", "throughput_export_over_keras_pixels"}
+    assert set(r["targets"]) == {"throughput", "latency", "informative_only"}
+    assert set(r["targets"]["latency"]) == {"what", "value", "paired", "target", "met"}
+    assert set(r["targets"]["throughput"]) == {"what", "value", "paired", "target", "met",
+                                               "batch_size", "at_target_batch"}
+    json.dumps(r, allow_nan=False)
+
+
+def test_serving_agreement_catches_other_outputs():
+    import numpy as np
+
+    from benchmarks import serving as benchmark
+
+    logits = np.array([[0.5, -1.0, 2.0], [0.0, 0.1, -0.2]], np.float32)
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    same = benchmark.compare_outputs(probabilities, logits)
+    assert same["within_tolerance"] and same["same_top1"]
+    assert same["max_abs_probability_diff"] < 1e-6
+    # The model fed other inputs (e.g. unnormalised pixels): far off, another top-1.
+    other = benchmark.compare_outputs(probabilities, logits[:, ::-1])
+    assert not other["within_tolerance"] and not other["same_top1"]
+
+
+def test_serving_benchmark_at_tiny_size():
+    from benchmarks import serving as benchmark
+
+    # 10 classes: probabilities near 0.1, so the 1e-5 agreement is a sharp check.
+    r = benchmark.serving("paper", num_classes=10, infer_batch_size=2, repeats=1, warmup=0,
+                          latency_calls=2, **TINY)
+    assert r["benchmark"] == "serving" and r["image_size"] == 67 and r["infer_batch_size"] == 2
+    assert r["export"]["signatures"] == {"pixels": "pixels", "bytes": "serving_default"}
+    assert r["export"]["grouped_conv"]["export"] == "split"
+    assert r["export"]["pixels_shape"] == [r["resize_size"], r["resize_size"], 3]
+    # Like with like: the export's probabilities on the pixels are the in-memory model's
+    # softmax on their crops, within 1e-5.
+    a = r["agreement"]
+    assert a["within_tolerance"] and a["same_top1"], a
+    assert a["max_abs_probability_diff"] <= 1e-5 and a["max_abs_log_probability_diff"] <= 1e-5
+    assert set(r["figures"]) == {"keras", "export_pixels", "export_bytes", "keras_pixels"}
+    for side in r["figures"].values():
+        assert _positive(side["infer"]["images_per_s"]) and _positive(side["latency_ms"])
+    for key in ("throughput_export_over_keras", "latency_keras_over_export",
+                "throughput_export_bytes_over_keras"):
+        assert _positive(r["ratios"][key])
+    assert r["targets"]["throughput"]["met"] in (True, False)
+    assert r["machine"]["cpu_flags"] and r["export_compute_dtype"] == "float32"
+    assert "note" not in r
+    json.dumps(r, allow_nan=False)

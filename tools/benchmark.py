@@ -7,6 +7,8 @@ r"""Benchmarks behind docs/BENCHMARKS.md; prints a table and one JSON line (the 
     python tools/benchmark.py --benchmark=input [--source=jpeg,stored256,tfrecord]
         [--num_images=512] [--batch_size=128] [--seconds=0] [--scaling]
     python tools/benchmark.py --benchmark=grouped_conv [--repeats=5]
+    python tools/benchmark.py --benchmark=serving --variant=paper [--infer_batch_size=32]
+        [--latency_calls=10] [--mixed_precision=bfloat16] [--noserving_breakdown]
     TF_ENABLE_ONEDNN_OPTS=0 python tools/benchmark.py --benchmark=grouped_conv
 
 model: training images/s (the training loop's step: forward, backward, coupled weight
@@ -21,6 +23,13 @@ input: images/s of a plain tf.data paper pipeline and of alexnet_tf's (per image
   augment_on_device), on generated 500x375 JPEGs, the same stored at shorter side 256, and
   TFRecords of those. --scaling reruns it pinned to 1, 2, 4, ... cores (images/s per core);
   --cpus=0 pins the whole run (like taskset -c 0).
+serving: the exported SavedModel (what TF Serving runs; exported by alexnet_tf.export)
+  beside the in-memory Keras model, same images, interleaved round by round: images/s at
+  --infer_batch_size (default 32) and batch-1 latency of the export's pixels signature
+  and of model(x), the serving_default signature on JPEG bytes ("with decode"), the
+  ratios and issue 16's targets (>= 90% of in-memory images/s at batch 32, batch-1
+  latency no worse). --mixed_precision applies to the in-memory model only (the export is
+  float32): informative only.
 grouped_conv: forward+backward time of the paper's conv2 (27x27x96 -> 256, 5x5, 2 groups,
   batch 32) for each compute path of `GroupedConv2D` and for Keras' Conv2D(groups=2).
 On a GPU machine the same commands use the GPU (TF and PyTorch alike).
@@ -40,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from alexnet_tf.cli import app as cli_app  # noqa: E402
 
 _BENCHMARK = flags.DEFINE_enum("benchmark", "grouped_conv",
-                               ["grouped_conv", "model", "profile", "input"], "What to measure.")
+                               ["grouped_conv", "model", "profile", "input", "serving"], "What to measure.")
 _VARIANT = flags.DEFINE_string("variant", "paper", "Model variant (alexnet_tf.VARIANTS).")
 _BATCH = flags.DEFINE_integer("batch_size", None,
                               "Training batch (model/profile; default 32) or pipeline batch "
@@ -55,7 +64,9 @@ _WARMUP = flags.DEFINE_integer("warmup", None,
 _XLA = flags.DEFINE_bool("xla", False, "jit_compile the train step and inference (XLA).")
 _MIXED = flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                            "Keras mixed-precision policy (and torch.autocast for the peer).")
-_INFER_BATCH = flags.DEFINE_integer("infer_batch_size", 128, "Inference batch.")
+_INFER_BATCH = flags.DEFINE_integer("infer_batch_size", None,
+                                    "Inference batch; default 128 (model), 32 (serving: "
+                                    "issue 16's targets are at batch 32).")
 _LATENCY_CALLS = flags.DEFINE_integer("latency_calls", 10, "Batch-1 calls per round.")
 _MATMUL = flags.DEFINE_list("matmul_sizes", ["2048", "4096"],
                             "n of the n x n matmuls (the run's precision, and float32) whose "
@@ -85,6 +96,9 @@ _CPUS = flags.DEFINE_string("cpus", None, "Pin this whole run to these CPUs (e.g
 _WAIT_QUIET = flags.DEFINE_float("wait_quiet", 0.0,
                                  "Before each round, wait up to this many seconds for other "
                                  "processes to use <= 0.25 cores (shared machines).")
+_SERVING_BREAKDOWN = flags.DEFINE_bool(
+    "serving_breakdown", True, "Serving: also time the in-memory model behind the export's "
+    "pixels computation (splits the gap into preprocessing/heads and the saved graph).")
 _JSON = flags.DEFINE_string("json", None, "Also write the JSON result to this file.")
 
 
@@ -253,13 +267,88 @@ def _print_grouped_conv(result):
             print(f"  {name:22s} {value}")
 
 
+_SERVING_ROWS = (("keras", "in-memory model(x)"), ("export_pixels", "export {pixels}"),
+                 ("keras_pixels", "in-memory + export path"),
+                 ("export_bytes", "export {bytes} (with decode)"))
+
+
+def _print_serving(r):
+    m, e = r["machine"], r["export"]
+    print(f"serving {r['variant']}: {r['image_size']}x{r['image_size']} (resize "
+          f"{r['resize_size']}), width {r['width']}, {r['num_classes']} classes, "
+          f"{r['params']:,} parameters, device {r['device']}; batch {r['infer_batch_size']} "
+          f"and 1 ({r['latency_calls']} calls per round); in-memory "
+          f"{r['keras_compute_dtype']} (mixed precision {r['mixed_precision']}), export "
+          f"{r['export_compute_dtype']}")
+    print(f"machine: {m['cpu_model']} ({m['cpu_kind']}), {m['usable_cores']} of {m['cores']} "
+          f"cores, flags {m['cpu_flags']}; TF {m['tensorflow']}, Keras {m['keras']}; TF "
+          f"threads inter {m['tf_inter_op_threads']}, intra {m['tf_intra_op_threads']}")
+    print(f"export: signatures {e['signatures']['pixels']} (uint8 pixels "
+          f"{e['pixels_shape']}) and {e['signatures']['bytes']} (JPEG {e['jpeg_size'][0]}x"
+          f"{e['jpeg_size'][1]}, {e['jpeg_mean_kb']} KB); grouped conv export "
+          f"{e['grouped_conv']['export']}, in-memory {e['grouped_conv']['keras']}; exported "
+          f"in {e['export_seconds']} s, loaded in {e['load_seconds']} s")
+    a = r["agreement"]
+    print(f"agreement on the same pixels: max |probability diff| "
+          f"{a['max_abs_probability_diff']:.2e}, max |log-probability diff| "
+          f"{a['max_abs_log_probability_diff']:.2e}, same top-1 {a['same_top1']} "
+          f"({'within' if a['within_tolerance'] else 'NOT within'} {a['tolerance']:g})"
+          + ("" if a["within_tolerance"] or r.get("note") else
+             ": the export and the in-memory model do not compute the same function, so "
+             "the figures compare unlike things"))
+    if r.get("note"):
+        print(f"note: {r['note']}")
+    load = r["load"]
+    print(f"load: other processes used {load.get('other_cores', '?')} cores on average "
+          f"(steal {load.get('steal_cores', '?')}); load average {load['loadavg_1min_start']} "
+          f"-> {load['loadavg_1min_end']}; {load['wall_seconds']} s; per timed round "
+          f"{load.get('other_cores_per_round')}")
+    _print_serving_figures(r, f"all {r['repeats']} timed rounds")
+    if r.get("quiet"):
+        _print_serving_figures(r["quiet"], f"the {r['quiet_rounds']} quiet rounds (other "
+                                           f"processes <= 0.25 cores)", r)
+
+
+def _print_serving_figures(f, title, run=None):
+    names = (run or f)["export"]["signatures"]
+    print(f"-- medians over {title}:")
+    print(f"{'':38s} {'img/s':>9s} {'latency ms':>11s}")
+    for key, label in _SERVING_ROWS:
+        side = f["figures"].get(key)
+        if side:
+            print(f"{label.format(**names):38s} {_fmt(side['infer']['images_per_s']):>9s} "
+                  f"{_fmt(side['latency_ms'], '.2f'):>11s}")
+    q = f["ratios"]
+    print(f"export/in-memory images/s {_fmt(q['throughput_export_over_keras'], '.3f')} (paired "
+          f"{_fmt(q['throughput_export_over_keras_paired'], '.3f')}); in-memory/export latency "
+          f"{_fmt(q['latency_keras_over_export'], '.3f')} (paired "
+          f"{_fmt(q['latency_keras_over_export_paired'], '.3f')}); with decode: images/s "
+          f"{_fmt(q['throughput_export_bytes_over_keras'], '.3f')}, latency "
+          f"{_fmt(q['latency_keras_over_export_bytes'], '.3f')} of in-memory's")
+    if "throughput_keras_pixels_over_keras" in q:
+        print(f"breakdown of images/s: serving path (preprocessing, heads) "
+              f"{_fmt(q['throughput_keras_pixels_over_keras'], '.3f')}x, saved graph "
+              f"{_fmt(q['throughput_export_over_keras_pixels'], '.3f')}x")
+    t = f["targets"]
+    for what in ("throughput", "latency"):
+        v = t[what]
+        verdict = {True: "met", False: "NOT met", None: "-"}[v["met"]]
+        extra = ""
+        if what == "throughput" and not v["at_target_batch"]:
+            extra = f" (measured at batch {v['batch_size']}, not 32)"
+        if t["informative_only"]:
+            extra += " (informative only: in-memory model not float32)"
+        print(f"target {v['what']}: {_fmt(v['value'], '.3f')} vs {v['target']:g}: "
+              f"{verdict}{extra}")
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # the data modules log every split they list
     if _CPUS.value:
         from benchmarks.machine import parse_cpus  # no TF op has run yet
         os.sched_setaffinity(0, set(parse_cpus(_CPUS.value)))
-    from benchmarks import grouped_conv, machine, model, profile
+    from benchmarks import grouped_conv, machine, model, profile, serving
     from benchmarks import input as input_benchmark
 
     machine.configure_threads(_INTER.value, _INTRA.value)
@@ -271,7 +360,7 @@ def main(argv):
         result = model.model(
             _VARIANT.value, _BATCH.value or 32, _IMAGE.value, _WIDTH.value, _CLASSES.value,
             repeats=_REPEATS.value, warmup=2 if _WARMUP.value is None else _WARMUP.value,
-            xla=_XLA.value, mixed_precision=mixed, infer_batch_size=_INFER_BATCH.value,
+            xla=_XLA.value, mixed_precision=mixed, infer_batch_size=_INFER_BATCH.value or 128,
             latency_calls=_LATENCY_CALLS.value, matmul_sizes=[int(n) for n in _MATMUL.value],
             peer=_PEER.value, torch_threads=_TORCH_THREADS.value, wait_quiet=_WAIT_QUIET.value,
             torch_matmul=_TORCH_MATMUL.value)
@@ -283,6 +372,13 @@ def main(argv):
             xla=_XLA.value, mixed_precision=mixed, logdir=_LOGDIR.value, top=_TOP.value,
             wait_quiet=_WAIT_QUIET.value)
         _print_profile(result)
+    elif _BENCHMARK.value == "serving":
+        result = serving.serving(
+            _VARIANT.value, _IMAGE.value, _WIDTH.value, _CLASSES.value, repeats=_REPEATS.value,
+            warmup=2 if _WARMUP.value is None else _WARMUP.value, mixed_precision=mixed,
+            infer_batch_size=_INFER_BATCH.value or 32, latency_calls=_LATENCY_CALLS.value,
+            breakdown=_SERVING_BREAKDOWN.value, wait_quiet=_WAIT_QUIET.value)
+        _print_serving(result)
     else:
         kwargs = dict(sources=_SOURCE.value, pipelines=_PIPELINES.value,
                       num_images=_NUM_IMAGES.value, batch_size=_BATCH.value or 128,

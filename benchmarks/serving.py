@@ -72,7 +72,7 @@ JPEG_SIZE = (500, 375)
 JPEG_QUALITY = 90
 
 # Contenders, in the order of the first round; "keras_pixels" only with the breakdown.
-CONTENDERS = ("keras", "export_pixels", "export_bytes", "keras_pixels")
+CONTENDERS = ("keras", "export_pixels", "export_bytes", "keras_pixels", "export_pixels_bf16")
 # What each contender is, for the printout and the JSON.
 CONTENDER_DESCRIPTIONS = {
     "keras": "in-memory Keras model, model(x, training=False) in a tf.function, on the "
@@ -82,6 +82,9 @@ CONTENDER_DESCRIPTIONS = {
     "export_bytes": "the export's {bytes} signature on JPEG bytes ({jpeg}): with decode",
     "keras_pixels": "the in-memory model behind the export's pixels computation "
                     "(preprocessing, softmax, top-k; not saved)",
+    "export_pixels_bf16": "a second export of the same weights with "
+                          "compute_dtype='bfloat16' (alexnet-export --compute_dtype), its "
+                          "{pixels} signature on the same uint8 pixels",
 }
 _BF16_NOTE = ("the export is float32 today (an export option for {0} is a later step); the "
               "in-memory model runs the {0} policy, so the comparison is informative only")
@@ -116,7 +119,8 @@ def _convention(image_size: int):
     return InputConvention.from_config(config)
 
 
-def export_model(model: keras.Model, convention, directory: str) -> str:
+def export_model(model: keras.Model, convention, directory: str,
+                 compute_dtype: str = "float32") -> str:
     """Exports ``model`` (float32) by `alexnet_tf.export.export` into ``directory``;
     returns the version directory (``directory/export/1``).
 
@@ -135,7 +139,7 @@ def export_model(model: keras.Model, convention, directory: str) -> str:
     convention.save(source_dir)
     num_classes = int(model.output.shape[-1])
     run_lib.Run(source_dir).write_classes([f"class_{i:04d}" for i in range(num_classes)])
-    return export(keras_path, os.path.join(directory, "export"))
+    return export(keras_path, os.path.join(directory, "export"), compute_dtype=compute_dtype)
 
 
 # ------------------------------------------------------------------ the images
@@ -226,7 +230,7 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
             num_classes: int = 1000, repeats: int = 5, warmup: int = 2,
             mixed_precision: str | None = None, infer_batch_size: int = 32,
             latency_calls: int = 10, breakdown: bool = True, wait_quiet: float = 0.0,
-            seed: int = 0) -> dict:
+            seed: int = 0, export_bfloat16: bool = False) -> dict:
     """Images/s at ``infer_batch_size`` and batch-1 latency (ms) of the export and of the
     in-memory model, their ratios and issue 16's target verdicts (module docstring).
 
@@ -236,7 +240,10 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
     are dropped; figures are medians over the rest (latency: the median of the
     per-round medians). With ``wait_quiet`` > 0 each round first waits up to that many
     seconds for the machine to be quiet; rounds during which other processes used at
-    most `QUIET_OTHER_CORES` are also summarised apart (``quiet``).
+    most `QUIET_OTHER_CORES` are also summarised apart (``quiet``). ``export_bfloat16``
+    adds a second export of the same weights computing in bfloat16
+    (``alexnet-export --compute_dtype=bfloat16``) and its target: batch-1 latency no
+    worse than the float32 export's.
     """
     if mixed_precision not in (None, "", "none", "bfloat16", "float16"):
         raise ValueError(f"mixed_precision must be bfloat16, float16 or None, got "
@@ -281,6 +288,9 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
         start = time.perf_counter()
         loaded = tf.saved_model.load(version_dir)
         load_seconds = time.perf_counter() - start
+        loaded_bf16 = (tf.saved_model.load(export_model(
+            exported_model, convention, os.path.join(workdir, "bf16"), "bfloat16"))
+            if export_bfloat16 else None)
     finally:
         # The loaded object holds its variables and functions in memory: the files can go.
         shutil.rmtree(workdir, ignore_errors=True)
@@ -296,6 +306,10 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
                                    images["pixels"], images["pixels"][:1]),
         "export_bytes": Contender(lambda x: bytes_fn(**{bytes_input: x}), jpeg, jpeg[:1]),
     }
+    if loaded_bf16 is not None:
+        bf16_fn = loaded_bf16.signatures[names["pixels"]]
+        contenders["export_pixels_bf16"] = Contender(lambda x: bf16_fn(**{pixels_input: x}),
+                                                     images["pixels"], images["pixels"][:1])
     if breakdown:
         # The export's pixels computation around the in-memory model: same preprocessing
         # and heads, the in-memory graph (grouped convolutions as "auto" resolves them).
@@ -309,6 +323,9 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
     # on their crops (also the first, untimed call of each).
     agreement = compare_outputs(pixels_fn(**{pixels_input: images["pixels"]})["probabilities"],
                                 keras_fn(images["crops"]))
+    if loaded_bf16 is not None:
+        agreement_bf16 = compare_outputs(
+            bf16_fn(**{pixels_input: images["pixels"]})["probabilities"], keras_fn(images["crops"]))
     compute_dtype = model.dtype_policy.compute_dtype
     result = {
         "benchmark": "serving", "variant": variant, "image_size": image_size,
@@ -338,6 +355,8 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
         "agreement": agreement,
         "machine": machine_info(),
     }
+    if loaded_bf16 is not None:
+        result["agreement_bfloat16_export"] = agreement_bf16
     if mixed_precision:
         result["note"] = _BF16_NOTE.format(mixed_precision)
 
@@ -433,6 +452,13 @@ def serving_figures(rounds: list[dict], batch_size: int, informative: bool = Fal
         "latency_keras_over_export_bytes": _ratio(seconds("keras", "latency"),
                                                   seconds("export_bytes", "latency")),
     }
+    if "export_pixels_bf16" in figures:
+        ratios["latency_export_over_export_bf16"] = _ratio(
+            seconds("export_pixels", "latency"), seconds("export_pixels_bf16", "latency"))
+        ratios["latency_export_over_export_bf16_paired"] = paired(
+            "export_pixels", "export_pixels_bf16", "latency")
+        ratios["throughput_export_bf16_over_export"] = _ratio(
+            seconds("export_pixels", "infer"), seconds("export_pixels_bf16", "infer"))
     if "keras_pixels" in figures:
         ratios["throughput_keras_pixels_over_keras"] = _ratio(
             seconds("keras", "infer"), seconds("keras_pixels", "infer"))
@@ -462,4 +488,12 @@ def target_verdicts(ratios: dict, batch_size: int, informative: bool = False) ->
     latency = verdict(ratios.get("latency_keras_over_export"),
                       ratios.get("latency_keras_over_export_paired"), LATENCY_TARGET,
                       "export batch-1 latency <= in-memory's (in-memory ms / export ms >= 1)")
-    return {"throughput": throughput, "latency": latency, "informative_only": informative}
+    verdicts = {"throughput": throughput, "latency": latency,
+                "informative_only": informative}
+    if "latency_export_over_export_bf16" in ratios:
+        verdicts["bfloat16_latency"] = verdict(
+            ratios["latency_export_over_export_bf16"],
+            ratios.get("latency_export_over_export_bf16_paired"), LATENCY_TARGET,
+            "bfloat16 export batch-1 latency <= float32 export's (float32 ms / bfloat16 ms "
+            ">= 1)")
+    return verdicts

@@ -432,3 +432,17 @@ def test_serving_benchmark_at_tiny_size():
     assert r["machine"]["cpu_flags"] and r["export_compute_dtype"] == "float32"
     assert "note" not in r
     json.dumps(r, allow_nan=False)
+
+
+def test_the_bfloat16_export_is_timed_against_the_float32_export():
+    from benchmarks import serving as benchmark
+
+    rounds = [dict(r, export_pixels_bf16_infer=0.08, export_pixels_bf16_latency=latency)
+              for r, latency in zip(SERVING_ROUNDS, (0.006, 0.008, 0.014))]
+    r = benchmark.serving_figures(rounds, 32)
+    q, t = r["ratios"], r["targets"]
+    float32_latency = r["figures"]["export_pixels"]["latency_ms"] / 1000
+    assert q["latency_export_over_export_bf16"] == pytest.approx(float32_latency / 0.008)
+    assert q["throughput_export_bf16_over_export"] == pytest.approx(0.12 / 0.08)
+    assert t["bfloat16_latency"]["met"] is (float32_latency / 0.008 >= 1)
+    assert "bfloat16_latency" not in benchmark.serving_figures(SERVING_ROUNDS, 32)["targets"]

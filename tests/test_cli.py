@@ -26,7 +26,8 @@ BINARIES = {
                             "--[no]progress"],
     "alexnet_tf.train": ["--config", "--workdir"],  # python -m alexnet_tf.train
     "alexnet_tf.cli.export": ["--model", "--workdir", "--export_dir", "--version", "--checkpoint",
-                              "--class_names", "--top_k", "--max_pixels", "--max_aspect_ratio"],
+                              "--class_names", "--top_k", "--max_pixels", "--max_aspect_ratio",
+                              "--compute_dtype"],
     "alexnet_tf.cli.predict": ["--rest", "--grpc", "--saved_model", "--model_name",
                                "--signature", "--form", "--timeout"],
 }
@@ -185,6 +186,9 @@ MISTAKES = [
     ("alexnet_tf.cli.eval", ["--model={missing}"], 1, "does not exist"),
     ("alexnet_tf.cli.eval", ["--workdir={file}"], 1, "is not the work directory of a training run"),
     ("alexnet_tf.cli.export", ["--model=x", "--no_such_flag"], 2, "Unknown command line flag"),
+    ("alexnet_tf.cli.export", ["--model=x", "--export_dir={tmp}/exports",
+                               "--compute_dtype=float16"], 2,
+     "flag --compute_dtype=float16: value should be one of <float32|bfloat16>"),
     ("alexnet_tf.cli.export", ["--model=x"], 2, "give --model=SOURCE (or --workdir=RUN) and "
                                                 "--export_dir"),
     ("alexnet_tf.cli.export", ["--model={file}", "--export_dir={tmp}/exports"], 1,

@@ -99,6 +99,9 @@ _WAIT_QUIET = flags.DEFINE_float("wait_quiet", 0.0,
 _SERVING_BREAKDOWN = flags.DEFINE_bool(
     "serving_breakdown", True, "Serving: also time the in-memory model behind the export's "
     "pixels computation (splits the gap into preprocessing/heads and the saved graph).")
+_EXPORT_BF16 = flags.DEFINE_bool(
+    "export_bfloat16", False, "Serving: also export the same weights with "
+    "--compute_dtype=bfloat16 and time its pixels signature beside the float32 export's.")
 _JSON = flags.DEFINE_string("json", None, "Also write the JSON result to this file.")
 
 
@@ -269,7 +272,8 @@ def _print_grouped_conv(result):
 
 _SERVING_ROWS = (("keras", "in-memory model(x)"), ("export_pixels", "export {pixels}"),
                  ("keras_pixels", "in-memory + export path"),
-                 ("export_bytes", "export {bytes} (with decode)"))
+                 ("export_bytes", "export {bytes} (with decode)"),
+                 ("export_pixels_bf16", "export {pixels}, bfloat16 export"))
 
 
 def _print_serving(r):
@@ -296,6 +300,10 @@ def _print_serving(r):
           + ("" if a["within_tolerance"] or r.get("note") else
              ": the export and the in-memory model do not compute the same function, so "
              "the figures compare unlike things"))
+    if r.get("agreement_bfloat16_export"):
+        b = r["agreement_bfloat16_export"]
+        print(f"bfloat16 export against the in-memory model: max |probability diff| "
+              f"{b['max_abs_probability_diff']:.2e}, same top-1 {b['same_top1']}")
     if r.get("note"):
         print(f"note: {r['note']}")
     load = r["load"]
@@ -329,14 +337,21 @@ def _print_serving_figures(f, title, run=None):
         print(f"breakdown of images/s: serving path (preprocessing, heads) "
               f"{_fmt(q['throughput_keras_pixels_over_keras'], '.3f')}x, saved graph "
               f"{_fmt(q['throughput_export_over_keras_pixels'], '.3f')}x")
+    if "latency_export_over_export_bf16" in q:
+        print(f"bfloat16 export / float32 export: images/s "
+              f"{_fmt(q['throughput_export_bf16_over_export'], '.3f')}x; float32/bfloat16 "
+              f"batch-1 latency {_fmt(q['latency_export_over_export_bf16'], '.3f')} (paired "
+              f"{_fmt(q['latency_export_over_export_bf16_paired'], '.3f')})")
     t = f["targets"]
-    for what in ("throughput", "latency"):
+    for what in ("throughput", "latency", "bfloat16_latency"):
+        if what not in t:
+            continue
         v = t[what]
         verdict = {True: "met", False: "NOT met", None: "-"}[v["met"]]
         extra = ""
         if what == "throughput" and not v["at_target_batch"]:
             extra = f" (measured at batch {v['batch_size']}, not 32)"
-        if t["informative_only"]:
+        if t["informative_only"] and what != "bfloat16_latency":
             extra += " (informative only: in-memory model not float32)"
         print(f"target {v['what']}: {_fmt(v['value'], '.3f')} vs {v['target']:g}: "
               f"{verdict}{extra}")
@@ -377,7 +392,8 @@ def main(argv):
             _VARIANT.value, _IMAGE.value, _WIDTH.value, _CLASSES.value, repeats=_REPEATS.value,
             warmup=2 if _WARMUP.value is None else _WARMUP.value, mixed_precision=mixed,
             infer_batch_size=_INFER_BATCH.value or 32, latency_calls=_LATENCY_CALLS.value,
-            breakdown=_SERVING_BREAKDOWN.value, wait_quiet=_WAIT_QUIET.value)
+            breakdown=_SERVING_BREAKDOWN.value, wait_quiet=_WAIT_QUIET.value,
+            export_bfloat16=_EXPORT_BF16.value)
         _print_serving(result)
     else:
         kwargs = dict(sources=_SOURCE.value, pipelines=_PIPELINES.value,

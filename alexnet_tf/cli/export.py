@@ -54,6 +54,11 @@ _MAX_ASPECT_RATIO = flags.DEFINE_float(
     "shorter side is resized to the model's size, so a thin strip would become a huge "
     "image.")
 
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", "float32", list(limits.COMPUTE_DTYPES),
+    "What the exported graph computes in: float32, or bfloat16 (weights stored in "
+    "bfloat16) for CPUs with AVX512-BF16 or AMX and for GPUs; outputs stay float32.")
+
 
 def main(argv) -> int:
     """The ``alexnet-export`` command, for ``app.run``; returns the exit status. Missing
@@ -69,7 +74,8 @@ def main(argv) -> int:
     try:
         limits.check_export_values(version=_VERSION.value, top_k=_TOP_K.value,
                                    max_pixels=_MAX_PIXELS.value,
-                                   max_aspect_ratio=_MAX_ASPECT_RATIO.value, prefix="--")
+                                   max_aspect_ratio=_MAX_ASPECT_RATIO.value,
+                                   compute_dtype=_COMPUTE_DTYPE.value, prefix="--")
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     # Imported here: the library needs TensorFlow, --help does not.
@@ -82,7 +88,8 @@ def main(argv) -> int:
                              version=_VERSION.value, checkpoint=_CHECKPOINT.value,
                              top_k=_TOP_K.value, max_pixels=_MAX_PIXELS.value,
                              max_aspect_ratio=_MAX_ASPECT_RATIO.value,
-                             class_names_file=_CLASS_NAMES.value)
+                             class_names_file=_CLASS_NAMES.value,
+                             compute_dtype=_COMPUTE_DTYPE.value)
     print(f"Exported {path} (and {path}.keras).")
     return 0
 

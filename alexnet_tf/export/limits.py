@@ -33,8 +33,15 @@ def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+# What the exported graph computes in: float32 (the weights as trained), or bfloat16
+# (weights stored and multiplied in bfloat16: for CPUs with AVX512-BF16 or AMX and for
+# GPUs; see `alexnet_tf.export.export`).
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 def check_export_values(*, version=None, top_k=None, max_pixels=DEFAULT_MAX_PIXELS,
-                        max_aspect_ratio=DEFAULT_MAX_ASPECT_RATIO, prefix: str = "") -> None:
+                        max_aspect_ratio=DEFAULT_MAX_ASPECT_RATIO, compute_dtype="float32",
+                        prefix: str = "") -> None:
     """Raises ValueError naming the first value an export cannot be written with, its
     value and what is accepted; returns None when all are acceptable.
 
@@ -43,7 +50,8 @@ def check_export_values(*, version=None, top_k=None, max_pixels=DEFAULT_MAX_PIXE
     most the model's classes: only the model knows, so `alexnet_tf.export.export`
     checks that); ``max_pixels`` an integer from 1 to 2^63 - 1; ``max_aspect_ratio`` a
     finite number >= 1 (a square image has 1; infinity is refused: the limit keeps a
-    thin strip from being resized to a huge image). ``prefix`` goes before each name in
+    thin strip from being resized to a huge image); ``compute_dtype`` one of
+    `COMPUTE_DTYPES`. ``prefix`` goes before each name in
     the message: "--" for a binary's flags.
     """
     if version is not None and not (_is_integer(version) and 0 <= version <= MAX_VERSION):
@@ -62,3 +70,6 @@ def check_export_values(*, version=None, top_k=None, max_pixels=DEFAULT_MAX_PIXE
                          f"longer side over the shorter, 1 for a square; no infinity: a "
                          f"thin strip would be resized to a huge image), got "
                          f"{max_aspect_ratio!r}.")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"{prefix}compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
+                         f"got {compute_dtype!r}.")

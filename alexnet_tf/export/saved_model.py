@@ -191,7 +191,7 @@ def export(source, export_dir: str, *, version: int | None = None,
            checkpoint: str = "auto", top_k: int | None = None,
            max_pixels: int = DEFAULT_MAX_PIXELS,
            max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
-           class_names_file: str | None = None) -> str:
+           class_names_file: str | None = None, compute_dtype: str = "float32") -> str:
     """Exports a model source for TF Serving; returns the new ``EXPORT_DIR/<version>``.
 
     Args:
@@ -215,6 +215,13 @@ def export(source, export_dir: str, *, version: int | None = None,
         (infinity is refused; see `limits.check_export_values`).
       class_names_file: class names for a source without them (converted weights): one
         per line in output order, or a synsets file (`model_source.read_class_names`).
+      compute_dtype: "float32" (default), or "bfloat16": the traced graph stores its
+        weights in bfloat16 and computes in it (`compute_copy`), for CPUs with
+        AVX512-BF16 or AMX and for GPUs; preprocessing, softmax and every output stay
+        float32. At batch 1 it halves the fully connected layers' weight traffic
+        (docs/BENCHMARKS.md); probabilities differ from float32's by bfloat16 rounding
+        (tests/test_export.py states the tolerance). ``EXPORT_DIR/<version>.keras``
+        keeps the float32 weights either way.
 
     Raises:
       ExportError: a value above is not accepted (checked first, before the source is
@@ -224,7 +231,8 @@ def export(source, export_dir: str, *, version: int | None = None,
     """
     try:
         limits.check_export_values(version=version, top_k=top_k, max_pixels=max_pixels,
-                                   max_aspect_ratio=max_aspect_ratio)
+                                   max_aspect_ratio=max_aspect_ratio,
+                                   compute_dtype=compute_dtype)
     except ValueError as error:
         raise ExportError(str(error)) from None
     if not isinstance(source, source_lib.ModelSource):
@@ -275,7 +283,7 @@ def export(source, export_dir: str, *, version: int | None = None,
     created = _missing_directories(export_dir)
     try:
         return _write_export(source, model, step, classes, config, export_dir, version,
-                             top_k, max_pixels, max_aspect_ratio)
+                             top_k, max_pixels, max_aspect_ratio, compute_dtype)
     except BaseException:
         # A refusal or failure after the directory was made leaves none behind.
         for directory in reversed(created):
@@ -353,8 +361,30 @@ def _check_export_dir(export_dir: str) -> None:
         directory = parent
 
 
+def compute_copy(model, compute_dtype: str = "float32"):
+    """The model the export traces: ``model`` itself for "float32"; for "bfloat16" a
+    clone whose every layer stores its weights and computes in bfloat16 (Keras dtype
+    policy "bfloat16", not "mixed_bfloat16": a mixed policy keeps float32 weights and
+    casts them on every call, which at batch 1 costs more than it saves), its weights
+    ``model``'s rounded to bfloat16. Its outputs are bfloat16: the serving module casts
+    them to float32."""
+    if compute_dtype == "float32":
+        return model
+    import keras
+
+    clone = keras.models.clone_model(
+        model, clone_function=lambda layer: layer.__class__.from_config(
+            {**layer.get_config(), "dtype": compute_dtype}))
+    if [w.path for w in clone.weights] != [w.path for w in model.weights]:
+        raise ExportError(f"The {compute_dtype} copy of the model has other weights than "
+                          f"the model; expected the same layers.")
+    for target, value in zip(clone.weights, model.weights):
+        target.assign(tf.cast(value, target.dtype))
+    return clone
+
+
 def _write_export(source, model, step, classes, config, export_dir, version, top_k,
-                  max_pixels, max_aspect_ratio) -> str:
+                  max_pixels, max_aspect_ratio, compute_dtype="float32") -> str:
     """Writes the version (see `export`) into the existing ``export_dir``."""
     convention = source.convention
     version = next_version(export_dir) if version is None else int(version)
@@ -384,6 +414,7 @@ def _write_export(source, model, step, classes, config, export_dir, version, top
             "top_k": top_k,
             "max_pixels": int(max_pixels),
             "max_aspect_ratio": float(max_aspect_ratio),
+            "compute_dtype": compute_dtype,
             "preprocessing": {
                 "function": "alexnet_tf.data.preprocess.eval_image",
                 "image_size": convention.image_size,
@@ -412,7 +443,8 @@ def _write_export(source, model, step, classes, config, export_dir, version, top
         if convention.mean_image is not None:
             asset_names.append(convention_lib.MEAN_IMAGE_FILENAME)
         module = module_lib.build_serving_module(
-            convention, model, classes, top_k=top_k, max_pixels=max_pixels,
+            convention, compute_copy(model, compute_dtype), classes, top_k=top_k,
+            max_pixels=max_pixels,
             max_aspect_ratio=max_aspect_ratio,
             assets=[os.path.join(sources, name) for name in asset_names])
         saved = os.path.join(staging, "saved_model")

@@ -44,5 +44,8 @@ def get_config(arg: str | None = None):
     config.train.learning_rate = 0.02
     config.train.log_every_steps = 20
     config.train.checkpoint_every_steps = 200
+    # train.mixed_precision stays "none": at 67 px and width 0.25 bfloat16 trained no
+    # faster and to the same accuracy (docs/BENCHMARKS.md, issue 16); it pays for the
+    # full-size paper network on CPUs with AVX512-BF16 or AMX (README, "Long runs").
     config.eval.global_batch_size = 200
     return config

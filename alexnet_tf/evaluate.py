@@ -336,9 +336,10 @@ def evaluate_sources(sources_: Sequence[source_lib.ModelSource], data_config, *,
     if output is None and len(sources_) > 1:
         raise EvaluationError(f"An ensemble of {len(sources_)} models has no directory of "
                               f"its own for its result: give --output=FILE.json.")
-    check_output(output, overwrite, inputs=[s.path for s in sources_])
-    output = output or default_output(first, split, ten_crop)
-    outputs.check_writable(output)  # a full disk fails now, not after the evaluation
+    check_output(output, overwrite, inputs=[s.path for s in sources_])  # probes it too
+    if output is None:
+        output = default_output(first, split, ten_crop)
+        outputs.check_writable(output)  # a full disk fails now, not after the evaluation
     config = _evaluation_config(sources_, data_config, batch_size)
     try:
         # The source's class order, whatever order the split stores.

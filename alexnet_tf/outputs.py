@@ -19,18 +19,22 @@ from typing import Iterator, Sequence
 from alexnet_tf.errors import ExistsError, UserError
 
 
-def run_holding(path: str) -> str | None:
-    """The work directory of the training run whose files include ``path`` (an ancestor
-    directory holding ``config.json`` and ``checkpoints/``), or None."""
+def _nearest_ancestor(path: str, holds) -> str | None:
+    """The nearest directory above ``path`` for which ``holds(directory)``, or None."""
     directory = os.path.dirname(os.path.abspath(path))
-    while True:
-        if (os.path.isfile(os.path.join(directory, "config.json"))
-                and os.path.isdir(os.path.join(directory, "checkpoints"))):
-            return directory
+    while not holds(directory):
         parent = os.path.dirname(directory)
         if parent == directory:
             return None
         directory = parent
+    return directory
+
+
+def run_holding(path: str) -> str | None:
+    """The work directory of the training run whose files include ``path`` (an ancestor
+    directory holding ``config.json`` and ``checkpoints/``), or None."""
+    return _nearest_ancestor(path, lambda d: os.path.isfile(os.path.join(d, "config.json"))
+                             and os.path.isdir(os.path.join(d, "checkpoints")))
 
 
 # Files that are a model by themselves: Keras files, TF checkpoints, weights to convert.
@@ -47,14 +51,8 @@ def model_holding(path: str) -> str | None:
     name = os.path.basename(path)
     if name.endswith(_MODEL_FILE_ENDINGS) or ".data-" in name:
         return path
-    directory = os.path.dirname(os.path.abspath(path))
-    while True:
-        if any(os.path.isfile(os.path.join(directory, m)) for m in _MODEL_MARKERS):
-            return directory
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            return None
-        directory = parent
+    return _nearest_ancestor(path, lambda d: any(os.path.isfile(os.path.join(d, m))
+                                                 for m in _MODEL_MARKERS))
 
 
 def check_new_file(path: str, overwrite: bool, flag: str = "--output",

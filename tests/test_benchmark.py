@@ -347,6 +347,10 @@ def test_serving_ratios_and_targets_from_medians():
     assert q["throughput_export_bytes_over_keras"] == pytest.approx(0.11 / 0.32)
     assert q["throughput_keras_pixels_over_keras"] == pytest.approx(0.11 / 0.11)
     assert q["throughput_export_over_keras_pixels"] == pytest.approx(0.11 / 0.12)
+    # The batch-1 latency split the same way: in-memory 11 ms, behind the serving path
+    # 10.5 ms (every round's), exported 11 ms.
+    assert q["latency_keras_over_keras_pixels"] == pytest.approx(11.0 / 10.5)
+    assert q["latency_keras_pixels_over_export"] == pytest.approx(10.5 / 11.0)
     t = r["targets"]
     assert t["throughput"]["met"] is True and t["throughput"]["target"] == 0.9
     assert t["throughput"]["at_target_batch"] and t["latency"]["met"] is True
@@ -384,7 +388,8 @@ def test_serving_figures_keep_their_json_keys():
         "throughput_export_over_keras", "throughput_export_over_keras_paired",
         "latency_keras_over_export", "latency_keras_over_export_paired",
         "throughput_export_bytes_over_keras", "latency_keras_over_export_bytes",
-        "throughput_keras_pixels_over_keras", "throughput_export_over_keras_pixels"}
+        "throughput_keras_pixels_over_keras", "throughput_export_over_keras_pixels",
+        "latency_keras_over_keras_pixels", "latency_keras_pixels_over_export"}
     assert set(r["targets"]) == {"throughput", "latency", "informative_only"}
     assert set(r["targets"]["latency"]) == {"what", "value", "paired", "target", "met"}
     assert set(r["targets"]["throughput"]) == {"what", "value", "paired", "target", "met",
@@ -405,6 +410,77 @@ def test_serving_agreement_catches_other_outputs():
     # The model fed other inputs (e.g. unnormalised pixels): far off, another top-1.
     other = benchmark.compare_outputs(probabilities, logits[:, ::-1])
     assert not other["within_tolerance"] and not other["same_top1"]
+    # A bfloat16 export is held to the export's stated probability tolerance, with no
+    # bound on log-probabilities: 0.005 off is within 0.02, not within 1e-5.
+    from alexnet_tf.export import BFLOAT16_PROBABILITY_TOLERANCE
+    rounded = probabilities + np.float32(0.005) * np.array([[1, -1, 0], [-1, 0, 1]])
+    bf16 = benchmark.compare_outputs(rounded, logits, tolerance=BFLOAT16_PROBABILITY_TOLERANCE,
+                                     log_tolerance=None)
+    assert bf16["within_tolerance"] and bf16["tolerance"] == 0.02
+    assert bf16["log_tolerance"] is None
+    assert not benchmark.compare_outputs(rounded, logits)["within_tolerance"]
+    far = probabilities + np.float32(0.03) * np.array([[1, -1, 0], [-1, 0, 1]])
+    assert not benchmark.compare_outputs(far, logits, tolerance=BFLOAT16_PROBABILITY_TOLERANCE,
+                                         log_tolerance=None)["within_tolerance"]
+
+
+def test_serving_verdicts_name_their_caveats():
+    from benchmarks import serving as benchmark
+
+    assert benchmark.verdict_caveats(5, "paper", 227, 1.0, 1000) == []
+    one, small = benchmark.verdict_caveats(1, "paper", 67, 0.125, 10)
+    assert one.startswith("1 timed round: too few for a verdict (at least 3")
+    assert "this run timed paper at 67 pixels, width 0.125, 10 classes" in small
+    informative = benchmark.verdict_caveats(3, "paper", 227, 1.0, 1000, informative=True)
+    assert informative == ["informative only: the in-memory model ran another precision "
+                           "than the float32 export"]
+
+
+def _benchmark_tool():
+    """tools/benchmark.py as a module (its printers), under a name of its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_tool_under_test",
+                                                  REPO_ROOT / "tools" / "benchmark.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_serving_printout_names_both_exports_the_tolerance_and_the_caveats(capsys):
+    from benchmarks import serving as benchmark
+
+    rounds = [dict(r, export_pixels_bf16_infer=0.08, export_pixels_bf16_latency=0.008)
+              for r in SERVING_ROUNDS[:1]]
+    agreement = benchmark.compare_outputs([[0.5, 0.5]], [[0.0, 0.0]])
+    result = {
+        "variant": "paper", "image_size": 67, "resize_size": 76, "width": 0.125,
+        "num_classes": 10, "params": 1000, "device": "CPU", "infer_batch_size": 32,
+        "latency_calls": 2, "keras_compute_dtype": "float32", "mixed_precision": "none",
+        "export_compute_dtype": "float32", "export_bfloat16": True, "repeats": 1,
+        "machine": {"cpu_model": "CPU", "cpu_kind": "AVX2", "usable_cores": 2, "cores": 2,
+                    "cpu_flags": "avx2", "tensorflow": "2", "keras": "3",
+                    "tf_inter_op_threads": "2", "tf_intra_op_threads": "2"},
+        "export": {"signatures": {"pixels": "pixels", "bytes": "serving_default"},
+                   "pixels_shape": [76, 76, 3], "jpeg_size": [500, 375], "jpeg_mean_kb": 1,
+                   "grouped_conv": {"export": "split", "keras": "native"},
+                   "export_seconds": 1, "load_seconds": 1},
+        "agreement": agreement,
+        "agreement_bfloat16_export": benchmark.compare_outputs(
+            [[0.51, 0.49]], [[0.0, 0.0]], tolerance=0.02, log_tolerance=None),
+        "load": {"loadavg_1min_start": 0, "loadavg_1min_end": 0, "wall_seconds": 1},
+        "caveats": benchmark.verdict_caveats(1, "paper", 67, 0.125, 10),
+        **benchmark.serving_figures(rounds, 32),
+    }
+    _benchmark_tool()._print_serving(result)
+    out = capsys.readouterr().out
+    assert "export float32 and a bfloat16 export (--export_bfloat16)" in out
+    assert "same top-1 True (within the export's stated 0.02)" in out
+    assert "breakdown of batch-1 latency: in-memory 10.00 ms, + serving path +0.50 ms, + " \
+           "saved graph -1.50 ms = export 9.00 ms" in out
+    assert "(see the caveats below)" in out
+    assert "caveat on the verdicts: 1 timed round: too few for a verdict" in out
+    assert "caveat on the verdicts: the targets are stated for the paper network" in out
 
 
 def test_serving_benchmark_at_tiny_size():
@@ -430,7 +506,12 @@ def test_serving_benchmark_at_tiny_size():
         assert _positive(r["ratios"][key])
     assert r["targets"]["throughput"]["met"] in (True, False)
     assert r["machine"]["cpu_flags"] and r["export_compute_dtype"] == "float32"
+    assert r["export_bfloat16"] is False
     assert "note" not in r
+    # One round of a tiny network: the verdicts say they do not stand.
+    assert [c.split(":")[0] for c in r["caveats"]] == [
+        "1 timed round", "the targets are stated for the paper network at 227 pixels, width 1, "
+        "1000 classes; this run timed paper at 67 pixels, width 0.125, 10 classes"]
     json.dumps(r, allow_nan=False)
 
 

@@ -250,6 +250,28 @@ def test_resize_shorter_side_antialiases_only_beyond_2x(height, width, size, ant
         _in_dataset(lambda x: preprocess.resize_shorter_side(x, size), image), out)
 
 
+@pytest.mark.parametrize("height,width", [
+    (64, 64),    # stored at resize_size: no resize
+    (90, 120),   # plain bilinear
+    (150, 300),  # shrinks beyond 2x: the antialiased kernel
+    (40, 50),    # enlarges
+])
+def test_eval_pixels_of_a_batch_equals_each_image_alone(height, width):
+    # The export's pixels signatures preprocess a whole batch in one call.
+    images = np.stack([_image(height, width, seed=s) for s in range(3)])
+    mean_image = np.random.default_rng(1).uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    for norm in (InputConvention(mean_rgb=(10, 20, 30), std_rgb=(2, 4, 5)),
+                 InputConvention(mean_rgb=(0, 0, 0), std_rgb=(1, 1, 1), channel_order="BGR",
+                                 mean_image=mean_image, resize_size=64, image_size=40)):
+        kwargs = dict(image_size=40, resize_size=64, norm=norm)
+        batched = preprocess.eval_pixels(tf.constant(images), **kwargs)
+        assert batched.shape == (3, 40, 40, 3)
+        alone = np.stack([preprocess.eval_pixels(tf.constant(i), **kwargs) for i in images])
+        np.testing.assert_array_equal(batched.numpy(), alone)
+    traced = tf.function(lambda x: preprocess.eval_pixels(x, **kwargs))(tf.constant(images))
+    np.testing.assert_array_equal(traced.numpy(), alone)
+
+
 def test_flip_image_single_and_batched_agree_with_numpy():
     images = np.random.default_rng(5).integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)
     flips = np.array([True, False, True, False])

@@ -236,7 +236,6 @@ def corpus_paths(tmp_path_factory):
     module = types.SimpleNamespace(_max_pixels=10 ** 6, _max_aspect_ratio=50.0,
                                    _image_size=SIZE, _resize_size=SIZE, _norm=norm)
     module._image_spec = lambda: tf.TensorSpec([SIZE, SIZE, 3], tf.float32)
-    module._pixels_image = lambda image: ServingModule._pixels_image(module, image)
     served = ServingModule.preprocess_bytes(module, tf.constant([CORPUS[n] for n in names]))
     out["serving_default"] = dict(zip(names, np.round(served.numpy()).astype(np.uint8)))
     out["pixels"] = {n: np.round(ServingModule.preprocess_pixels(

@@ -283,7 +283,8 @@ def _print_serving(r):
           f"{r['params']:,} parameters, device {r['device']}; batch {r['infer_batch_size']} "
           f"and 1 ({r['latency_calls']} calls per round); in-memory "
           f"{r['keras_compute_dtype']} (mixed precision {r['mixed_precision']}), export "
-          f"{r['export_compute_dtype']}")
+          f"{r['export_compute_dtype']}"
+          + (" and a bfloat16 export (--export_bfloat16)" if r.get("export_bfloat16") else ""))
     print(f"machine: {m['cpu_model']} ({m['cpu_kind']}), {m['usable_cores']} of {m['cores']} "
           f"cores, flags {m['cpu_flags']}; TF {m['tensorflow']}, Keras {m['keras']}; TF "
           f"threads inter {m['tf_inter_op_threads']}, intra {m['tf_intra_op_threads']}")
@@ -303,7 +304,9 @@ def _print_serving(r):
     if r.get("agreement_bfloat16_export"):
         b = r["agreement_bfloat16_export"]
         print(f"bfloat16 export against the in-memory model: max |probability diff| "
-              f"{b['max_abs_probability_diff']:.2e}, same top-1 {b['same_top1']}")
+              f"{b['max_abs_probability_diff']:.2e}, same top-1 {b['same_top1']} "
+              f"({'within' if b['within_tolerance'] else 'NOT within'} the export's stated "
+              f"{b['tolerance']:g})")
     if r.get("note"):
         print(f"note: {r['note']}")
     load = r["load"]
@@ -315,6 +318,8 @@ def _print_serving(r):
     if r.get("quiet"):
         _print_serving_figures(r["quiet"], f"the {r['quiet_rounds']} quiet rounds (other "
                                            f"processes <= 0.25 cores)", r)
+    for caveat in r.get("caveats", ()):
+        print(f"caveat on the verdicts: {caveat}")
 
 
 def _print_serving_figures(f, title, run=None):
@@ -337,6 +342,13 @@ def _print_serving_figures(f, title, run=None):
         print(f"breakdown of images/s: serving path (preprocessing, heads) "
               f"{_fmt(q['throughput_keras_pixels_over_keras'], '.3f')}x, saved graph "
               f"{_fmt(q['throughput_export_over_keras_pixels'], '.3f')}x")
+        ms = {k: f["figures"][k]["latency_ms"] for k in ("keras", "keras_pixels",
+                                                          "export_pixels")}
+        if None not in ms.values():
+            print(f"breakdown of batch-1 latency: in-memory {ms['keras']:.2f} ms, + serving "
+                  f"path {ms['keras_pixels'] - ms['keras']:+.2f} ms, + saved graph "
+                  f"{ms['export_pixels'] - ms['keras_pixels']:+.2f} ms = export "
+                  f"{ms['export_pixels']:.2f} ms")
     if "latency_export_over_export_bf16" in q:
         print(f"bfloat16 export / float32 export: images/s "
               f"{_fmt(q['throughput_export_bf16_over_export'], '.3f')}x; float32/bfloat16 "
@@ -353,6 +365,8 @@ def _print_serving_figures(f, title, run=None):
             extra = f" (measured at batch {v['batch_size']}, not 32)"
         if t["informative_only"] and what != "bfloat16_latency":
             extra += " (informative only: in-memory model not float32)"
+        if (run or f).get("caveats"):
+            extra += " (see the caveats below)"
         print(f"target {v['what']}: {_fmt(v['value'], '.3f')} vs {v['target']:g}: "
               f"{verdict}{extra}")
 

@@ -90,7 +90,8 @@ def main(argv) -> int:
                              max_aspect_ratio=_MAX_ASPECT_RATIO.value,
                              class_names_file=_CLASS_NAMES.value,
                              compute_dtype=_COMPUTE_DTYPE.value)
-    print(f"Exported {path} (and {path}.keras).")
+    print(f"Exported {path}, computing in {_COMPUTE_DTYPE.value} (and {path}.keras, "
+          f"float32 weights).")
     return 0
 
 

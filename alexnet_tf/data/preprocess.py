@@ -85,9 +85,12 @@ def resize_shorter_side(image, size: int):
     pixels and alias, so there the kernel is widened by the scale factor
     (``antialias=True``, Pillow's BILINEAR). Antialiasing every image would more than
     double the cost of preparing a 500x375 JPEG (docs/BENCHMARKS.md).
+
+    ``image``: uint8 [H, W, 3], or a batch [B, H, W, 3] of one size (each image as
+    alone: the same kernel per image).
     """
     shape = tf.shape(image)
-    height, width = shape[0], shape[1]
+    height, width = shape[-3], shape[-2]
     shorter = tf.minimum(height, width)
 
     def resize():
@@ -105,11 +108,12 @@ def resize_shorter_side(image, size: int):
 
 
 def central_crop(image, size: int):
-    """The central ``size`` x ``size`` patch (Sec. 2 at 256; the test-time crop at 227)."""
+    """The central ``size`` x ``size`` patch (Sec. 2 at 256; the test-time crop at 227)
+    of [H, W, C], or of each image of [B, H, W, C]."""
     shape = tf.shape(image)
-    top = (shape[0] - size) // 2
-    left = (shape[1] - size) // 2
-    return image[top:top + size, left:left + size, :]
+    top = (shape[-3] - size) // 2
+    left = (shape[-2] - size) // 2
+    return image[..., top:top + size, left:left + size, :]
 
 
 def crop_offsets(height, width, size: int, seed):
@@ -247,9 +251,10 @@ def _crop_of_centre_square(encoded, size: int, resize_size: int, top, left, orie
 
 
 def _pixels_crop_of_centre_square(image, size: int, resize_size: int, top, left):
-    """`_crop_of_centre_square` for decoded uint8 pixels."""
+    """`_crop_of_centre_square` for decoded uint8 pixels: [H, W, 3], or a batch
+    [B, H, W, 3] of one size."""
     square = central_crop(resize_shorter_side(image, resize_size), resize_size)
-    return square[top:top + size, left:left + size, :]
+    return square[..., top:top + size, left:left + size, :]
 
 
 def paper_crop(encoded, seed, *, image_size: int, resize_size: int, orientation=None):
@@ -337,10 +342,13 @@ def eval_image(encoded, *, image_size: int, resize_size: int, norm: InputConvent
 
 
 def eval_pixels(image, *, image_size: int, resize_size: int, norm: InputConvention):
-    """`eval_image` for clients that decode themselves: uint8 [H, W, 3] pixels in."""
+    """`eval_image` for clients that decode themselves: uint8 [H, W, 3] pixels in,
+    float32 [image_size, image_size, 3] out; or a batch [B, H, W, 3] of one size in,
+    [B, image_size, image_size, 3] out, each image exactly as alone (the serving
+    ``pixels`` signatures take whole batches so, with no per-image loop)."""
     top, left = center_window(image_size, resize_size)
     crop = _pixels_crop_of_centre_square(image, image_size, resize_size, top, left)
-    crop.set_shape([image_size, image_size, 3])
+    crop.set_shape(crop.shape[:-3].concatenate([image_size, image_size, 3]))
     return normalize(crop, norm, (top, left))
 
 

@@ -4,7 +4,8 @@ is `alexnet_tf.cli.export`; docs/SERVING.md has the server commands).
 * `alexnet_tf.export.saved_model`: `export(source, export_dir)` writes
   ``EXPORT_DIR/<version>/`` (the SavedModel, its assets and TF Serving's warmup file) and
   ``<version>.keras`` for a run, a checkpoint, a ``.keras`` file or converted weights
-  (`alexnet_tf.model_source`), in float32 or bfloat16 (`compute_copy`); versions on
+  (`alexnet_tf.model_source`), in float32 or bfloat16 (`compute_copy`; what bfloat16
+  promises: `BFLOAT16_PROBABILITY_TOLERANCE`, `BFLOAT16_FEATURE_RELATIVE_TOLERANCE`); versions on
   disk (`existing_versions`, `next_version`); a run's model as the export traces it
   (`restore_model`); `warmup_requests`.
 * `alexnet_tf.export.module`: `ServingModule` and its signatures in one table
@@ -28,7 +29,8 @@ from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXEL
 
 _LAZY = {
     **dict.fromkeys(
-        ["EXPORT_INFO_FILENAME", "export", "compute_copy", "existing_versions",
+        ["EXPORT_INFO_FILENAME", "export", "compute_copy", "BFLOAT16_PROBABILITY_TOLERANCE",
+         "BFLOAT16_FEATURE_RELATIVE_TOLERANCE", "existing_versions",
          "next_version", "restore_model", "warmup_images", "warmup_requests"],
         "alexnet_tf.export.saved_model"),
     **dict.fromkeys(

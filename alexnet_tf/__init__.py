@@ -22,6 +22,7 @@ _LAZY = {
     "LocalResponseNormalization": "alexnet_tf.layers",
     "VARIANTS": "alexnet_tf.architecture",
     "create_model": "alexnet_tf.models",
+    "load_model": "alexnet_tf.models",
     "feature_extractor": "alexnet_tf.models",
 }
 

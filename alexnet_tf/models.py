@@ -165,6 +165,26 @@ def model_from_config(config, *, name: str | None = None) -> "keras.Model":
                         seed=config.seed, name=name)
 
 
+def load_model(path: str, **kwargs) -> "keras.Model":
+    """``keras.models.load_model(path, **kwargs)`` of a ``.keras`` file holding this
+    package's layers (a training run's export, ``EXPORT_DIR/<version>.keras``, converted
+    weights' ``model.keras``).
+
+    Keras finds a custom layer class only once its module has run its
+    ``register_keras_serializable`` decorator, and ``import alexnet_tf`` loads no module
+    (its names load on first use): this imports `alexnet_tf.layers` first. Plain
+    ``keras.models.load_model`` works the same after ``import alexnet_tf.layers``.
+
+    Raises what ``keras.models.load_model`` raises (e.g. ValueError for a path that is
+    not a ``.keras`` file).
+    """
+    import keras
+
+    from alexnet_tf import layers  # noqa: F401  (registers LocalResponseNormalization, GroupedConv2D)
+
+    return keras.models.load_model(path, **kwargs)
+
+
 def feature_extractor(model: "keras.Model") -> "keras.Model":
     """A model from the same input to the 4096-d fc7 activations (Sec. 6.1)."""
     import keras

@@ -307,9 +307,13 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
         start = time.perf_counter()
         loaded = tf.saved_model.load(version_dir)
         load_seconds = time.perf_counter() - start
-        loaded_bf16 = (tf.saved_model.load(export_model(
-            exported_model, convention, os.path.join(workdir, "bf16"), "bfloat16"))
-            if export_bfloat16 else None)
+        loaded_bf16, bf16_export_seconds = None, None
+        if export_bfloat16:
+            start = time.perf_counter()
+            bf16_dir = export_model(exported_model, convention, os.path.join(workdir, "bf16"),
+                                    "bfloat16")
+            bf16_export_seconds = time.perf_counter() - start
+            loaded_bf16 = tf.saved_model.load(bf16_dir)
     finally:
         # The loaded object holds its variables and functions in memory: the files can go.
         shutil.rmtree(workdir, ignore_errors=True)
@@ -368,6 +372,8 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
                                                                     dtype=compute_dtype),
             },
             "export_seconds": round(export_seconds, 2), "load_seconds": round(load_seconds, 2),
+            "bfloat16_export_seconds": (round(bf16_export_seconds, 2)
+                                        if bf16_export_seconds is not None else None),
             "jpeg_size": list(JPEG_SIZE), "jpeg_quality": JPEG_QUALITY,
             "jpeg_mean_kb": images["jpeg_mean_kb"],
             "pixels_shape": list(images["pixels"].shape[1:]),
@@ -414,21 +420,36 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
     result["rounds"] = [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}
                         for r in rounds]
     result["caveats"] = verdict_caveats(len(rounds), variant, image_size, width, num_classes,
-                                        informative)
+                                        informative, warmup=warmup,
+                                        quiet_rounds=len(quiet) if any(
+                                            r["other_cores"] is not None for r in rounds)
+                                        else None)
     return result
 
 
 def verdict_caveats(rounds: int, variant: str, image_size: int, width: float,
-                    num_classes: int, informative: bool = False) -> list[str]:
+                    num_classes: int, informative: bool = False, *, warmup: int = 1,
+                    quiet_rounds: int | None = None) -> list[str]:
     """Why the target verdicts of a run may not stand, one sentence each (empty when
-    they do): fewer timed rounds than `MIN_VERDICT_ROUNDS`; a network other than the
-    paper network at 227 pixels, width 1, 1000 classes (what issue 16's targets are
-    stated for); an in-memory model in another precision than the float32 export."""
+    they do): fewer timed rounds than `MIN_VERDICT_ROUNDS`; no warm-up round (the first
+    timed calls then include tracing and the first run of every op); timed rounds in
+    which other processes used more than `QUIET_OTHER_CORES` (``quiet_rounds`` of
+    ``rounds`` were quiet; None: not measured); a network other than the paper network
+    at 227 pixels, width 1, 1000 classes (what issue 16's targets are stated for); an
+    in-memory model in another precision than the float32 export."""
     caveats = []
     if rounds < MIN_VERDICT_ROUNDS:
         caveats.append(f"{rounds} timed round{'s' if rounds != 1 else ''}: too few for a "
                        f"verdict (at least {MIN_VERDICT_ROUNDS}; --repeats=5 is the "
                        f"documented run)")
+    if warmup < 1:
+        caveats.append("no warm-up round (--warmup=0): the first timed calls include "
+                       "tracing and the first run of every op, which can make any contender "
+                       "look slow or a difference negative")
+    if quiet_rounds is not None and quiet_rounds < rounds:
+        caveats.append(f"other processes used more than {QUIET_OTHER_CORES:g} cores in "
+                       f"{rounds - quiet_rounds} of the {rounds} timed rounds: the machine "
+                       f"was not quiet (--wait_quiet=30 waits for it)")
     network = (variant, int(image_size), float(width), int(num_classes))
     if network != ("paper", 227, 1.0, 1000):
         caveats.append(f"the targets are stated for the paper network at 227 pixels, width "

@@ -434,20 +434,35 @@ def test_serving_verdicts_name_their_caveats():
     informative = benchmark.verdict_caveats(3, "paper", 227, 1.0, 1000, informative=True)
     assert informative == ["informative only: the in-memory model ran another precision "
                            "than the float32 export"]
+    # No warm-up round, and rounds during which the machine was busy.
+    cold, busy = benchmark.verdict_caveats(5, "paper", 227, 1.0, 1000, warmup=0,
+                                           quiet_rounds=3)
+    assert cold.startswith("no warm-up round (--warmup=0): the first timed calls include "
+                           "tracing")
+    assert busy == ("other processes used more than 0.25 cores in 2 of the 5 timed rounds: "
+                    "the machine was not quiet (--wait_quiet=30 waits for it)")
+    assert benchmark.verdict_caveats(5, "paper", 227, 1.0, 1000, quiet_rounds=5) == []
+    assert benchmark.verdict_caveats(5, "paper", 227, 1.0, 1000, quiet_rounds=None) == []
 
 
-def _benchmark_tool():
-    """tools/benchmark.py as a module (its printers), under a name of its own."""
-    import importlib.util
+def _printed_by_the_tool(printer: str, result: dict, tmp_path) -> str:
+    """What tools/benchmark.py's ``printer`` prints for ``result``, in a process of its
+    own: the tool defines absl flags at import, which would clash with other tools'
+    flags of the same name imported into this test process."""
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    code = ("import importlib.util, json, sys\n"
+            "spec = importlib.util.spec_from_file_location('benchmark_tool', sys.argv[1])\n"
+            "tool = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(tool)\n"
+            "getattr(tool, sys.argv[2])(json.load(open(sys.argv[3])))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "tools" / "benchmark.py"),
+                           printer, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
-    spec = importlib.util.spec_from_file_location("benchmark_tool_under_test",
-                                                  REPO_ROOT / "tools" / "benchmark.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
 
-
-def test_serving_printout_names_both_exports_the_tolerance_and_the_caveats(capsys):
+def test_serving_printout_names_both_exports_the_tolerance_and_the_caveats(tmp_path):
     from benchmarks import serving as benchmark
 
     rounds = [dict(r, export_pixels_bf16_infer=0.08, export_pixels_bf16_latency=0.008)
@@ -464,7 +479,7 @@ def test_serving_printout_names_both_exports_the_tolerance_and_the_caveats(capsy
         "export": {"signatures": {"pixels": "pixels", "bytes": "serving_default"},
                    "pixels_shape": [76, 76, 3], "jpeg_size": [500, 375], "jpeg_mean_kb": 1,
                    "grouped_conv": {"export": "split", "keras": "native"},
-                   "export_seconds": 1, "load_seconds": 1},
+                   "export_seconds": 1, "load_seconds": 1, "bfloat16_export_seconds": 2.5},
         "agreement": agreement,
         "agreement_bfloat16_export": benchmark.compare_outputs(
             [[0.51, 0.49]], [[0.0, 0.0]], tolerance=0.02, log_tolerance=None),
@@ -472,10 +487,12 @@ def test_serving_printout_names_both_exports_the_tolerance_and_the_caveats(capsy
         "caveats": benchmark.verdict_caveats(1, "paper", 67, 0.125, 10),
         **benchmark.serving_figures(rounds, 32),
     }
-    _benchmark_tool()._print_serving(result)
-    out = capsys.readouterr().out
+    out = _printed_by_the_tool("_print_serving", result, tmp_path)
     assert "export float32 and a bfloat16 export (--export_bfloat16)" in out
+    assert "the bfloat16 export in 2.5 s" in out
+    assert "agreement on the batch's 32 images (untrained weights: flat probabilities" in out
     assert "same top-1 True (within the export's stated 0.02)" in out
+    assert "bfloat16 export against the float32 export (> 1: bfloat16 faster)" in out
     assert "breakdown of batch-1 latency: in-memory 10.00 ms, + serving path +0.50 ms, + " \
            "saved graph -1.50 ms = export 9.00 ms" in out
     assert "(see the caveats below)" in out
@@ -508,9 +525,10 @@ def test_serving_benchmark_at_tiny_size():
     assert r["machine"]["cpu_flags"] and r["export_compute_dtype"] == "float32"
     assert r["export_bfloat16"] is False
     assert "note" not in r
-    # One round of a tiny network: the verdicts say they do not stand.
-    assert [c.split(":")[0] for c in r["caveats"]] == [
-        "1 timed round", "the targets are stated for the paper network at 227 pixels, width 1, "
+    # One round without warm-up of a tiny network: the verdicts say they do not stand.
+    assert [c.split(":")[0] for c in r["caveats"] if "cores in" not in c] == [
+        "1 timed round", "no warm-up round (--warmup=0)",
+        "the targets are stated for the paper network at 227 pixels, width 1, "
         "1000 classes; this run timed paper at 67 pixels, width 0.125, 10 classes"]
     json.dumps(r, allow_nan=False)
 

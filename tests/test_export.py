@@ -651,9 +651,22 @@ BFLOAT16_PROBABILITY_TOLERANCE = export.BFLOAT16_PROBABILITY_TOLERANCE
 BFLOAT16_FEATURE_RELATIVE_TOLERANCE = export.BFLOAT16_FEATURE_RELATIVE_TOLERANCE
 
 
-def test_a_bfloat16_export_stores_bfloat16_weights_and_serves_within_tolerance(run, tmp_path):
+def test_a_bfloat16_export_stores_bfloat16_weights_and_serves_within_tolerance(
+        run, tmp_path, monkeypatch):
+    from alexnet_tf.export import saved_model as saved_model_lib
+
+    warnings = []
+    monkeypatch.setattr(saved_model_lib.logging, "warning",
+                        lambda message, *args: warnings.append(message % args))
+    # Beside the float32 version 1, as a user following the README would write it.
+    shutil.copytree(run.export_dir, tmp_path / "bf16")
     path = pathlib.Path(export.export(str(run.workdir), str(tmp_path / "bf16"),
                                       compute_dtype="bfloat16"))
+    assert path.name == "2"
+    assert warnings == [
+        "Version 2 computes in bfloat16, version 1 (served until now) in float32: TF Serving "
+        "serves the highest version, so clients get bfloat16 answers from now on. To serve "
+        "both, export to another base path (a model of its own)."]
     info = json.loads((path / "assets" / "export.json").read_text())
     assert info["compute_dtype"] == "bfloat16"
     dtypes = tf.train.load_checkpoint(str(path / "variables" / "variables")
@@ -678,3 +691,39 @@ def test_a_bfloat16_export_stores_bfloat16_weights_and_serves_within_tolerance(r
     assert {w.dtype for w in kept.weights if w.path.endswith("kernel")} == {"float32"}
     print(f"bfloat16 export: max |probability difference| {difference:.2e}, fc7 relative "
           f"difference {relative:.2e}")
+
+
+def test_a_new_version_warns_when_it_changes_what_is_served(tmp_path, monkeypatch):
+    from alexnet_tf.export import saved_model as saved_model_lib
+
+    warnings = []
+    monkeypatch.setattr(saved_model_lib.logging, "warning",
+                        lambda message, *args: warnings.append(message % args))
+
+    def version(number, info):
+        assets = tmp_path / str(number) / "assets"
+        assets.mkdir(parents=True)
+        if info is not None:
+            (assets / export.EXPORT_INFO_FILENAME).write_text(info)
+
+    warn = saved_model_lib._warn_about_what_is_served
+    warn(str(tmp_path), 1, "bfloat16")  # nothing exported yet
+    version(3, json.dumps({"compute_dtype": "float32"}))
+    warn(str(tmp_path), 4, "float32")  # same precision as the served version
+    assert warnings == []
+    warn(str(tmp_path), 4, "bfloat16")
+    assert warnings.pop().startswith("Version 4 computes in bfloat16, version 3 (served "
+                                     "until now) in float32: ")
+    warn(str(tmp_path), 2, "float32")
+    assert warnings.pop() == ("Version 2 is lower than 3: TF Serving's default version "
+                              "policy keeps serving the highest.")
+    # An export written before "compute_dtype" existed computed in float32.
+    version(5, json.dumps({"version": 5}))
+    warn(str(tmp_path), 6, "bfloat16")
+    assert "version 5 (served until now) in float32" in warnings.pop()
+    # A version that is not this package's export: nothing to compare, no warning.
+    version(7, "not json")
+    warn(str(tmp_path), 8, "bfloat16")
+    version(8, None)
+    warn(str(tmp_path), 9, "bfloat16")
+    assert warnings == []

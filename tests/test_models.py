@@ -8,6 +8,7 @@ tiny width and at an image size near the variant's minimum, so the file stays fa
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import keras
@@ -458,6 +459,30 @@ def test_keras_file_round_trip(variant, tmp_path):
         assert loaded.get_layer("norm1").get_config()["bias"] == 2.0
     else:
         assert grouped == set() and lrn == set()
+
+
+def test_a_keras_file_loads_as_the_readme_says_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    model = _tiny("paper")
+    path = tmp_path / "m.keras"
+    model.save(path)
+
+    def load(code):
+        return subprocess.run([sys.executable, "-c", code.format(path=str(path))],
+                              capture_output=True, text=True, timeout=300)
+
+    for code in ("import alexnet_tf; m = alexnet_tf.load_model({path!r}); print(m.name)",
+                 "import keras, alexnet_tf.layers; print(keras.models.load_model({path!r}).name)"):
+        done = load(code)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[-1] == model.name
+    # Why the README names the import: `import alexnet_tf` alone registers nothing.
+    done = load("import keras, alexnet_tf; keras.models.load_model({path!r})")
+    assert done.returncode != 0
+    assert re.search(r"Could not locate class '(LocalResponseNormalization|GroupedConv2D)'",
+                     done.stderr), done.stderr[-2000:]
 
 
 def test_keras_file_keeps_grouped_conv_implementation(tmp_path):

@@ -8,7 +8,8 @@ r"""Benchmarks behind docs/BENCHMARKS.md; prints a table and one JSON line (the 
         [--num_images=512] [--batch_size=128] [--seconds=0] [--scaling]
     python tools/benchmark.py --benchmark=grouped_conv [--repeats=5]
     python tools/benchmark.py --benchmark=serving --variant=paper [--infer_batch_size=32]
-        [--latency_calls=10] [--mixed_precision=bfloat16] [--noserving_breakdown]
+        [--latency_calls=10] [--export_bfloat16] [--mixed_precision=bfloat16]
+        [--noserving_breakdown]
     TF_ENABLE_ONEDNN_OPTS=0 python tools/benchmark.py --benchmark=grouped_conv
 
 model: training images/s (the training loop's step: forward, backward, coupled weight
@@ -28,8 +29,11 @@ serving: the exported SavedModel (what TF Serving runs; exported by alexnet_tf.e
   --infer_batch_size (default 32) and batch-1 latency of the export's pixels signature
   and of model(x), the serving_default signature on JPEG bytes ("with decode"), the
   ratios and issue 16's targets (>= 90% of in-memory images/s at batch 32, batch-1
-  latency no worse). --mixed_precision applies to the in-memory model only (the export is
-  float32): informative only.
+  latency no worse), with the caveats that keep a verdict from standing.
+  --export_bfloat16 adds the export's bfloat16 option (alexnet-export
+  --compute_dtype=bfloat16) beside the float32 export, and its target (batch-1 latency
+  no worse than the float32 export's). --mixed_precision applies to the in-memory model
+  only (the exports compared with it are float32): informative only.
 grouped_conv: forward+backward time of the paper's conv2 (27x27x96 -> 256, 5x5, 2 groups,
   batch 32) for each compute path of `GroupedConv2D` and for Keras' Conv2D(groups=2).
 On a GPU machine the same commands use the GPU (TF and PyTorch alike).
@@ -292,9 +296,13 @@ def _print_serving(r):
           f"{e['pixels_shape']}) and {e['signatures']['bytes']} (JPEG {e['jpeg_size'][0]}x"
           f"{e['jpeg_size'][1]}, {e['jpeg_mean_kb']} KB); grouped conv export "
           f"{e['grouped_conv']['export']}, in-memory {e['grouped_conv']['keras']}; exported "
-          f"in {e['export_seconds']} s, loaded in {e['load_seconds']} s")
+          f"in {e['export_seconds']} s, loaded in {e['load_seconds']} s"
+          + (f"; the bfloat16 export in {e['bfloat16_export_seconds']} s"
+             if e.get("bfloat16_export_seconds") is not None else ""))
     a = r["agreement"]
-    print(f"agreement on the same pixels: max |probability diff| "
+    print(f"agreement on the batch's {r['infer_batch_size']} images (untrained weights: "
+          f"flat probabilities, a check of the computation, not of accuracy): max "
+          f"|probability diff| "
           f"{a['max_abs_probability_diff']:.2e}, max |log-probability diff| "
           f"{a['max_abs_log_probability_diff']:.2e}, same top-1 {a['same_top1']} "
           f"({'within' if a['within_tolerance'] else 'NOT within'} {a['tolerance']:g})"
@@ -350,10 +358,10 @@ def _print_serving_figures(f, title, run=None):
                   f"{ms['export_pixels'] - ms['keras_pixels']:+.2f} ms = export "
                   f"{ms['export_pixels']:.2f} ms")
     if "latency_export_over_export_bf16" in q:
-        print(f"bfloat16 export / float32 export: images/s "
-              f"{_fmt(q['throughput_export_bf16_over_export'], '.3f')}x; float32/bfloat16 "
-              f"batch-1 latency {_fmt(q['latency_export_over_export_bf16'], '.3f')} (paired "
-              f"{_fmt(q['latency_export_over_export_bf16_paired'], '.3f')})")
+        print(f"bfloat16 export against the float32 export (> 1: bfloat16 faster): images/s "
+              f"{_fmt(q['throughput_export_bf16_over_export'], '.3f')}x, batch-1 latency "
+              f"{_fmt(q['latency_export_over_export_bf16'], '.3f')}x (paired "
+              f"{_fmt(q['latency_export_over_export_bf16_paired'], '.3f')}x)")
     t = f["targets"]
     for what in ("throughput", "latency", "bfloat16_latency"):
         if what not in t:

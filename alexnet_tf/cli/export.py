@@ -57,7 +57,7 @@ _MAX_ASPECT_RATIO = flags.DEFINE_float(
 _COMPUTE_DTYPE = flags.DEFINE_enum(
     "compute_dtype", "float32", list(limits.COMPUTE_DTYPES),
     "What the exported graph computes in: float32, or bfloat16 (weights stored in "
-    "bfloat16) for CPUs with AVX512-BF16 or AMX and for GPUs; outputs stay float32.")
+    "bfloat16) for CPUs with AVX512-BF16 or AMX and for GPUs from Ampere on; outputs stay float32.")
 
 
 def main(argv) -> int:

@@ -769,3 +769,31 @@ def test_a_manifest_not_written_by_retrieval_is_refused_and_nothing_overwritten(
     assert sorted(os.listdir(cache)) == ["features.npy", "manifest.json"]
     assert (cache / "manifest.json").read_bytes() == manifest
     assert (cache / "features.npy").read_bytes() == b"someone's data"
+
+
+def test_a_raw_split_gives_the_features_of_its_images_and_shows_them_as_pngs(tmp_path):
+    # tools/build_tfrecords.py --format=raw of a colour folder: retrieval reads the raw
+    # pixels (no decoding) and gets the features the same squares give as PNG files.
+    from alexnet_tf.data import convert, sources
+
+    root = _colour_folder(tmp_path / "data", bad=False)
+    convert.build_tfrecords(str(root), str(tmp_path / "raw"), splits=("train",),
+                            shards={"train": 1}, resize_shorter_side=16, workers=1,
+                            progress=False, image_format="raw")
+    split = sources.TFRecordSource.from_directory(str(tmp_path / "raw"), "train",
+                                                  label_offset=1, shuffle_buffer=8)
+    assert split.image_shape == (16, 16, 3)
+    features = retrieval.split_features(split, _mean_colour_extractor(), str(tmp_path / "c"),
+                                        split_name="train", progress=False)
+    assert len(features) == len(split) == 2 * 5 and not features.manifest["skipped"]
+    # What the split shows of each row (a PNG of its pixels), as an image folder.
+    paths = []
+    for i, png in enumerate(split.read_encoded(features.locations)):
+        assert png.startswith(b"\x89PNG")
+        paths.append(str(tmp_path / f"{i:02d}.png"))
+        (tmp_path / f"{i:02d}.png").write_bytes(png)
+    expected = retrieval.split_features(
+        ImageFolderSource(np.array(paths), features.labels, split.class_names),
+        _mean_colour_extractor(), str(tmp_path / "c2"), split_name="png", progress=False)
+    np.testing.assert_array_equal(features.features, expected.features)
+    assert features.labels.tolist() == expected.labels.tolist()

@@ -588,3 +588,100 @@ def test_a_split_left_empty_by_skipped_files_is_refused_when_read(tmp_path):
     with pytest.raises(DataError, match=r"Split 'val' of the tfrecord data in .* holds no "
                                         r"examples"):
         sources.load_split(data, "val")
+
+
+# ---------------------------------------------------------------- raw records (issue 17)
+
+
+def test_raw_records_hold_the_central_square_of_the_stored_image(dataset, tmp_path):
+    # The same conversion stored as JPEG at shorter side 32 and as raw 32x32 squares:
+    # each raw record is the central square of what the JPEG path resized, before any
+    # JPEG loss (its pixels equal Pillow's resize of the decoded source, exactly).
+    options = dict(splits=("train",), shards={"train": 1}, resize_shorter_side=32)
+    metadata = _build(dataset, tmp_path / "raw", image_format="raw", **options)
+    entry = metadata["splits"]["train"]
+    assert entry["image_format"] == "raw" and entry["image_shape"] == [32, 32, 3]
+    records = _records(str(tmp_path / "raw"), "train")
+    assert len(records) == entry["num_records"] == 16
+    for name, (encoded, label, example) in records.items():
+        assert len(encoded) == convert.raw_image_bytes(32) == 32 * 32 * 3
+        assert _feature(example, "image/format") == b"RAW"
+        assert (_feature(example, "image/height"), _feature(example, "image/width")) == (32, 32)
+    for name, label in dataset["plain"].items():
+        source = Image.open(os.path.join(dataset["root"], "train", WNIDS[label], name))
+        height, width = convert.shorter_side_size(source.height, source.width, 32)
+        resized = np.asarray(source.convert("RGB").resize((width, height),
+                                                         Image.Resampling.BILINEAR))
+        top, left = (height - 32) // 2, (width - 32) // 2
+        np.testing.assert_array_equal(
+            np.frombuffer(records[name][0], np.uint8).reshape(32, 32, 3),
+            resized[top:top + 32, left:left + 32], err_msg=name)
+        assert records[name][1] == label
+    # The odd files follow the one decode rule as for JPEG storage (alpha over white).
+    rgba = np.frombuffer(records["rgba.png"][0], np.uint8).reshape(32, 32, 3)
+    assert tuple(rgba[16, 2]) == RED and tuple(rgba[16, -3]) == (255, 255, 255)
+    # Nothing converted "to JPEG" is claimed for raw storage; the mode changes are counted.
+    assert entry["num_converted"] == 3  # CMYK, greyscale, RGBA -> RGB
+    # The source reads the shape from metadata.json and shows a record as a PNG.
+    split = sources.TFRecordSource.from_directory(str(tmp_path / "raw"), "train",
+                                                 label_offset=1, shuffle_buffer=16)
+    assert split.image_shape == (32, 32, 3)
+    png = split.read_encoded([[0, 0]])[0]
+    assert png.startswith(b"\x89PNG")
+    first = next(iter(tf.data.TFRecordDataset(split.files[0])))
+    np.testing.assert_array_equal(tf.io.decode_png(png).numpy(), np.frombuffer(
+        tfrecords.parse(first)[0].numpy(), np.uint8).reshape(32, 32, 3))
+
+
+def test_raw_records_are_estimated_exactly(dataset):
+    # Every raw record of a side has the same image bytes: the estimate is the size written.
+    items = [(os.path.join(dataset["root"], "train", WNIDS[label], name), label)
+             for name, label in sorted(dataset["plain"].items())]
+    per_record, sampled = convert.estimate_record_bytes(
+        items, wnids=WNIDS, resize_shorter_side=24, image_format="raw")
+    assert sampled == len(items)
+    expected = np.mean([convert.record_bytes(
+        convert.raw_image_bytes(24), height=24, width=24, label=label + 1, synset=WNIDS[label],
+        filename=os.path.basename(path), image_format="RAW") for path, label in items])
+    assert per_record == pytest.approx(expected)
+    plan = convert._plan_shards("train", items, None, wnids=WNIDS, names=("", "", ""),
+                                resize_shorter_side=24, jpeg_quality=95, seed=0,
+                                target_shard_bytes=convert.TARGET_SHARD_BYTES,
+                                image_format="raw")
+    assert "stored as they will be: raw 24x24 pixels)" in plan["reason"]
+
+
+def test_raw_format_needs_a_square_side_and_known_formats_only(dataset, tmp_path):
+    with pytest.raises(convert.DataError, match=r"image_format 'raw' stores each image's "
+                                                r"central square of side resize_shorter_side, "
+                                                r"which must be >= 1"):
+        _build(dataset, tmp_path / "a", image_format="raw", resize_shorter_side=0)
+    with pytest.raises(convert.DataError, match=r"image_format must be one of jpeg, raw, got 'png'"):
+        _build(dataset, tmp_path / "b", image_format="png")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    result = _tool_without_tensorflow(tmp_path, f"--data_dir={dataset['root']}",
+                                      f"--output_dir={tmp_path / 'c'}", "--format=raw",
+                                      "--resize_shorter_side=0")
+    assert result.returncode == 2, result.stderr
+    assert "--format=raw stores each image's central square of side --resize_shorter_side" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("entry, says", [
+    ({"image_format": "raw"}, "image_format='raw' and image_shape=None"),
+    ({"image_format": "raw", "image_shape": [32, 32, 4]}, "image_shape=[32, 32, 4]"),
+    ({"image_format": "raw", "image_shape": [32, 0, 3]}, "image_shape=[32, 0, 3]"),
+    ({"image_format": "webp"}, "image_format='webp'"),
+])
+def test_a_raw_split_with_a_wrong_shape_in_metadata_is_refused(dataset, tmp_path, entry, says):
+    out = tmp_path / "raw"
+    _build(dataset, out, splits=("train",), shards={"train": 1}, image_format="raw",
+           resize_shorter_side=16)
+    path = out / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["splits"]["train"].pop("image_shape")
+    metadata["splits"]["train"].update(entry)
+    path.write_text(json.dumps(metadata))
+    with pytest.raises(sources.DataError, match=re.escape(says)):
+        sources.TFRecordSource.from_directory(str(out), "train", label_offset=1,
+                                              shuffle_buffer=16)

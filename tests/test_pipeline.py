@@ -297,3 +297,100 @@ def test_stats_file_supplies_mean_image_and_pca(tmp_path):
     if bool(preprocess.flip_draw(SEED)):
         expected = expected[:, ::-1]
     np.testing.assert_allclose(image, expected, atol=1e-3)
+
+
+# --- raw records (tools/build_tfrecords.py --format=raw; issue 17) -----------------------
+
+RAW_SIDE = 76
+
+
+@pytest.mark.parametrize("name", ["paper_train_image", "paper_train_image_mean_image",
+                                  "modern_train_image", "eval_image", "ten_crop_images"])
+@pytest.mark.parametrize("shape", [(RAW_SIDE, RAW_SIDE), (80, 100)], ids=["square", "resized"])
+def test_every_image_function_takes_decoded_pixels_as_their_png(name, shape):
+    pixels = _smooth_image(*shape, seed=7)
+    png = tf.constant(_encode(pixels, fmt="PNG"))  # lossless: decodes to exactly `pixels`
+    norm = InputConvention(mean_rgb=(120.0, 110.0, 100.0), std_rgb=(60.0, 61.0, 62.0),
+                           image_size=67, resize_size=RAW_SIDE)
+    light = preprocess.Lighting(std=0.1)
+    if name == "paper_train_image_mean_image":
+        mean = np.random.default_rng(2).uniform(0, 255, (RAW_SIDE, RAW_SIDE, 3)).astype(np.float32)
+        fn = lambda image: preprocess.paper_train_image(  # noqa: E731
+            image, SEED, image_size=67, resize_size=RAW_SIDE, lighting=light,
+            norm=norm.replace(mean_image=mean))
+    elif name == "paper_train_image":
+        fn = lambda image: preprocess.paper_train_image(  # noqa: E731
+            image, SEED, image_size=67, resize_size=RAW_SIDE, lighting=light, norm=norm)
+    elif name == "modern_train_image":
+        fn = lambda image: preprocess.modern_train_image(  # noqa: E731
+            image, SEED, image_size=67, norm=norm)
+    else:
+        fn = lambda image: getattr(preprocess, name)(  # noqa: E731
+            image, image_size=67, resize_size=RAW_SIDE, norm=norm)
+    np.testing.assert_array_equal(fn(tf.constant(pixels)).numpy(), fn(png).numpy())
+    # Traced with unknown sizes too (graph rewrites may round differently from eager
+    # execution, so graph is compared with graph).
+    traced = tf.function(fn, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    traced_png = tf.function(fn, input_signature=[tf.TensorSpec([], tf.string)])
+    np.testing.assert_array_equal(traced(tf.constant(pixels)).numpy(), traced_png(png).numpy())
+
+
+def _raw_and_png_sources(directory, count=12, classes=3):
+    """The same squares as raw records and as PNG records, in the same shard layout."""
+    images = [_smooth_image(RAW_SIDE, RAW_SIDE, seed=i) for i in range(count)]
+    for kind, to_bytes, fmt in (("raw", lambda a: a.tobytes(), "RAW"),
+                                ("png", lambda a: _encode(a, fmt="PNG"), "PNG")):
+        _write_shards(directory / kind, [
+            tfrecords.make_example(to_bytes(a), i % classes, filename=f"img{i}",
+                                   height=RAW_SIDE, width=RAW_SIDE, image_format=fmt)
+            for i, a in enumerate(images)], shards=2)
+    names = tuple(f"c{i}" for i in range(classes))
+
+    def source(kind, **kwargs):
+        files = tuple(str(directory / kind / f"train-{s:05d}-of-00002") for s in range(2))
+        return sources.TFRecordSource(files, count, names, shuffle_buffer=4, **kwargs)
+
+    return source("raw", image_shape=(RAW_SIDE, RAW_SIDE, 3)), source("png")
+
+
+@pytest.mark.parametrize("overrides, kwargs", [
+    (dict(), dict(training=True, seed=4, epoch=1)),
+    (dict(augment_on_device=True), dict(training=True, seed=4, epoch=1)),
+    (dict(augmentation="modern"), dict(training=True, seed=4, epoch=1)),
+    (dict(), dict(training=False)),
+    (dict(), dict(training=False, ten_crop=True)),
+], ids=["paper", "paper_on_device", "modern", "eval", "ten_crop"])
+def test_raw_records_train_and_evaluate_as_their_png_records(tmp_path, overrides, kwargs):
+    raw, png = _raw_and_png_sources(tmp_path)
+    data = _data_config(mean_rgb=(120.0, 110.0, 100.0), **overrides)
+    batches = [list(pipeline.make_dataset(split, data, image_size=67, batch_size=5, **kwargs))
+               for split in (raw, png)]
+    assert len(batches[0]) == len(batches[1]) >= 2
+    for (x_raw, y_raw), (x_png, y_png) in zip(*batches):
+        np.testing.assert_array_equal(y_raw, y_png)
+        for a, b in zip(tf.nest.flatten(x_raw), tf.nest.flatten(x_png)):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_raw_records_of_the_wrong_length_are_skipped_counted_and_named(tmp_path, capfd):
+    good = _smooth_image(RAW_SIDE, RAW_SIDE).tobytes()
+    _write_shards(tmp_path, [tfrecords.make_example(good, 0, filename="good0"),
+                             tfrecords.make_example(good[:-3], 1, filename="short"),
+                             tfrecords.make_example(_encode(_smooth_image(RAW_SIDE, RAW_SIDE)), 1,
+                                                    filename="a_jpeg"),
+                             tfrecords.make_example(good, 1, filename="good1")], shards=1)
+    split = sources.TFRecordSource((str(tmp_path / "train-00000-of-00001"),), 4, ("x", "y"),
+                                   image_shape=(RAW_SIDE, RAW_SIDE, 3))
+    counter = tf.Variable(0, dtype=tf.int64)
+    ds = pipeline.make_dataset(split, _data_config(), image_size=67, batch_size=8,
+                               training=False, bad_records=counter)
+    assert _labels_of(ds).tolist() == [0, 1]
+    assert int(counter.numpy()) == 2
+    err = capfd.readouterr().err
+    assert f'"short" - "a raw image of {RAW_SIDE * RAW_SIDE * 3 - 3} bytes; expected ' \
+           f'{RAW_SIDE * RAW_SIDE * 3} ({RAW_SIDE}x{RAW_SIDE}x3 uint8' in err
+    assert '"a_jpeg" - "a raw image of' in err
+    strict = pipeline.make_dataset(split, _data_config(on_bad_record="fail"), image_size=67,
+                                   batch_size=8, training=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="short"):
+        _labels_of(strict)

@@ -57,7 +57,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image, ImageDraw, ImageFont
 
-from alexnet_tf.data import decode, preprocess
+from alexnet_tf.data import decode, preprocess, tfrecords
 from alexnet_tf.errors import NotFoundError, UserError
 
 FORMAT_VERSION = 1
@@ -358,9 +358,15 @@ def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: s
         os.remove(manifest_path)  # the cache is invalid from now until it is complete
 
     placeholder = tf.constant(_placeholder_png())
+    raw_shape = split.image_shape  # raw records (tools/build_tfrecords.py --format=raw)
 
     def load(position, record):
         location, encoded, label, name = record
+        if raw_shape is not None:
+            ok = tf.equal(tfrecords.raw_problem(encoded, raw_shape), "")
+            pixels = tfrecords.raw_pixels(
+                tf.where(ok, encoded, tf.constant(bytes(int(np.prod(raw_shape))))), raw_shape)
+            return position, location, label, name, ok, extractor.prepare(pixels)
         ok = preprocess.is_supported_image(encoded)
         return (position, location, label, name, ok,
                 extractor.prepare(tf.where(ok, encoded, placeholder)))

@@ -29,6 +29,9 @@ below ``DATA_DIR/<split>/`` or ``DATA_DIR/train/`` (`output_dir_problem`):
     classes              [{"index": 0, "wnid": "n01440764", "name": "tench, Tinca tinca"}, ...]
                          in label order (sorted wnids); name "" without --synsets_file
     splits               {"train": {...}, "val": {...}}, each with
+        image_format     "jpeg" (image/encoded holds a JPEG file) or "raw" (the decoded
+                         uint8 pixels of the image's central square, image/format b"RAW")
+        image_shape      raw only: [S, S, 3], S = resize_shorter_side
         num_records      records written (= images listed - num_skipped)
         num_skipped      files skipped (see skipped_report)
         num_converted    images re-encoded because of their format or colour mode
@@ -95,6 +98,14 @@ Every image is decoded with Pillow before it is stored:
   when an image shrinks by more than 2x and plain bilinear otherwise (its docstring
   says why), so records stored at 256 are a little smoother than an on-the-fly resize
   of a typical 500x375 photo. ``S=0`` keeps the original sizes.
+* ``image_format="raw"`` stores, instead of a JPEG, the decoded pixels of the resized
+  image's central S x S square (the paper's fixed-resolution image, Sec. 2: "we
+  down-sampled the images to a fixed resolution of 256 x 256"), uint8, row-major RGB:
+  S * S * 3 bytes, 196,608 at S = 256, about 5x a JPEG stored at shorter side 256 at
+  quality 95 (39.2 kB per record above): ImageNet's 1,281,167 training images take
+  about 252 GB instead of about 50 GB. No decoding, and no generation loss; the
+  central square is all a paper-recipe pipeline ever crops from (its 227 crops lie in
+  it), but not all the modern random-resized crop would see of a non-square image.
 * EXIF orientation is applied (the rule's: as viewers show the image, as the pipeline
   and the export decode it): a JPEG with orientation 2-8 is re-encoded upright. Metadata
   (EXIF, ICC profiles) is not copied into re-encoded images.
@@ -162,13 +173,27 @@ class SkipImage(Exception):
     """A file that cannot be stored as an image; the message is the reason."""
 
 
+# How each image is stored (``image_format``): "jpeg", an RGB JPEG file; "raw", the
+# decoded uint8 pixels of the central square of side resize_shorter_side, row-major
+# [S, S, 3] RGB, nothing else (the paper's fixed-resolution 256x256 image, Sec. 2; the
+# input pipeline crops it with no decoding).
+IMAGE_FORMATS = ("jpeg", "raw")
+# image/format of a raw record (`tfrecords.make_example`'s ``image_format``).
+RAW_FORMAT_NAME = "RAW"
+
+
 @dataclasses.dataclass(frozen=True)
 class EncodedImage:
-    data: bytes  # RGB JPEG bytes
+    data: bytes  # RGB JPEG bytes, or a raw image's uint8 pixels (image_format="raw")
     height: int
     width: int
     converted: str = ""  # what was converted, e.g. "CMYK -> RGB"; "" if nothing
     resized: bool = False
+
+
+def raw_image_bytes(side: int) -> int:
+    """The bytes of one raw image of ``side`` x ``side`` RGB uint8 pixels."""
+    return side * side * 3
 
 
 def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -183,8 +208,12 @@ def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 
 def normalize_image(data: bytes, *, resize_shorter_side: int = 0,
-                    jpeg_quality: int = 95, max_pixels: int = DEFAULT_MAX_PIXELS) -> EncodedImage:
-    """The bytes to store for one image file: an RGB JPEG (see the module docstring).
+                    jpeg_quality: int = 95, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    image_format: str = "jpeg") -> EncodedImage:
+    """The bytes to store for one image file: an RGB JPEG (see the module docstring),
+    or with ``image_format="raw"`` the uint8 pixels of its central
+    ``resize_shorter_side`` square (after the same resize; the square's offsets are
+    `preprocess.central_crop`'s), ``resize_shorter_side`` ** 2 * 3 bytes.
 
     The pixels follow the one decode rule (`alexnet_tf.data.decode.pillow_rgb`, Pillow's
     side of it: alpha over white, 16-bit to its high byte, EXIF orientation applied), so
@@ -196,23 +225,28 @@ def normalize_image(data: bytes, *, resize_shorter_side: int = 0,
     # The rule's checks first, in Python: what every other path refuses is refused here
     # with the same reason (formats by magic number, truncation, sizes, the layouts TF
     # and Pillow decode differently), before Pillow, which would read more formats.
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}.")
+    if image_format == "raw" and resize_shorter_side < 1:
+        raise ValueError(f"image_format='raw' stores the central square of side "
+                         f"resize_shorter_side, which must be >= 1, got {resize_shorter_side}.")
     reason = decode.bytes_problem(data, max_pixels=max_pixels)
     if reason:
         raise SkipImage(reason)
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image_format = image.format or "unknown"
+            source_format = image.format or "unknown"
             image.load()  # decodes every pixel: raises on truncated or corrupt data
             mode = image.mode
-            orientation = decode.exif_orientation(data) if image_format == "JPEG" else 1
+            orientation = decode.exif_orientation(data) if source_format == "JPEG" else 1
             changes = []
-            if image_format != "JPEG":
-                changes.append(f"{image_format} -> JPEG")
+            if source_format != "JPEG" and image_format == "jpeg":
+                changes.append(f"{source_format} -> JPEG")
             if mode != "RGB":
                 changes.append(f"{mode} -> RGB")
             if orientation != 1:
                 changes.append(f"EXIF orientation {orientation} applied")
-            if changes:
+            if changes or source_format != "JPEG":
                 image = decode.pillow_rgb(image, data)
             resized = False
             if resize_shorter_side:
@@ -220,6 +254,12 @@ def normalize_image(data: bytes, *, resize_shorter_side: int = 0,
                 if (new_h, new_w) != (image.height, image.width):
                     image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
                     resized = True
+            if image_format == "raw":
+                side = resize_shorter_side
+                top, left = (image.height - side) // 2, (image.width - side) // 2
+                pixels = np.asarray(image, np.uint8)[top:top + side, left:left + side]
+                return EncodedImage(np.ascontiguousarray(pixels).tobytes(), side, side,
+                                    converted=", ".join(changes), resized=resized)
             if not changes and not resized:
                 return EncodedImage(data, image.height, image.width)
             out = io.BytesIO()
@@ -331,7 +371,8 @@ def record_bytes(encoded_size: int, *, height: int, width: int, label: int, syns
 def estimate_record_bytes(items: Sequence[tuple[str, int]], *, wnids: Sequence[str] = (),
                           names: Sequence[str] = (), resize_shorter_side: int = 0,
                           jpeg_quality: int = 95, sample_size: int = SIZE_SAMPLE,
-                          seed: int = 0, label_offset: int = 1) -> tuple[float, int]:
+                          seed: int = 0, label_offset: int = 1,
+                          image_format: str = "jpeg") -> tuple[float, int]:
     """(mean bytes per record, images sampled) of a split's ``(path, 0-based label)``
     items: a seeded sample of up to ``sample_size`` images converted exactly as
     `_write_shard` stores them (`normalize_image`) and measured with `record_bytes`. A
@@ -345,14 +386,15 @@ def estimate_record_bytes(items: Sequence[tuple[str, int]], *, wnids: Sequence[s
         try:
             with open(path, "rb") as f:
                 image = normalize_image(f.read(), resize_shorter_side=resize_shorter_side,
-                                        jpeg_quality=jpeg_quality)
+                                        jpeg_quality=jpeg_quality, image_format=image_format)
         except (OSError, SkipImage):
             continue
         total += record_bytes(
             len(image.data), height=image.height, width=image.width,
             label=label + label_offset,
             synset=wnids[label] if label < len(wnids) else "",
-            text=names[label] if label < len(names) else "", filename=os.path.basename(path))
+            text=names[label] if label < len(names) else "", filename=os.path.basename(path),
+            image_format=_record_format_name(image_format))
     return total / len(chosen), len(chosen)
 
 
@@ -377,6 +419,12 @@ class _ShardTask:
     names: tuple  # class index -> human-readable name ("" if unknown)
     resize_shorter_side: int
     jpeg_quality: int
+    image_format: str = "jpeg"
+
+
+def _record_format_name(image_format: str) -> str:
+    """image/format of a record stored as ``image_format``: b"JPEG" or b"RAW"."""
+    return RAW_FORMAT_NAME if image_format == "raw" else "JPEG"
 
 
 def _start_worker(quiet: bool) -> None:
@@ -408,14 +456,16 @@ def _write_shard(task: _ShardTask) -> dict:
                     continue
                 try:
                     image = normalize_image(data, resize_shorter_side=task.resize_shorter_side,
-                                            jpeg_quality=task.jpeg_quality)
+                                            jpeg_quality=task.jpeg_quality,
+                                            image_format=task.image_format)
                 except SkipImage as e:
                     skipped.append({"path": rel_path, "reason": str(e)})
                     continue
                 example = tfrecords.make_example(
                     image.data, label, synset=task.wnids[label], text=task.names[label],
                     height=image.height, width=image.width,
-                    filename=os.path.basename(file_path), label_offset=tfrecords.LABEL_OFFSET)
+                    filename=os.path.basename(file_path), label_offset=tfrecords.LABEL_OFFSET,
+                    image_format=_record_format_name(task.image_format))
                 # deterministic=True: the features map serialises in key order, so the
                 # same inputs give byte-identical shards in any process.
                 writer.write(example.SerializeToString(deterministic=True))
@@ -501,7 +551,8 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
                     val_meta_file: str | None = None, synsets_file: str | None = None,
                     seed: int = 0, jpeg_quality: int = 95, overwrite: bool = False,
                     progress: bool = True,
-                    target_shard_bytes: int = TARGET_SHARD_BYTES) -> dict:
+                    target_shard_bytes: int = TARGET_SHARD_BYTES,
+                    image_format: str = "jpeg") -> dict:
     """Converts ``data_dir``'s splits to TFRecord shards in ``output_dir``; returns the
     metadata written to ``output_dir/metadata.json`` (keys in the module docstring).
 
@@ -515,6 +566,9 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
     TensorFlow's start-up logs when this process did (`alexnet_tf.cli.tf_logs`).
     Everything is listed and checked before anything is written.
 
+    ``image_format``: "jpeg" (default), or "raw": each image stored decoded, the uint8
+    pixels of its central ``resize_shorter_side`` square (`normalize_image`), which the
+    input pipeline crops with no decoding; ``resize_shorter_side`` must then be >= 1.
     ``splits``: distinct plain folder names of ``data_dir`` (`splits_problem`).
     ``output_dir``: anywhere but at or below a split folder the conversion reads
     (`output_dir_problem`); ``data_dir`` itself is fine (with ``overwrite``, as it is
@@ -534,6 +588,13 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
         raise DataError(f"target_shard_bytes must be > 0, got {target_shard_bytes}.")
     if resize_shorter_side < 0:
         raise DataError(f"resize_shorter_side must be >= 0 (0 keeps the original size), got {resize_shorter_side}.")
+    if image_format not in IMAGE_FORMATS:
+        raise DataError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got "
+                        f"{image_format!r}.")
+    if image_format == "raw" and resize_shorter_side < 1:
+        raise DataError(f"image_format 'raw' stores each image's central square of side "
+                        f"resize_shorter_side, which must be >= 1 (256 is the paper's), got "
+                        f"{resize_shorter_side}.")
     if not 1 <= jpeg_quality <= 100:
         raise DataError(f"jpeg_quality must be in 1..100, got {jpeg_quality}.")
     if workers < 1:
@@ -574,7 +635,8 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
                                     wnids=class_order, names=class_text,
                                     resize_shorter_side=resize_shorter_side,
                                     jpeg_quality=jpeg_quality, seed=seed,
-                                    target_shard_bytes=target_shard_bytes)
+                                    target_shard_bytes=target_shard_bytes,
+                                    image_format=image_format)
         logging.info("%s", plans[split]["reason"])
     os.makedirs(output_dir, exist_ok=True)
     previous = _remove_previous_conversion(output_dir, splits)
@@ -591,7 +653,7 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
             items = tuple((paths[j], labels[j]) for j in order[start:end])
             tasks.append(_ShardTask(split, i, os.path.join(output_dir, shard_name(split, i, num_shards)),
                                     items, data_dir, class_order, class_text,
-                                    resize_shorter_side, jpeg_quality))
+                                    resize_shorter_side, jpeg_quality, image_format))
 
     total = sum(len(t.items) for t in tasks)
     if default_workers:
@@ -642,6 +704,9 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
         for s in skipped:
             logging.warning("Skipped %s: %s", s["path"], s["reason"])
         metadata["splits"][split] = {
+            "image_format": image_format,
+            **({"image_shape": [resize_shorter_side, resize_shorter_side, 3]}
+               if image_format == "raw" else {}),
             "num_records": sum(r["written"] for r in mine),
             "num_skipped": len(skipped),
             "num_converted": sum(r["converted"] for r in mine),
@@ -668,23 +733,25 @@ def build_tfrecords(data_dir: str, output_dir: str, *, splits: Sequence[str] = (
 
 def _plan_shards(split: str, items: list, given: int | None, *, wnids, names,
                  resize_shorter_side: int, jpeg_quality: int, seed: int,
-                 target_shard_bytes: int) -> dict:
+                 target_shard_bytes: int, image_format: str = "jpeg") -> dict:
     """A split's shard count, how it was chosen, and a sentence saying so."""
     if given is not None:
         return {"num_shards": given, "shard_choice": "given",
                 "reason": f"{split}: {given} shard(s) as given for {len(items)} images."}
     per_record, sampled = estimate_record_bytes(
         items, wnids=wnids, names=names, resize_shorter_side=resize_shorter_side,
-        jpeg_quality=jpeg_quality, seed=seed)
+        jpeg_quality=jpeg_quality, seed=seed, image_format=image_format)
     estimated = round(per_record * len(items))
     num_shards = auto_num_shards(len(items), per_record, target_shard_bytes)
-    stored = (f"shorter side {resize_shorter_side}" if resize_shorter_side
-              else "original sizes")
+    stored = (f"raw {resize_shorter_side}x{resize_shorter_side} pixels"
+              if image_format == "raw" else
+              f"shorter side {resize_shorter_side}, quality {jpeg_quality}"
+              if resize_shorter_side else f"original sizes, quality {jpeg_quality}")
     return {"num_shards": num_shards, "shard_choice": "automatic",
             "estimated_bytes": estimated, "target_shard_bytes": target_shard_bytes,
             "reason": (f"{split}: {num_shards} shard(s), automatic: {len(items)} images x "
                        f"~{per_record / 1000:.1f} kB per record (measured on {sampled} of "
-                       f"them stored as they will be: {stored}, quality {jpeg_quality}) = "
+                       f"them stored as they will be: {stored}) = "
                        f"~{_mib(estimated)}, at most {_mib(target_shard_bytes)} per shard "
                        f"-> ~{_mib(estimated / num_shards)} per shard.")}
 

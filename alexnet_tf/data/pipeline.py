@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.convention import InputConvention
-from alexnet_tf.data import augment, decode, preprocess
+from alexnet_tf.data import augment, decode, preprocess, tfrecords
 
 
 @functools.lru_cache(maxsize=4)
@@ -172,6 +173,10 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
     image_fn = _image_fn(d, norm, light, image_size, training, ten_crop, on_device)
     fail_fast = d.on_bad_record == "fail"
     epoch_offset = epoch * len(split)
+    # Raw records (tools/build_tfrecords.py --format=raw) hold decoded pixels: no decode
+    # rule to apply, only their length to check, and the image functions take the
+    # pixels as they are (`preprocess.is_decoded`).
+    raw_shape = getattr(split, "image_shape", None)
 
     def load(encoded, label, position, name, reason, orientation, height):
         # ``reason``: the decode rule's checks (alexnet_tf.data.decode.inspect_batch):
@@ -191,9 +196,14 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
                     "Bad record", name, "-", reason, "label", label], summarize=3)]):
                 encoded = tf.identity(encoded)
         example_seed = tf.stack([tf.constant(seed, tf.int64), epoch_offset + position])
-        # A bad record gets a cheap 1x1 PNG to decode instead; it is dropped below.
-        safe = tf.where(ok, encoded, tf.constant(_PLACEHOLDER_PNG))
-        inputs = image_fn(safe, example_seed, tf.where(ok, orientation, 1))
+        if raw_shape is not None:
+            # A bad record gets black pixels of the right shape instead; dropped below.
+            safe = tf.where(ok, encoded, tf.constant(bytes(int(np.prod(raw_shape)))))
+            inputs = image_fn(tfrecords.raw_pixels(safe, raw_shape), example_seed, 1)
+        else:
+            # A bad record gets a cheap 1x1 PNG to decode instead; it is dropped below.
+            safe = tf.where(ok, encoded, tf.constant(_PLACEHOLDER_PNG))
+            inputs = image_fn(safe, example_seed, tf.where(ok, orientation, 1))
         if not fail_fast:
             def report():
                 if_real = tf.not_equal(label, _END_LABEL)
@@ -210,6 +220,11 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
 
     def inspect(index, encoded, label, position, name):
         """One batch of records: the decode rule's checks, prepared bytes, orientations."""
+        if raw_shape is not None:
+            # Orientation 1 and a known height: raw pixels are stored upright and sized.
+            ones = tf.ones_like(label, tf.int32)
+            return (index, encoded, label, position, name,
+                    tfrecords.raw_problem(encoded, raw_shape), ones, ones * raw_shape[0])
         info = decode.inspect_batch(encoded, jpeg_sizes=False)
         return (index, info.prepared, label, position, name, info.problem, info.orientation,
                 info.height)

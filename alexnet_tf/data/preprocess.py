@@ -23,6 +23,13 @@ Decoding follows the one decode rule of `alexnet_tf.data.decode` (alpha over whi
 EXIF orientation applied, the same in training, evaluation, serving, the converter and
 the statistics).
 
+Decoded images: every function here that takes ``encoded`` bytes also takes an image
+already decoded, uint8 [H, W, 3] RGB (a record stored raw, `tools/build_tfrecords.py
+--format=raw`: the paper's 256x256 square, Sec. 2), told apart by its dtype when the
+function is traced; nothing is decoded then, and the same crops, flips and
+normalisation follow, so a raw record and the JPEG it was made from give the same
+example up to the JPEG's own loss.
+
 Speed: when a JPEG is already stored with shorter side ``resize_size`` (as
 tools/build_tfrecords.py can store it) and shown as stored (EXIF orientation 1, told
 from its first bytes for the common file), the crop is decoded directly with
@@ -67,11 +74,20 @@ def is_supported_image(encoded):
     return decode.is_supported(encoded)
 
 
+def is_decoded(image) -> bool:
+    """Whether ``image`` is decoded pixels (uint8) rather than encoded bytes (tf.string):
+    decided when a function is traced, from the dtype."""
+    return tf.as_dtype(image.dtype) == tf.uint8
+
+
 def decode_rgb(encoded, orientation=None):
     """Decodes JPEG, PNG, GIF or BMP bytes to a uint8 [H, W, 3] RGB image by the one
     decode rule (`alexnet_tf.data.decode`): greyscale replicated, alpha composited over
     white, EXIF orientation applied. ``orientation``: from `decode.inspect_batch`, whose
-    prepared bytes ``encoded`` then are (the pipeline); None: computed here."""
+    prepared bytes ``encoded`` then are (the pipeline); None: computed here. Decoded
+    pixels (`is_decoded`) are returned as they are."""
+    if is_decoded(encoded):
+        return encoded
     return decode.decode_rgb(encoded, orientation)
 
 
@@ -234,7 +250,13 @@ def _stored_at(encoded, size: int, orientation=None):
 
 def _crop_of_centre_square(encoded, size: int, resize_size: int, top, left, orientation=None):
     """The ``size`` crop at (top, left) of the image's central resize_size square,
-    after the Sec. 2 resize; decoded directly when the JPEG is stored at resize_size."""
+    after the Sec. 2 resize; decoded directly when the JPEG is stored at resize_size;
+    cropped from decoded pixels (`is_decoded`) with no decoding at all."""
+    if is_decoded(encoded):
+        image = _pixels_crop_of_centre_square(encoded, size, resize_size, top, left)
+        image.set_shape([size, size, 3])
+        return image
+
     def fused():
         shape = tf.io.extract_jpeg_shape(encoded)
         window = tf.stack([(shape[0] - resize_size) // 2 + top,
@@ -304,8 +326,12 @@ def modern_crop(encoded, seed, *, image_size: int, area_range=(0.08, 1.0),
         begin, size, _ = box(tf.shape(image))
         return tf.slice(image, begin, size)
 
-    image = tf.cond(tf.cond(tf.image.is_jpeg(encoded), lambda: _upright(encoded, orientation),
-                            lambda: tf.constant(False)), fused, full)
+    if is_decoded(encoded):
+        image = full()
+    else:
+        image = tf.cond(tf.cond(tf.image.is_jpeg(encoded),
+                                lambda: _upright(encoded, orientation),
+                                lambda: tf.constant(False)), fused, full)
     image = tf.image.resize(image, [image_size, image_size], antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 

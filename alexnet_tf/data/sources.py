@@ -85,13 +85,17 @@ class DataSource(abc.ABC):
       class_names: one str per class index (label ``i`` is ``class_names[i]``), e.g.
         ImageNet's wnids.
       readable_names: human-readable class names in the same order, or None.
+      image_shape: None when examples are encoded images; (height, width, 3) when they
+        are raw records, that many uint8 pixels each (`alexnet_tf.data.tfrecords.
+        raw_pixels`; tools/build_tfrecords.py --format=raw).
 
     Examples are encoded images (JPEG, PNG, GIF or BMP bytes), decoded later by
-    `alexnet_tf.data.preprocess`. A source never decodes.
+    `alexnet_tf.data.preprocess`, or raw pixels (``image_shape``). A source never decodes.
     """
 
     class_names: tuple[str, ...]
     readable_names: tuple[str, ...] | None
+    image_shape: tuple[int, int, int] | None = None
 
     @classmethod
     @abc.abstractmethod
@@ -592,6 +596,23 @@ def _complete_split_files(data_dir: str, split: str, sets: dict) -> tuple[str, .
     return tuple(shards[i] for i in range(total))
 
 
+def _stored_image_shape(entry: dict, split: str, metadata_path: str):
+    """A split entry's raw ``image_shape`` as a tuple, None for encoded images (no
+    ``image_format`` or "jpeg"); DataError for anything else."""
+    image_format = entry.get("image_format", "jpeg")
+    if image_format == "jpeg":
+        return None
+    shape = entry.get("image_shape")
+    if (image_format != "raw" or not isinstance(shape, list) or len(shape) != 3
+            or shape[2] != 3 or not all(isinstance(n, int) and not isinstance(n, bool)
+                                        and n >= 1 for n in shape)):
+        raise DataError(
+            f"{metadata_path} says split {split!r} has image_format={image_format!r} and "
+            f"image_shape={shape!r}; expected \"jpeg\", or \"raw\" with [height, width, 3] "
+            f"(positive integers), as tools/build_tfrecords.py writes them.")
+    return tuple(shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class TFRecordSource(DataSource):
     """One split stored as TFRecord shards in the ImageNet schema
@@ -607,6 +628,7 @@ class TFRecordSource(DataSource):
     label_offset: int = tfrecords.LABEL_OFFSET
     shuffle_buffer: int = 10_000
     label_map: tuple[int, ...] | None = None
+    image_shape: tuple[int, int, int] | None = None
 
     @classmethod
     def from_config(cls, data_config, split: str, class_names=None) -> TFRecordSource:
@@ -688,7 +710,7 @@ class TFRecordSource(DataSource):
             names, readable, label_map = map_classes(
                 stored, class_names, where, [c.get("name") or c["wnid"] for c in classes])
             return cls(files, num_records, names, readable, label_offset, shuffle_buffer,
-                       label_map)
+                       label_map, _stored_image_shape(entry, split, metadata_path))
         files = _complete_split_files(data_dir, split, sets)
         logging.info("No %s: counting the records of the %d shard(s) of %s.", metadata_path,
                      len(files), where)
@@ -798,7 +820,8 @@ class TFRecordSource(DataSource):
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def read_encoded(self, locations) -> list[bytes]:
-        """Each shard asked for is read once, up to its last offset asked for."""
+        """Each shard asked for is read once, up to its last offset asked for. A raw
+        record (``image_shape``) comes back as a PNG file of its pixels."""
         locations = np.asarray(locations, np.int64).reshape(-1, 2).tolist()
         wanted = {}
         for shard, offset in locations:
@@ -812,10 +835,18 @@ class TFRecordSource(DataSource):
             last = max(offsets)
             for offset, record in enumerate(tf.data.TFRecordDataset(self.files[shard])):
                 if offset in offsets:
-                    found[(shard, offset)] = tfrecords.parse(record)[0].numpy()
+                    found[(shard, offset)] = self._displayable(tfrecords.parse(record)[0])
                 if offset >= last:
                     break
         return [_found(found, tuple(l), self) for l in locations]
+
+    def _displayable(self, encoded) -> bytes:
+        """An encoded image's bytes as stored; a raw record's pixels as a PNG (lossless),
+        so that what `read_encoded` gives is an image file in either case. Raw bytes of
+        the wrong length are returned as they are (a bad record, which readers name)."""
+        if self.image_shape is None or tfrecords.raw_problem(encoded, self.image_shape) != "":
+            return encoded.numpy()
+        return tf.io.encode_png(tfrecords.raw_pixels(encoded, self.image_shape)).numpy()
 
     @property
     def shard_files(self) -> tuple[str, ...]:

@@ -6,8 +6,9 @@ The widely used schema of the Inception/TPU converters (``build_imagenet_data.py
 =========================  ======  ===============================================
 key                        type    value
 =========================  ======  ===============================================
-image/encoded              bytes   the JPEG file's bytes
-image/format               bytes   b"JPEG"
+image/encoded              bytes   the JPEG file's bytes, or with image/format b"RAW" the
+                                   decoded image: height x width x 3 uint8, row-major RGB
+image/format               bytes   b"JPEG" (b"RAW": tools/build_tfrecords.py --format=raw)
 image/filename             bytes   the source file name, e.g. b"n01440764_10026.JPEG"
 image/height, image/width  int64   pixels of the stored image
 image/colorspace           bytes   b"RGB"
@@ -79,3 +80,27 @@ def parse(serialized, label_offset: int = LABEL_OFFSET):
     label = features["image/class/label"] - label_offset
     label = tf.cast(tf.maximum(label, -1), tf.int32)
     return features["image/encoded"], label, features["image/filename"]
+
+
+# ------------------------------------------------------------------ raw records
+
+
+def raw_problem(encoded, shape):
+    """Why the bytes of a raw record (image/format b"RAW") are not an image of
+    ``shape`` ((height, width, 3) uint8): a string tensor shaped as ``encoded`` (one
+    record or a batch), "" where they are. The only check a raw record needs: its
+    length."""
+    expected = int(shape[0]) * int(shape[1]) * int(shape[2])
+    length = tf.strings.length(encoded, unit="BYTE")
+    return tf.where(
+        tf.equal(length, expected), tf.constant(""),
+        tf.strings.join([
+            "a raw image of ", tf.strings.as_string(length), " bytes; expected ",
+            str(expected), f" ({shape[0]}x{shape[1]}x{shape[2]} uint8, the split's "
+            f"image_shape in metadata.json)"]))
+
+
+def raw_pixels(encoded, shape):
+    """The uint8 ``shape`` image a raw record holds (no decoding: its bytes reshaped).
+    Fails (InvalidArgument) on bytes of another length: check `raw_problem` first."""
+    return tf.reshape(tf.io.decode_raw(encoded, tf.uint8), [int(s) for s in shape])

@@ -1,7 +1,7 @@
 """The `input` benchmark: images/s of a plain tf.data paper pipeline and of this
 package's, per source, on photo-like images it generates.
 
-    python tools/benchmark.py --benchmark=input [--source=jpeg,stored256,tfrecord]
+    python tools/benchmark.py --benchmark=input [--source=jpeg,stored256,tfrecord,raw256]
         [--num_images=512] [--batch_size=128] [--seconds=0] [--scaling] [--cpus=0]
 
 `plain_pipeline` is the baseline a user would write; `project_pipeline` is this
@@ -9,7 +9,8 @@ package's `pipeline.make_dataset` with ``augmentation="paper"``, per image
 ("project") and with the tail on the batch (`pipeline.finish_on_device`,
 "project_on_device"). Sources (`write_test_images`): 500x375 JPEGs (ImageNet's most
 common size, quality 90, about as large and as slow to decode as its photos), the
-same stored at shorter side 256, and TFRecords of those. `input_scaling` reruns the
+same stored at shorter side 256, TFRecords of those, and TFRecords of raw 256x256
+squares (``tools/build_tfrecords.py --format=raw``: no decoding). `input_scaling` reruns the
 benchmark in processes pinned to 1, 2, 4, ... cores (``--scaling``); each is
 ``python -m benchmarks.input --input-worker JSON``, which prints its result as one
 JSON line.
@@ -34,8 +35,11 @@ from benchmarks import worker
 from benchmarks.machine import (QUIET_OTHER_CORES, LoadMeter, default_cpu_sets, machine_info,
                                 median, parse_cpus, usable_cores, wait_until_quiet)
 
-INPUT_SOURCES = ("jpeg", "stored256", "tfrecord")
+INPUT_SOURCES = ("jpeg", "stored256", "tfrecord", "raw256")
 INPUT_PIPELINES = ("plain", "project", "project_on_device")
+# Issue 17: raw 256x256 records reach >= 4x the images/s of the package's pipeline from
+# JPEGs stored at 256, both with the tail on the device, in the same run.
+RAW_TARGET = 4.0
 
 
 # -------------------------------------------------------------------------- images
@@ -72,7 +76,9 @@ def write_test_images(root: str, num_images: int = 512, num_classes: int = 4,
       (width, height; 500x375 is ImageNet's most common size), quality 90;
     * ``stored256/train/...``: the same images stored at shorter side 256 (what
       tools/build_tfrecords.py stores), by `convert.normalize_image`;
-    * ``tfrecord/``: those stored images as TFRecord shards, by `convert.build_tfrecords`.
+    * ``tfrecord/``: those stored images as TFRecord shards, by `convert.build_tfrecords`;
+    * ``raw256/``: the central 256x256 squares as raw TFRecords
+      (`convert.build_tfrecords` with ``image_format="raw"``).
     Returns {source: directory} and the mean file sizes.
     """
     from PIL import Image
@@ -91,8 +97,7 @@ def write_test_images(root: str, num_images: int = 512, num_classes: int = 4,
             if not missing:
                 return info
     rng = np.random.default_rng(seed)
-    dirs = {"jpeg": os.path.join(root, "jpeg"), "stored256": os.path.join(root, "stored256"),
-            "tfrecord": os.path.join(root, "tfrecord")}
+    dirs = {name: os.path.join(root, name) for name in INPUT_SOURCES}
     for d in dirs.values():
         shutil.rmtree(d, ignore_errors=True)
     sizes = {"jpeg": [], "stored256": []}
@@ -109,14 +114,18 @@ def write_test_images(root: str, num_images: int = 512, num_classes: int = 4,
             with open(os.path.join(folder, f"img_{i:06d}.JPEG"), "wb") as f:
                 f.write(payload)
             sizes[source].append(len(payload))
-    if "tfrecord" in sources:
-        convert.build_tfrecords(dirs["jpeg"], dirs["tfrecord"], splits=("train",),
-                                shards={"train": max(1, min(8, num_images // 16))},
-                                resize_shorter_side=256, workers=1, progress=False)
+    for source, image_format in (("tfrecord", "jpeg"), ("raw256", "raw")):
+        if source in sources:
+            convert.build_tfrecords(dirs["jpeg"], dirs[source], splits=("train",),
+                                    shards={"train": max(1, min(8, num_images // 16))},
+                                    resize_shorter_side=256, workers=1, progress=False,
+                                    image_format=image_format)
+    sizes["raw256"] = [convert.raw_image_bytes(256)] * num_images
     info = {"wanted": wanted, "dirs": {s: dirs[s] for s in sources},
             "mean_kb": {s: round(statistics.mean(v) / 1024, 1) for s, v in sizes.items()},
             "image_size": {"jpeg": list(size),
-                           "stored256": list(convert.shorter_side_size(height, width, 256)[::-1])}}
+                           "stored256": list(convert.shorter_side_size(height, width, 256)[::-1]),
+                           "raw256": [256, 256]}}
     with open(marker, "w") as f:
         json.dump(info, f)
     return info
@@ -132,27 +141,33 @@ def plain_pipeline(source: str, data_dir: str, *, image_size: int = 227, batch_s
     Shuffle the file list (or read TFRecords in parallel), decode, resize the shorter
     side to 256 (float32 from there on), central 256 crop, random 227 crop, random
     flip, PCA lighting, per-channel mean subtraction; batch; AUTOTUNE and prefetch.
+    Decoding is the package's one decode rule (`decode.decode_rgb`: alpha over white,
+    EXIF orientation applied), so both sides decode the same pixels; raw records
+    (``raw256``) are reshaped, not decoded.
     """
-    from alexnet_tf.data import stats
+    from alexnet_tf.data import decode, stats
 
     eigval = tf.constant(stats.IMAGENET_PCA_EIGVAL)
     eigvec = tf.constant(stats.IMAGENET_PCA_EIGVEC)
     mean = tf.constant(stats.IMAGENET_MEAN_RGB)
 
     def augment(encoded, label):
-        image = tf.io.decode_jpeg(encoded, channels=3)
-        shape = tf.shape(image)
-        scale = 256.0 / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
-        new_size = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32)
-        image = tf.image.resize(image, tf.maximum(new_size, 256))
-        image = tf.image.resize_with_crop_or_pad(image, 256, 256)
-        image = tf.image.random_crop(image, [image_size, image_size, 3])
+        if source == "raw256":
+            image = tf.reshape(tf.io.decode_raw(encoded, tf.uint8), [256, 256, 3])
+        else:
+            image = decode.decode_rgb(encoded)
+            shape = tf.shape(image)
+            scale = 256.0 / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
+            new_size = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32)
+            image = tf.image.resize(image, tf.maximum(new_size, 256))
+            image = tf.image.resize_with_crop_or_pad(image, 256, 256)
+        image = tf.cast(tf.image.random_crop(image, [image_size, image_size, 3]), tf.float32)
         image = tf.image.random_flip_left_right(image)
         alpha = tf.random.normal([3], stddev=0.1)
         image = image + tf.linalg.matvec(eigvec, alpha * eigval) * 255.0
         return image - mean, label
 
-    if source == "tfrecord":
+    if source in ("tfrecord", "raw256"):
         files = sorted(f for f in tf.io.gfile.glob(os.path.join(data_dir, "train-*-of-*"))
                        if not f.endswith((".json", ".tmp")))
         spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -188,7 +203,7 @@ def project_pipeline(source: str, data_dir: str, *, image_size: int = 227,
     from alexnet_tf.data import pipeline, sources
 
     d = config_lib.base_config().data
-    d.source = "tfrecord" if source == "tfrecord" else "image_folder"
+    d.source = "tfrecord" if source in ("tfrecord", "raw256") else "image_folder"
     d.data_dir = data_dir
     d.augmentation = "paper"
     d.augment_on_device = bool(on_device)
@@ -289,6 +304,7 @@ def input_pipelines(sources=INPUT_SOURCES, pipelines=INPUT_PIPELINES, num_images
             if calm and len(calm) < len(rounds[source]):
                 quiet[source] = _input_figures(calm, pipelines)
         return {"benchmark": "input", "num_images": num_images, "batch_size": batch_size,
+                "raw_target": raw_target(results),
                 "image_size": image_size, "repeats": repeats, "warmup": warmup,
                 "seconds": seconds, "images": {k: info[k] for k in ("mean_kb", "image_size")},
                 "generate_seconds": round(generate_seconds, 1),
@@ -301,6 +317,20 @@ def input_pipelines(sources=INPUT_SOURCES, pipelines=INPUT_PIPELINES, num_images
     finally:
         if not keep_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def raw_target(results: dict) -> dict | None:
+    """Issue 17's target from per-source figures (`_input_figures` rows): images/s of
+    raw256 over stored256, both ``project_on_device``; None when either was not run."""
+    try:
+        raw = results["raw256"]["project_on_device"]["images_per_s"]
+        stored = results["stored256"]["project_on_device"]["images_per_s"]
+    except KeyError:
+        return None
+    ratio = raw / stored if raw and stored else None
+    return {"what": "raw256 / stored256 images/s, package pipeline with the tail on the device",
+            "value": ratio, "target": RAW_TARGET,
+            "met": None if ratio is None else bool(ratio >= RAW_TARGET)}
 
 
 def _input_figures(rounds, pipelines) -> dict:

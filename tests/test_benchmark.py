@@ -128,15 +128,32 @@ def test_input_benchmark_at_tiny_size(tmp_path):
 
     r = benchmark.input_pipelines(num_images=8, batch_size=4, repeats=1, warmup=0,
                                   image_size=67, data_dir=str(tmp_path))
-    assert set(r["sources"]) == {"jpeg", "stored256", "tfrecord"}
+    assert set(r["sources"]) == {"jpeg", "stored256", "tfrecord", "raw256"}
     for source, rows in r["sources"].items():
         assert set(rows) == {"plain", "project", "project_on_device"}
         for name, row in rows.items():
             assert _positive(row["images_per_s"]), (source, name)
             if name != "plain":
                 assert _positive(row["ratio_vs_plain"])
-    assert r["images"]["image_size"] == {"jpeg": [500, 375], "stored256": [341, 256]}
+    assert r["images"]["image_size"] == {"jpeg": [500, 375], "stored256": [341, 256],
+                                         "raw256": [256, 256]}
+    assert r["images"]["mean_kb"]["raw256"] == 192.0  # 256 * 256 * 3 bytes
+    target = r["raw_target"]
+    assert target["value"] == pytest.approx(
+        r["sources"]["raw256"]["project_on_device"]["images_per_s"]
+        / r["sources"]["stored256"]["project_on_device"]["images_per_s"])
+    assert target["target"] == 4.0 and target["met"] is (target["value"] >= 4.0)
     json.dumps(r, allow_nan=False)
+
+
+def test_the_raw_target_needs_both_sources():
+    from benchmarks import input as benchmark
+
+    row = lambda rate: {"project_on_device": {"images_per_s": rate}}  # noqa: E731
+    assert benchmark.raw_target({"raw256": row(900.0)}) is None
+    t = benchmark.raw_target({"raw256": row(900.0), "stored256": row(200.0)})
+    assert t["value"] == 4.5 and t["met"] is True
+    assert benchmark.raw_target({"raw256": row(700.0), "stored256": row(200.0)})["met"] is False
 
 
 def test_cli_prints_parseable_json(tmp_path):
@@ -419,6 +436,18 @@ def test_serving_agreement_catches_other_outputs():
     assert bf16["within_tolerance"] and bf16["tolerance"] == 0.02
     assert bf16["log_tolerance"] is None
     assert not benchmark.compare_outputs(rounded, logits)["within_tolerance"]
+    import tensorflow as tf
+
+    # Peaked logits: probabilities that underflow to 0 on both sides agree (no -inf log
+    # on one side), and the result is plain JSON.
+    peaked = np.array([[0.0, -200.0, 300.0]], np.float32)
+    exported = tf.nn.softmax(peaked).numpy()
+    assert exported[0, 0] == 0.0
+    agreed = benchmark.compare_outputs(exported, peaked)
+    assert agreed["within_tolerance"] and agreed["max_abs_log_probability_diff"] == 0.0
+    json.dumps(agreed, allow_nan=False)
+    # A probability that is 0 on one side only is caught by the probabilities.
+    assert not benchmark.compare_outputs([[0.0, 1.0]], [[0.0, 0.0]])["within_tolerance"]
     far = probabilities + np.float32(0.03) * np.array([[1, -1, 0], [-1, 0, 1]])
     assert not benchmark.compare_outputs(far, logits, tolerance=BFLOAT16_PROBABILITY_TOLERANCE,
                                          log_tolerance=None)["within_tolerance"]
@@ -490,7 +519,8 @@ def test_serving_printout_names_both_exports_the_tolerance_and_the_caveats(tmp_p
     out = _printed_by_the_tool("_print_serving", result, tmp_path)
     assert "export float32 and a bfloat16 export (--export_bfloat16)" in out
     assert "the bfloat16 export in 2.5 s" in out
-    assert "agreement on the batch's 32 images (untrained weights: flat probabilities" in out
+    assert "agreement on the batch's 32 images (untrained weights: a check of the " \
+           "computation, not of accuracy)" in out
     assert "same top-1 True (within the export's stated 0.02)" in out
     assert "bfloat16 export against the float32 export (> 1: bfloat16 faster)" in out
     assert "breakdown of batch-1 latency: in-memory 10.00 ms, + serving path +0.50 ms, + " \
@@ -545,3 +575,21 @@ def test_the_bfloat16_export_is_timed_against_the_float32_export():
     assert q["throughput_export_bf16_over_export"] == pytest.approx(0.12 / 0.08)
     assert t["bfloat16_latency"]["met"] is (float32_latency / 0.008 >= 1)
     assert "bfloat16_latency" not in benchmark.serving_figures(SERVING_ROUNDS, 32)["targets"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--benchmark=serving", "--variant=bogus"], "Unknown AlexNet variant 'bogus'"),
+    (["--benchmark=serving", "--image_size=30"], "image_size=30 is too small for variant 'paper'"),
+    (["--benchmark=serving", "--infer_batch_size=0"], "flag --infer_batch_size=0: 0 is not a "
+                                                      "positive integer"),
+    (["--benchmark=model", "--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),
+    (["--benchmark=serving", "--json=/proc/no_such_dir/x.json"], "--json='/proc/no_such_dir/x."
+                                                                 "json' cannot be written"),
+])
+def test_the_tool_refuses_bad_flags_in_one_line_before_running(args, says):
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "benchmark.py"), *args],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode in (1, 2), done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("benchmark.py: error:")]
+    assert len(lines) == 1 and says in lines[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

@@ -459,6 +459,13 @@ def test_binary_refuses_a_bad_flag_value_before_tensorflow(tmp_path, flag, expec
     ({"max_pixels": 2**63}, r"max_pixels must be an integer >= 1 and <= 9223372036854775807"),
     ({"max_aspect_ratio": float("inf")}, r"max_aspect_ratio must be a finite number >= 1 "
                                          r".*got inf"),
+    ({"compute_dtype": "float16"}, r"compute_dtype must be one of float32, bfloat16, got "
+                                   r"'float16'"),
+    # A dtype object equals its name but is not one (export.json could not hold it).
+    ({"compute_dtype": tf.bfloat16}, r"compute_dtype must be one of float32, bfloat16, got "
+                                     r"tf.bfloat16"),
+    ({"compute_dtype": np.dtype("float32")}, r"compute_dtype must be one of float32, "
+                                             r"bfloat16, got dtype\('float32'\)"),
     # Known only from the model: more classes than it has.
     ({"top_k": NUM_CLASSES + 1}, rf"top_k={NUM_CLASSES + 1} is more than the {NUM_CLASSES} "
                                  rf"classes of .*; expected 1 to {NUM_CLASSES}"),
@@ -585,6 +592,23 @@ def test_bad_pixels_are_refused(run):
                      invalid_argument(lambda: pixels(images=tf.zeros([2, 1, 60, 3], tf.uint8))))
     assert re.search(r"images has no pixels \(0x5",
                      invalid_argument(lambda: pixels(images=tf.zeros([1, 0, 5, 3], tf.uint8))))
+    # A batch of RGB images and nothing else, in both signatures: one image without its
+    # batch dimension (whose shorter side needs no resize) once aborted the process.
+    size = run_lib.Run(run.workdir).convention.resize_size
+    for shape in ([size, size, 3], [size + 20, size, 3], [1, 2, size, size, 3], [1, 8, 8, 1],
+                  [1, 8, 8, 4], [size], []):
+        expected = (r"Shape of tensor images \[" + re.escape(",".join(str(n) for n in shape))
+                    + r"\] is not compatible with expected shape \[\?,\?,\?,3\]")
+        for signature, dtype in ((pixels, tf.uint8), (as_float, tf.float32)):
+            assert re.search(expected, invalid_argument(
+                lambda: signature(images=tf.zeros(shape, dtype)))), (shape, dtype)
+    # Image bytes: a vector of them, in both signatures that take bytes.
+    image = run.val_jpegs[0]
+    for value, shape in ((tf.constant(image), "[]"), (tf.constant([[image, image]]), "[1,2]")):
+        for name in ("serving_default", "features"):
+            assert f"Shape of tensor image_bytes {shape} is not compatible with expected " \
+                   f"shape [?]" in invalid_argument(
+                       lambda: run.loaded.signatures[name](image_bytes=value)), (name, shape)
     for bad in (np.nan, np.inf, -1.0, 256.0):
         values = np.full([1, 8, 8, 3], 100.0, np.float32)
         values[0, 3, 3, 1] = bad
@@ -727,3 +751,27 @@ def test_a_new_version_warns_when_it_changes_what_is_served(tmp_path, monkeypatc
     version(8, None)
     warn(str(tmp_path), 9, "bfloat16")
     assert warnings == []
+
+
+def test_a_float32_export_computes_in_float32_under_a_mixed_global_policy(run, tmp_path):
+    # A notebook that trained in bfloat16 leaves Keras' global policy mixed: the export
+    # still builds its network in float32, as its export.json says, and leaves the
+    # caller's policy as it was.
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        path = pathlib.Path(export.export(str(run.workdir), str(tmp_path / "exports")))
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    info = json.loads((path / "assets" / "export.json").read_text())
+    assert info["compute_dtype"] == "float32"
+    kept = keras.models.load_model(str(path) + ".keras")
+    assert {layer.dtype_policy.name for layer in kept.layers} == {"float32"}
+    images = list(mixed_images(run).values())
+    out = tf.saved_model.load(str(path)).signatures["serving_default"](
+        image_bytes=tf.constant(images))
+    np.testing.assert_allclose(out["probabilities"].numpy(), reference_probabilities(run, images),
+                               atol=1e-5, rtol=0)

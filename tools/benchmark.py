@@ -4,7 +4,7 @@ r"""Benchmarks behind docs/BENCHMARKS.md; prints a table and one JSON line (the 
         [--image_size=227] [--repeats=5] [--warmup=2] [--mixed_precision=bfloat16|float16]
         [--json=out.json]
     python tools/benchmark.py --benchmark=profile --variant=paper --batch_size=32
-    python tools/benchmark.py --benchmark=input [--source=jpeg,stored256,tfrecord]
+    python tools/benchmark.py --benchmark=input [--source=jpeg,stored256,tfrecord,raw256]
         [--num_images=512] [--batch_size=128] [--seconds=0] [--scaling]
     python tools/benchmark.py --benchmark=grouped_conv [--repeats=5]
     python tools/benchmark.py --benchmark=serving --variant=paper [--infer_batch_size=32]
@@ -44,7 +44,7 @@ import json
 import os
 import sys
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 # The harness (benchmarks/) lives beside the package and is not installed: put the
 # repository root first on the path, whatever directory this is run from.
@@ -57,21 +57,23 @@ _BENCHMARK = flags.DEFINE_enum("benchmark", "grouped_conv",
 _VARIANT = flags.DEFINE_string("variant", "paper", "Model variant (alexnet_tf.VARIANTS).")
 _BATCH = flags.DEFINE_integer("batch_size", None,
                               "Training batch (model/profile; default 32) or pipeline batch "
-                              "(input; default 128).")
+                              "(input; default 128).", lower_bound=1)
 _IMAGE = flags.DEFINE_integer("image_size", None, "Input side; default: the variant's (227).")
 _WIDTH = flags.DEFINE_float("width", 1.0, "Channel width multiplier.")
 _CLASSES = flags.DEFINE_integer("num_classes", 1000, "Classes.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (the median is reported).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (the median is reported).",
+                                lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", None,
                                "Warm-up rounds, not timed (default 2 for model/profile, 1 "
-                               "for input).")
+                               "for input).", lower_bound=0)
 _XLA = flags.DEFINE_bool("xla", False, "jit_compile the train step and inference (XLA).")
 _MIXED = flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                            "Keras mixed-precision policy (and torch.autocast for the peer).")
 _INFER_BATCH = flags.DEFINE_integer("infer_batch_size", None,
                                     "Inference batch; default 128 (model), 32 (serving: "
-                                    "issue 16's targets are at batch 32).")
-_LATENCY_CALLS = flags.DEFINE_integer("latency_calls", 10, "Batch-1 calls per round.")
+                                    "issue 16's targets are at batch 32).", lower_bound=1)
+_LATENCY_CALLS = flags.DEFINE_integer("latency_calls", 10, "Batch-1 calls per round.",
+                                      lower_bound=1)
 _MATMUL = flags.DEFINE_list("matmul_sizes", ["2048", "4096"],
                             "n of the n x n matmuls (the run's precision, and float32) whose "
                             "best median, TF's or PyTorch's, is the peak.")
@@ -86,10 +88,12 @@ _INTRA = flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads; 0: TF
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 3, "Traced training steps (profile).")
 _TOP = flags.DEFINE_integer("top", 15, "Rows of the profile's op tables.")
 _LOGDIR = flags.DEFINE_string("logdir", None, "Keep the profile trace here (TensorBoard).")
-_SOURCE = flags.DEFINE_list("source", ["jpeg", "stored256", "tfrecord"], "Input sources.")
+_SOURCE = flags.DEFINE_list("source", ["jpeg", "stored256", "tfrecord", "raw256"],
+                            "Input sources.")
 _PIPELINES = flags.DEFINE_list("pipelines", ["plain", "project", "project_on_device"],
                                "Input pipelines.")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 512, "Generated images (input).")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 512, "Generated images (input).",
+                                   lower_bound=1)
 _SECONDS = flags.DEFINE_float("seconds", 0.0, "Minimum seconds per timed input window.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Keep/reuse the generated input images here.")
 _SCALING = flags.DEFINE_bool("scaling", False, "Input: rerun pinned to 1, 2, 4, ... cores.")
@@ -227,13 +231,18 @@ def _print_input(r):
     print(f"input pipelines: {r['num_images']} generated images (mean "
           f"{r['images']['mean_kb']['jpeg']} KB at {r['images']['image_size']['jpeg']}, "
           f"{r['images']['mean_kb']['stored256']} KB stored at "
-          f"{r['images']['image_size']['stored256']}), batch {r['batch_size']}, crop "
+          f"{r['images']['image_size']['stored256']}, raw {r['images']['mean_kb']['raw256']} "
+          f"KB at {r['images']['image_size']['raw256']}), batch {r['batch_size']}, crop "
           f"{r['image_size']}; {r['usable_cores']} usable cores ({m['cpu_flags']}); other "
           f"processes {r['load'].get('other_cores', '?')} cores")
     print(f"other processes' cores per timed round: {r['other_cores_per_round']}")
     _print_input_rows(r["sources"], "all timed rounds")
     if r.get("quiet"):
         _print_input_rows(r["quiet"], "quiet rounds only (other processes <= 0.25 cores)")
+    t = r.get("raw_target")
+    if t:
+        verdict = {True: "met", False: "NOT met", None: "-"}[t["met"]]
+        print(f"target {t['what']} >= {t['target']:g}: {_fmt(t['value'], '.2f')}x: {verdict}")
 
 
 def _print_input_rows(sources, title):
@@ -301,10 +310,10 @@ def _print_serving(r):
              if e.get("bfloat16_export_seconds") is not None else ""))
     a = r["agreement"]
     print(f"agreement on the batch's {r['infer_batch_size']} images (untrained weights: "
-          f"flat probabilities, a check of the computation, not of accuracy): max "
-          f"|probability diff| "
+          f"a check of the computation, not of accuracy): max |probability diff| "
           f"{a['max_abs_probability_diff']:.2e}, max |log-probability diff| "
-          f"{a['max_abs_log_probability_diff']:.2e}, same top-1 {a['same_top1']} "
+          f"{_fmt(a['max_abs_log_probability_diff'], '.2e')} (where both are above 0), "
+          f"same top-1 {a['same_top1']} "
           f"({'within' if a['within_tolerance'] else 'NOT within'} {a['tolerance']:g})"
           + ("" if a["within_tolerance"] or r.get("note") else
              ": the export and the in-memory model do not compute the same function, so "
@@ -379,8 +388,25 @@ def _print_serving_figures(f, title, run=None):
               f"{verdict}{extra}")
 
 
+def _check_model_flags():
+    """The network flags, before anything runs: one line (status 2) naming the value."""
+    from alexnet_tf import architecture  # no TensorFlow
+
+    if _BENCHMARK.value in ("model", "profile", "serving"):
+        try:
+            architecture.validate_model_args(_VARIANT.value, _CLASSES.value, _IMAGE.value,
+                                             _WIDTH.value)
+        except (ValueError, KeyError) as error:
+            raise app.UsageError(str(error).strip("'\"")) from None
+
+
 def main(argv):
     del argv
+    _check_model_flags()
+    if _JSON.value:
+        # Before the run, not after minutes of it.
+        from alexnet_tf import outputs
+        outputs.check_writable(_JSON.value, "--json")
     logging.set_verbosity(logging.WARNING)  # the data modules log every split they list
     if _CPUS.value:
         from benchmarks.machine import parse_cpus  # no TF op has run yet
@@ -431,11 +457,12 @@ def main(argv):
             result = input_benchmark.input_pipelines(**kwargs)
             _print_input(result)
     line = json.dumps(result)
+    sys.stdout.flush()
+    print(line, flush=True)  # first: whatever happens to the file, the result is shown
     if _JSON.value:
+        os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
         with open(_JSON.value, "w") as f:
             f.write(line + "\n")
-    sys.stdout.flush()
-    print(line)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ import tensorflow as tf
 from alexnet_tf.data import decode, preprocess
 from alexnet_tf.export.limits import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 
-__all__ = ["DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_PIXELS", "check_encoded_image",
-           "check_float_pixels", "check_pixels_size", "check_size", "checked",
-           "header_size", "message"]
+__all__ = ["DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_PIXELS", "check_bytes_shape",
+           "check_encoded_image", "check_float_pixels", "check_pixels_shape",
+           "check_pixels_size", "check_size", "checked", "header_size", "message"]
 
 
 # ------------------------------------------------------------- the header bytes
@@ -130,10 +130,35 @@ def check_encoded_image(encoded, what, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     return checked(length > 0, message(what, " is empty (0 bytes)"), format_checked)
 
 
+def check_pixels_shape(images):
+    """``images``, passed through once it is a batch of RGB images, [B, H, W, 3]; else
+    an InvalidArgument error naming the input and its shape ("Shape of tensor images
+    [76,76,3] is not compatible with expected shape [?,?,?,3]").
+
+    TF Serving does not check a request's shape against the signature's, so one image
+    sent without its batch dimension ([H, W, 3]) reaches the graph, whose ops believe
+    the signature's static shape: ``tf.rank`` and the channel count are constants
+    there, so an Assert on them could not fail. ``tf.ensure_shape`` checks the tensor
+    that arrives, at run time, before anything reads its sizes (a [H, W, 3] image whose
+    shorter side needs no resize otherwise reached the convolutions, which abort the
+    process on a tensor of the wrong rank)."""
+    return tf.ensure_shape(images, [None, None, None, 3])
+
+
+def check_bytes_shape(image_bytes):
+    """``image_bytes``, passed through once it is a vector of encoded images, [B]; else
+    an InvalidArgument error naming the input and its shape ("Shape of tensor
+    image_bytes [] is not compatible with expected shape [?]"), as `check_pixels_shape`
+    and for the same reason."""
+    return tf.ensure_shape(image_bytes, [None])
+
+
 def check_pixels_size(images, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                       max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO):
-    """``images`` (uint8 [B, H, W, 3]), passed through once H x W is within the limits;
-    else an InvalidArgument error naming "images"."""
+    """``images`` (uint8 [B, H, W, 3]), passed through once its shape is that
+    (`check_pixels_shape`) and H x W is within the limits; else an InvalidArgument
+    error naming "images"."""
+    images = check_pixels_shape(images)
     shape = tf.shape(images, out_type=tf.int64)
     with tf.control_dependencies([check_size(shape[1], shape[2], tf.constant("images"),
                                              max_pixels, max_aspect_ratio)]):
@@ -141,8 +166,10 @@ def check_pixels_size(images, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 def check_float_pixels(images):
-    """``images`` (float32 [B, H, W, 3]), passed through once every value is finite and
-    in [0, 255]; else an InvalidArgument error."""
+    """``images`` (float32 [B, H, W, 3]), passed through once its shape is that
+    (`check_pixels_shape`) and every value is finite and in [0, 255]; else an
+    InvalidArgument error."""
+    images = check_pixels_shape(images)
     ok = tf.logical_and(tf.reduce_all(tf.math.is_finite(images)),
                         tf.logical_and(tf.reduce_all(images >= 0.0),
                                        tf.reduce_all(images <= 255.0)))

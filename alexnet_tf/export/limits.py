@@ -16,7 +16,10 @@ import numbers
 
 # 40 megapixels: 12-36 MP camera and phone photos pass; 10000x10000 does not. Decoding
 # and the resize hold about 16 bytes per pixel (uint8 RGB, then float32),
-# so one image in flight needs at most ~640 MB.
+# so one image in flight needs at most ~640 MB. The bytes signatures preprocess one image
+# at a time; the pixels signatures resize their whole batch at once (a batch has one
+# size), so a batch of B images at the limit needs up to B times that: TF Serving's
+# batching settings (docs/SERVING.md) bound B.
 DEFAULT_MAX_PIXELS = 40_000_000
 # The shorter side is resized to data.resize_size, so a 1x40,000,000 strip would become
 # a 256x10^10 float image: refuse images longer than 50 times their width (or height).
@@ -70,6 +73,8 @@ def check_export_values(*, version=None, top_k=None, max_pixels=DEFAULT_MAX_PIXE
                          f"longer side over the shorter, 1 for a square; no infinity: a "
                          f"thin strip would be resized to a huge image), got "
                          f"{max_aspect_ratio!r}.")
-    if compute_dtype not in COMPUTE_DTYPES:
+    # A string, not anything equal to one: TF and NumPy dtypes compare equal to their
+    # names, and would pass to export.json, which cannot hold them.
+    if not isinstance(compute_dtype, str) or compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"{prefix}compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
                          f"got {compute_dtype!r}.")

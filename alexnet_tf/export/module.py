@@ -116,6 +116,7 @@ class ServingModule(tf.Module):
             return preprocess.eval_image(encoded, image_size=self._image_size,
                                          resize_size=self._resize_size, norm=self._norm)
 
+        image_bytes = input_checks.check_bytes_shape(image_bytes)
         indices = tf.range(tf.shape(image_bytes, out_type=tf.int64)[0])
         return tf.map_fn(one, (image_bytes, indices), fn_output_signature=self._image_spec())
 

@@ -29,6 +29,7 @@ signatures are those of `alexnet_tf.export.module.SIGNATURE_TABLE`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -277,8 +278,9 @@ def export(source, export_dir: str, *, version: int | None = None,
                           f"with fewer).")
     # Built before anything is created, so that a refused export leaves no directory.
     try:
-        model = source.load_model(
-            grouped_conv_implementation=_traced_implementation(source.model_config))
+        with _float32_policy():
+            model = source.load_model(
+                grouped_conv_implementation=_traced_implementation(source.model_config))
         step = _checkpoint_step(source)
     except source_lib.SourceError as error:
         raise ExportError(str(error)) from None
@@ -294,6 +296,22 @@ def export(source, export_dir: str, *, version: int | None = None,
             except OSError:
                 break
         raise
+
+
+@contextlib.contextmanager
+def _float32_policy():
+    """Keras' global dtype policy set to float32 while the source's network is built:
+    layers built under a mixed policy (set by a notebook that trained in bfloat16, say)
+    would compute in it, and the export, which records its ``compute_dtype``, must
+    compute in what that says. The caller's policy is restored after."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _checkpoint_step(source: source_lib.ModelSource) -> int | None:

@@ -9,6 +9,7 @@ Keras is imported when a model is built, so that importing this module stays lig
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import TYPE_CHECKING
@@ -163,6 +164,22 @@ def model_from_config(config, *, name: str | None = None) -> "keras.Model":
                         init=m.init or None, lrn_bias=m.lrn_bias, lrn_alpha=m.lrn_alpha,
                         grouped_conv_implementation=m.grouped_conv_implementation,
                         seed=config.seed, name=name)
+
+
+@contextlib.contextmanager
+def global_policy(name: str):
+    """Keras' global dtype policy set to ``name`` ("float32", "mixed_bfloat16", ...)
+    inside the block, the caller's put back after: layers take the global policy when
+    they are built, so a model built inside computes in ``name`` whatever the process
+    had set (a notebook that trained in bfloat16, say)."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def load_model(path: str, **kwargs) -> "keras.Model":

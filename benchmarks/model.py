@@ -86,13 +86,12 @@ class KerasContender:
                  num_classes=1000, xla=False, mixed_precision=None, infer_batch_size=128,
                  seed=0):
         import alexnet_tf
+        from alexnet_tf import models
 
         self.batch_size = batch_size
         self.infer_batch_size = infer_batch_size
-        previous_policy = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(
-            f"mixed_{mixed_precision}" if mixed_precision else "float32")
-        try:
+        with models.global_policy(f"mixed_{mixed_precision}" if mixed_precision
+                                  else "float32"):
             self.model = alexnet_tf.create_model(variant, num_classes, image_size, width, seed=seed)
             # None took the variant's own size; the model knows which, so the harness
             # needs no look into the variant table of its own.
@@ -102,8 +101,6 @@ class KerasContender:
             self.optimizer = training_optimizer(self.model, config)
             self.train_fn, self.train_step_source = training_step(self.model, self.optimizer,
                                                                   config)
-        finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
         self.params = int(sum(math.prod(v.shape) for v in self.model.trainable_variables))
         shape = [image_size, image_size, 3]
         self.images = tf.random.normal([batch_size, *shape], seed=seed)

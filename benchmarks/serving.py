@@ -277,28 +277,24 @@ def serving(variant: str = "paper", image_size: int | None = None, width: float 
                          f"{warmup}.")
     import alexnet_tf
     from alexnet_tf import layers
+    from alexnet_tf import models
     from alexnet_tf.export import module as module_lib
 
     gpu_memory_growth()
     gpu = bool(tf.config.list_logical_devices("GPU"))
     names = signature_names()
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        # The exported network is built float32 whatever the run's policy (the bfloat16
-        # export is made from it by the export's own option); the in-memory one below
-        # takes its weights.
+    # The exported network is built float32 whatever the run's policy (the bfloat16
+    # export is made from it by the export's own option); the in-memory one below
+    # takes its weights.
+    with models.global_policy("float32"):
         exported_model = alexnet_tf.create_model(variant, num_classes, image_size, width,
                                                  seed=seed)
-        if mixed_precision:
-            keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}")
+    model = exported_model
+    if mixed_precision:
+        with models.global_policy(f"mixed_{mixed_precision}"):
             model = alexnet_tf.create_model(variant, num_classes, image_size, width,
                                             seed=seed)
-            model.set_weights(exported_model.get_weights())
-        else:
-            model = exported_model
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+        model.set_weights(exported_model.get_weights())
     image_size = int(model.input_shape[1])
     convention = _convention(image_size)
     images = serving_images(infer_batch_size, convention, seed)

@@ -364,9 +364,8 @@ def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: s
         location, encoded, label, name = record
         if raw_shape is not None:
             ok = tf.equal(tfrecords.raw_problem(encoded, raw_shape), "")
-            pixels = tfrecords.raw_pixels(
-                tf.where(ok, encoded, tf.constant(bytes(int(np.prod(raw_shape))))), raw_shape)
-            return position, location, label, name, ok, extractor.prepare(pixels)
+            return (position, location, label, name, ok,
+                    extractor.prepare(tfrecords.raw_pixels(encoded, raw_shape)))
         ok = preprocess.is_supported_image(encoded)
         return (position, location, label, name, ok,
                 extractor.prepare(tf.where(ok, encoded, placeholder)))

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.convention import InputConvention
@@ -197,9 +196,8 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
                 encoded = tf.identity(encoded)
         example_seed = tf.stack([tf.constant(seed, tf.int64), epoch_offset + position])
         if raw_shape is not None:
-            # A bad record gets black pixels of the right shape instead; dropped below.
-            safe = tf.where(ok, encoded, tf.constant(bytes(int(np.prod(raw_shape)))))
-            inputs = image_fn(tfrecords.raw_pixels(safe, raw_shape), example_seed, 1)
+            # A raw record of the wrong length gives black pixels; dropped below.
+            inputs = image_fn(tfrecords.raw_pixels(encoded, raw_shape), example_seed, 1)
         else:
             # A bad record gets a cheap 1x1 PNG to decode instead; it is dropped below.
             safe = tf.where(ok, encoded, tf.constant(_PLACEHOLDER_PNG))

@@ -102,5 +102,10 @@ def raw_problem(encoded, shape):
 
 def raw_pixels(encoded, shape):
     """The uint8 ``shape`` image a raw record holds (no decoding: its bytes reshaped).
-    Fails (InvalidArgument) on bytes of another length: check `raw_problem` first."""
-    return tf.reshape(tf.io.decode_raw(encoded, tf.uint8), [int(s) for s in shape])
+    Bytes of another length (a bad record: `raw_problem` names it) give black pixels of
+    that shape, so that a pipeline can carry the record until it drops it."""
+    shape = [int(s) for s in shape]
+    size = shape[0] * shape[1] * shape[2]
+    whole = tf.equal(tf.strings.length(encoded, unit="BYTE"), size)
+    return tf.reshape(tf.io.decode_raw(tf.where(whole, encoded, tf.constant(bytes(size))),
+                                       tf.uint8), shape)

@@ -29,7 +29,6 @@ signatures are those of `alexnet_tf.export.module.SIGNATURE_TABLE`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -43,6 +42,7 @@ from absl import logging
 from alexnet_tf import config as config_lib
 from alexnet_tf import convention as convention_lib
 from alexnet_tf import model_source as source_lib
+from alexnet_tf import models
 from alexnet_tf import run as run_lib
 from alexnet_tf.export import limits
 from alexnet_tf.export import module as module_lib
@@ -278,7 +278,9 @@ def export(source, export_dir: str, *, version: int | None = None,
                           f"with fewer).")
     # Built before anything is created, so that a refused export leaves no directory.
     try:
-        with _float32_policy():
+        # Built in float32 whatever Keras' global policy: the export computes in what
+        # its compute_dtype (recorded in export.json) says.
+        with models.global_policy("float32"):
             model = source.load_model(
                 grouped_conv_implementation=_traced_implementation(source.model_config))
         step = _checkpoint_step(source)
@@ -296,22 +298,6 @@ def export(source, export_dir: str, *, version: int | None = None,
             except OSError:
                 break
         raise
-
-
-@contextlib.contextmanager
-def _float32_policy():
-    """Keras' global dtype policy set to float32 while the source's network is built:
-    layers built under a mixed policy (set by a notebook that trained in bfloat16, say)
-    would compute in it, and the export, which records its ``compute_dtype``, must
-    compute in what that says. The caller's policy is restored after."""
-    import keras
-
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def _checkpoint_step(source: source_lib.ModelSource) -> int | None:

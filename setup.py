@@ -58,6 +58,7 @@ setup(
             "alexnet-eval=alexnet_tf.cli.eval:run",
             "alexnet-export=alexnet_tf.cli.export:run",
             "alexnet-predict=alexnet_tf.cli.predict:run",
+            "alexnet-data-service=alexnet_tf.cli.data_service:run",
         ],
     },
 )

@@ -34,6 +34,7 @@ from ml_collections import config_dict
 
 from alexnet_tf import architecture
 from alexnet_tf.errors import UserError
+from alexnet_tf.data import service  # imports no TensorFlow
 from alexnet_tf.data.stats import IMAGENET_MEAN_RGB
 from alexnet_tf.train import finetune  # imports neither TensorFlow nor Keras
 
@@ -96,6 +97,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tfrecord_label_offset = 1  # the Inception/TPU converters store labels 1..1000
     c.data.shuffle_buffer = 10_000  # TFRecords only; file lists are shuffled in full
     c.data.on_bad_record = "skip"  # "skip": log, count and go on; "fail": stop the run
+    # "grpc://host:5050": training input from a tf.data service cluster
+    # (alexnet-data-service; alexnet_tf.data.service); "": the local pipeline.
+    c.data.service_address = ""
     # Crop on the CPU, then flip, lighting and normalisation batched in the train step.
     c.data.augment_on_device = False
     # Applied in the loss, configured with the data it softens (Szegedy et al. 2016).
@@ -358,6 +362,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if not os.path.exists(d.stats_file):
             _fail("data.stats_file", d.stats_file, "an existing .npz from tools/dataset_stats.py")
     _positive(config, "data.shuffle_buffer")
+    if d.service_address:
+        problem = service.address_problem(d.service_address)
+        if problem:
+            _fail("data.service_address", d.service_address, problem)
+        if d.source == "tfds":
+            _fail("data.service_address", d.service_address,
+                  "'' with data.source='tfds' (a service stream needs image folders or "
+                  "TFRecords: convert the split with tools/build_tfrecords.py)")
     if d.augment_on_device and d.augmentation == "none":
         _fail("data.augment_on_device", True, "False with data.augmentation='none'")
     if d.resize_size < m.image_size:

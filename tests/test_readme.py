@@ -94,6 +94,7 @@ PLACEHOLDER_ARGS = {
 POSITIONAL_ARGS = {
     "alexnet_tf.cli.predict": "image files",
     "tools/serving_client.py": "image files",
+    "alexnet_tf.cli.data_service": "the role, dispatcher or worker",
 }
 # Inline spans the README shows as mistakes on purpose: the check must refuse them.
 INTENTIONAL_MISTAKES = {
@@ -758,6 +759,9 @@ NOT_RUN = {
     "tools/retrieve.py --workdir=runs/demo": "~14 s of CPU more (fc7 features), over this "
                                              "file's budget; tests/test_analysis.py runs the "
                                              "tool as a command on a tiny run",
+    "alexnet-data-service ": "servers that run until stopped, on other machines; "
+                             "tests/test_service.py starts both roles with these flags on "
+                             "loopback and trains through them",
     "tools/benchmark.py --benchmark=": "minutes of measurement; `python tools/benchmark.py "
                                        "--help` runs instead, listing each --benchmark value",
 }

@@ -135,7 +135,8 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
                  input_context: tf.distribute.InputContext | None = None,
                  bad_records: tf.Variable | None = None,
                  norm: InputConvention | None = None,
-                 light: preprocess.Lighting | None = None) -> tf.data.Dataset:
+                 light: preprocess.Lighting | None = None,
+                 records: tf.data.Dataset | None = None) -> tf.data.Dataset:
     """One epoch of batches of (model inputs, labels).
 
     Labels are int32 [B], except for training with MixUp or CutMix
@@ -161,12 +162,21 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
         `lighting`). A run passes its task's
         (`alexnet_tf.task.ClassificationTask.pipeline_args`), so that the pipeline, the
         on-device tail and the saved run use one object.
+      records: for a tf.data service worker, a training stream in place of the split's
+        epoch (`alexnet_tf.data.sources.DataSource.stream_records`, whose keys are
+        whole augmentation seeds): unbounded, so ``epoch``, ``skip_examples`` and
+        ``bad_records`` do not apply (bad records are still skipped and named, in the
+        worker's log), and MixUp/CutMix are left to the trainer (`mix_batches`).
     """
     d = data_config
     num_classes = num_classes or len(split.class_names)
     on_device = training and d.augment_on_device  # alexnet_tf.config checks what it combines with
-    records = split.records(training=training, seed=seed, epoch=epoch, skip=skip_examples,
-                            input_context=input_context)
+    stream = records is not None
+    if stream:
+        bad_records, epoch, skip_examples = None, 0, 0
+    else:
+        records = split.records(training=training, seed=seed, epoch=epoch, skip=skip_examples,
+                                input_context=input_context)
     norm = InputConvention.from_data_config(d, image_size) if norm is None else norm
     light = lighting(d) if light is None else light
     image_fn = _image_fn(d, norm, light, image_size, training, ten_crop, on_device)
@@ -232,7 +242,7 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
     end = tf.data.Dataset.from_tensors(
         (tf.constant(b""), tf.constant(_END_LABEL, tf.int32), tf.constant(0, tf.int64),
          tf.constant(b"<end>")))
-    records = records.concatenate(end) if not fail_fast else records
+    records = records.concatenate(end) if not (fail_fast or stream) else records
     ds = records.enumerate()
     if not fail_fast:
         # A file that cannot be read fails in the source's map: dropped here (TF's error
@@ -268,8 +278,10 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
         ds = ds.filter(lambda index, element: element[2])
     ds = ds.map(lambda index, element: element[:2])
     ds = ds.batch(batch_size, drop_remainder=training)
-    if training and mixing_enabled(d):
-        ds = _mix(ds, d, num_classes, seed, epoch, skip_examples // batch_size, input_context)
+    if training and mixing_enabled(d) and not stream:
+        pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+        ds = mix_batches(ds, d, num_classes, seed, epoch, skip_examples // batch_size,
+                         pipeline_id)
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_optimization.map_parallelization = True
@@ -286,16 +298,17 @@ def batch_mix_seed(seed: int, epoch: int, pipeline_id: int, batch_index):
     return tf.random.experimental.stateless_fold_in(base, tf.cast(batch_index, tf.int64))
 
 
-def _mix(ds, data_config, num_classes, seed, epoch, first_batch, context):
-    """MixUp/CutMix of every batch, seeded by (seed, epoch, pipeline, batch index).
+def mix_batches(ds, data_config, num_classes: int, seed: int, epoch: int, first_batch: int,
+                pipeline_id: int):
+    """MixUp/CutMix (``data.mixup_alpha``, ``data.cutmix_alpha``) of every batch of
+    ``ds`` (images, int32 labels [B]), seeded by (seed, epoch, pipeline, batch index),
+    the batches counted from ``first_batch``; labels become float32 [B, num_classes].
 
     Stateless, so the map may run in parallel; ``deterministic`` keeps the order.
     """
     d = data_config
     mixup = augment.make_mixup(d.mixup_alpha) if d.mixup_alpha > 0 else None
     cutmix = augment.make_cutmix(d.cutmix_alpha) if d.cutmix_alpha > 0 else None
-    pipeline_id = context.input_pipeline_id if context is not None else 0
-
     def mix(index, images, labels):
         onehot = tf.one_hot(labels, num_classes, dtype=tf.float32)
         return augment.mix_batch(images, onehot, batch_mix_seed(seed, epoch, pipeline_id, index),

@@ -144,6 +144,39 @@ class DataSource(abc.ABC):
         ``(seed, epoch * len(self) + position)``, it had in the uninterrupted epoch.
         """
 
+    def stream_records(self, *, seed: int, start: int,
+                       examples_per_pass: int) -> tf.data.Dataset:
+        """An unbounded stream of training examples for a tf.data service cluster
+        (``data.service_address``; `alexnet_tf.data.service`), before any decoding.
+
+        The stream is a sequence of passes over the split, each in its own order drawn
+        from (seed, pass) with ``tf.random.experimental.index_shuffle``, a permutation
+        computed per index (no list to hold or ship). Its source is a ``Dataset.range``
+        of split units (`STREAM_CHUNK` examples, or one shard file), which the
+        dispatcher hands to whichever worker asks next (``distributed_epoch`` mode).
+
+        Args:
+          seed: the run's seed.
+          start: the first example of the stream, counted over passes of
+            ``examples_per_pass`` examples (a run resumed at step s starts at
+            s x global batch).
+          examples_per_pass: examples of each pass the trainer consumes (steps per
+            epoch x global batch); the rest of a pass's permutation is left out, as the
+            local pipeline drops its last partial batch.
+
+        Elements ``(encoded, label, key, name)`` as `records` gives them, ``key`` (int64)
+        in place of ``position``: unique per stream element, the second half of the
+        example's augmentation seed ``(seed, key)``.
+
+        Raises:
+          DataError: this source cannot be split into stream units (TFDS).
+        """
+        raise DataError(
+            f"{type(self).__name__} cannot be read through a tf.data service "
+            f"(data.service_address): only image folders (image_folder, demo) and "
+            f"TFRecords (tools/build_tfrecords.py) can; convert the split with "
+            f"tools/build_tfrecords.py, or train without data.service_address.")
+
     @abc.abstractmethod
     def fingerprint(self, split_name: str) -> dict:
         """A JSON-serialisable dict that changes when the split's content listing does
@@ -237,6 +270,32 @@ def _shard_shuffle_skip(ds, buffer_size, shard_records, context, training, seed,
         ds = ds.shuffle(buffer_size, seed=_shuffle_seed(seed, epoch),
                         reshuffle_each_iteration=False)
     return ds.skip(skip).enumerate(start=skip)
+
+
+STREAM_CHUNK = 32  # image-folder examples per split unit of a service stream
+_STREAM_END = 1 << 62  # "unbounded": the stream's range never ends in practice
+_STREAM_SEEDS = 0x737472  # folded into the run's seed for the passes' permutations
+
+
+def stream_pass_seed(seed: int, pass_index):
+    """The [2] int64 seed of pass ``pass_index``'s permutation of a service stream."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, _STREAM_SEEDS], tf.int64), tf.cast(pass_index, tf.int64))
+
+
+def _stream_per_pass(examples_per_pass: int, num_examples: int) -> int:
+    if not 0 < examples_per_pass <= num_examples:
+        raise ValueError(f"examples_per_pass={examples_per_pass}: expected 1 to the split's "
+                         f"{num_examples} examples")
+    return examples_per_pass
+
+
+def _stream_permuted(index, seed: int, per_pass: int, size: int):
+    """Item ``index % per_pass`` of the permutation of [0, size) drawn for pass
+    ``index // per_pass``; returns (pass, item) as int64 scalars."""
+    pass_index, at = index // per_pass, index % per_pass
+    return pass_index, tf.random.experimental.index_shuffle(
+        at, stream_pass_seed(seed, pass_index), tf.constant(size - 1, tf.int64))
 
 
 def _data_dir(data_config) -> str:
@@ -414,6 +473,32 @@ class ImageFolderSource(DataSource):
             (self.paths[order], self.labels[order], order.astype(np.int64)))
         return ds.map(lambda path, label, position: (tf.io.read_file(path), label, position, path),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def stream_records(self, *, seed, start, examples_per_pass):
+        """Split units of `STREAM_CHUNK` consecutive stream indices; each index i is
+        pass ``i // examples_per_pass``'s item ``i % examples_per_pass`` of a permutation
+        of the whole split (its first ``examples_per_pass`` items are used), and
+        ``key = pass * len(self) + file index``: the augmentation seed the local
+        pipeline gives that file in epoch ``pass``."""
+        n = len(self)
+        per_pass = _stream_per_pass(examples_per_pass, n)
+        if start < 0:
+            raise ValueError(f"start={start}: expected a non-negative stream index")
+        paths = tf.constant(self.paths.astype(str))
+        labels = tf.constant(self.labels.astype(np.int32))
+
+        def chunk(c):
+            first = tf.maximum(c * STREAM_CHUNK, start)
+            return tf.data.Dataset.range(first, (c + 1) * STREAM_CHUNK)
+
+        def element(i):
+            pass_index, index = _stream_permuted(i, seed, per_pass, n)
+            path = tf.gather(paths, index)
+            return tf.io.read_file(path), tf.gather(labels, index), pass_index * n + index, path
+
+        ds = tf.data.Dataset.range(start // STREAM_CHUNK, _STREAM_END // STREAM_CHUNK)
+        return ds.flat_map(chunk).map(element, num_parallel_calls=tf.data.AUTOTUNE,
+                                      deterministic=True)
 
     def fingerprint(self, split_name: str) -> dict:
         """kind "files": a sha256 of every (absolute path, label) line."""
@@ -781,6 +866,42 @@ class TFRecordSource(DataSource):
         def parse(position, record):
             encoded, label, name = self._parse(record)
             return encoded, label, position, name
+
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def stream_records(self, *, seed, start, examples_per_pass):
+        """Split units of one shard file: stream index j is pass ``j // S``'s shard
+        ``j % S`` of a permutation of the S shards; the shards' records pass a shuffle
+        buffer of ``shuffle_buffer`` records on the worker. A pass is whole shards, so it
+        holds every record (``examples_per_pass`` only places ``start``: the stream
+        begins with the shard of the pass ``start`` falls in, counted by the split's mean
+        shard size). ``key`` = pass << 40 | shard << 24 | record offset in its shard."""
+        _stream_per_pass(examples_per_pass, len(self))
+        if start < 0:
+            raise ValueError(f"start={start}: expected a non-negative stream index")
+        num_shards = len(self.files)
+        if num_shards > 1 << 16:
+            raise DataError(f"{num_shards} shard files: a service stream keys records by "
+                            f"shard in 16 bits; rebuild with fewer, larger shards.")
+        pass_index, within = divmod(start, examples_per_pass)
+        first = pass_index * num_shards + within * num_shards // len(self)
+        files = tf.constant(list(self.files))
+
+        def shard(j):
+            pass_index, index = _stream_permuted(j, seed, num_shards, num_shards)
+            return tf.data.TFRecordDataset(tf.gather(files, index), buffer_size=8 << 20
+                                           ).enumerate().map(
+                lambda offset, record: (pass_index * (1 << 40) + index * (1 << 24) + offset,
+                                        record))
+
+        ds = tf.data.Dataset.range(first, _STREAM_END).interleave(
+            shard, cycle_length=min(num_shards, 16), block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.shuffle(self.shuffle_buffer, seed=_shuffle_seed(seed, first, _STREAM_SEEDS))
+
+        def parse(key, record):
+            encoded, label, name = self._parse(record)
+            return encoded, label, key, name
 
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 

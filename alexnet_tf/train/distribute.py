@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 
 import tensorflow as tf
 from absl import logging
@@ -101,3 +102,17 @@ def write_dir(directory: str, strategy: tf.distribute.Strategy) -> str:
 def cleanup_write_dir(directory: str, strategy: tf.distribute.Strategy) -> None:
     if not is_chief(strategy):
         tf.io.gfile.rmtree(write_dir(directory, strategy))
+
+
+def agreed_number(strategy: tf.distribute.Strategy) -> int:
+    """A random number in [0, 2**31) that every training worker of ``strategy`` gets
+    alike: drawn by each, kept from replica 0 (on the chief) and summed over the
+    replicas, which give 0 (a collective under MultiWorkerMirroredStrategy). Names a
+    training start's tf.data service job (`alexnet_tf.data.service.job_name`)."""
+    drawn = random.SystemRandom().getrandbits(31)
+
+    def replica_fn():
+        first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+        return tf.where(first, tf.constant(drawn, tf.int64), tf.constant(0, tf.int64))
+
+    return int(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_fn), axis=None))

@@ -504,15 +504,20 @@ class TrainLogger:
         return values
 
     def evaluation(self, epoch: int, step: int, metrics: dict, seconds: float,
-                   bad_records: int) -> None:
-        logging.info("epoch %d/%d done in %.1f s (%d bad training records skipped): "
-                     "validation loss %.4f, top-1 error %.4f, top-5 error %.4f (%d images)",
-                     epoch + 1, self.total_epochs, seconds, bad_records, metrics["loss"],
-                     metrics["top1_error"], metrics["top5_error"], metrics["examples"])
+                   bad_records: int | None) -> None:
+        """The epoch's summary line and evaluation scalars; ``bad_records`` None: not
+        counted here (tf.data service input: the workers' logs name them)."""
+        skipped = ("bad training records: in the tf.data service workers' logs"
+                   if bad_records is None else f"{bad_records} bad training records skipped")
+        logging.info("epoch %d/%d done in %.1f s (%s): validation loss %.4f, top-1 error "
+                     "%.4f, top-5 error %.4f (%d images)", epoch + 1, self.total_epochs,
+                     seconds, skipped, metrics["loss"], metrics["top1_error"],
+                     metrics["top5_error"], metrics["examples"])
         with self.writers["eval"].as_default(step=step):
             for key in ("loss", "top1_error", "top5_error"):
                 tf.summary.scalar(key, metrics[key])
-            tf.summary.scalar("bad_training_records", bad_records)
+            if bad_records is not None:
+                tf.summary.scalar("bad_training_records", bad_records)
 
 
 class KernelSummaries:

@@ -40,7 +40,7 @@ from alexnet_tf import config as config_lib
 from alexnet_tf import evaluate, models
 from alexnet_tf import run as run_lib
 from alexnet_tf import task as task_lib
-from alexnet_tf.data import pipeline, sources
+from alexnet_tf.data import pipeline, service, sources
 from alexnet_tf.train import distribute, finetune, hooks, optim
 
 _PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16",
@@ -265,6 +265,12 @@ def _plan(config, workdir: str, allow_config_change: bool, explicit_keys=()) -> 
             f"train.global_batch_size={t.global_batch_size} is not divisible by the "
             f"{replicas} replicas in sync; expected a multiple of {replicas}.")
     steps_per_epoch = _steps_per_epoch(t, train_split)
+    if config.data.service_address:
+        # A source that cannot stream, or no dispatcher at the address, fails here, before
+        # anything is written (TensorFlow's client would wait for a dispatcher forever).
+        train_split.stream_records(seed=config.seed, start=0,
+                                   examples_per_pass=steps_per_epoch * t.global_batch_size)
+        service.check_dispatcher(config.data.service_address)
     # Last: reading the source's weights is the most expensive check.
     seed = finetune.plan_seed(config, source) if source is not None and not resuming else None
     return _Plan(config, run, changed, strategy, distribute.is_chief(strategy), task,
@@ -386,6 +392,25 @@ def _train(config, plan: _Plan) -> dict:
                 bad_records=bad_records, **task.pipeline_args())
         return fn
 
+    def service_dataset_fn(start_step, job):
+        """The training batches from the tf.data service: one stream for the rest of
+        the run, from example start_step x global batch (alexnet_tf.data.service)."""
+        def fn(context):
+            batch = context.get_per_replica_batch_size(global_batch)
+            records = plan.train_split.stream_records(
+                seed=config.seed, start=start_step * global_batch,
+                examples_per_pass=steps_per_epoch * global_batch)
+            ds = pipeline.make_dataset(
+                plan.train_split, config.data, image_size=config.model.image_size,
+                batch_size=batch, training=True, num_classes=config.model.num_classes,
+                seed=config.seed, records=records, **task.pipeline_args())
+            ds = service.distribute(ds, config.data.service_address, job)
+            if pipeline.mixing_enabled(config.data):
+                ds = pipeline.mix_batches(ds, config.data, config.model.num_classes,
+                                          config.seed, 0, start_step, context.input_pipeline_id)
+            return ds
+        return fn
+
     def run_eval():
         return evaluate.run_evaluation(eval_step, strategy.distribute_datasets_from_function(
             evaluate.eval_dataset_fn(plan.eval_split, config, task, config.eval.ten_crop)))
@@ -402,10 +427,17 @@ def _train(config, plan: _Plan) -> dict:
                  # Sec. 3.2's placement, said aloud: the user asked for these devices.
                  f", tower 1 on {task.tower_devices[0]} and tower 2 on "
                  f"{task.tower_devices[1]}" if task.tower_devices else "")
+    served = None
+    if config.data.service_address and current < t.total_epochs * steps_per_epoch:
+        job = service.job_name(run.workdir, current, distribute.agreed_number(strategy))
+        served = iter(strategy.distribute_datasets_from_function(service_dataset_fn(current, job)))
+        logging.info("Training input from the tf.data service at %s (job %s), from example "
+                     "%d of the run's stream.", config.data.service_address, job,
+                     current * global_batch)
     for epoch in range(int(epoch_var.numpy()), t.total_epochs):
         epoch_end = (epoch + 1) * steps_per_epoch
         done_in_epoch = current - epoch * steps_per_epoch
-        iterator = iter(strategy.distribute_datasets_from_function(
+        iterator = served or iter(strategy.distribute_datasets_from_function(
             train_dataset_fn(epoch, done_in_epoch)))
         window = hooks.MetricWindow(first_step=current, checkpoint_dir=run.checkpoint_dir)
         window_start = epoch_start = time.perf_counter()
@@ -436,7 +468,7 @@ def _train(config, plan: _Plan) -> dict:
                 # The guard runs before every save, so no NaN/Inf loss reaches a checkpoint.
                 window.check_before_save(current)
                 checkpoints.save(current)
-        skipped = int(bad_records.numpy())
+        skipped = None if served else int(bad_records.numpy())
         epoch_var.assign(epoch + 1)
         event = None
         if (epoch + 1) % config.eval.every_epochs == 0 or epoch + 1 == t.total_epochs:

@@ -10,7 +10,12 @@ package's `pipeline.make_dataset` with ``augmentation="paper"``, per image
 "project_on_device"). Sources (`write_test_images`): 500x375 JPEGs (ImageNet's most
 common size, quality 90, about as large and as slow to decode as its photos), the
 same stored at shorter side 256, TFRecords of those, and TFRecords of raw 256x256
-squares (``tools/build_tfrecords.py --format=raw``: no decoding). `input_scaling` reruns the
+squares (``tools/build_tfrecords.py --format=raw``: no decoding). "service_on_device"
+(not in the default set) is the project's training stream produced by one tf.data
+service worker (`alexnet-data-service`, a subprocess pinned to ``worker_cpus``) and read
+here, the tail applied here: the per-core rate of a service worker, the reader's cost
+on the other cores. `raw_stages` builds the raw source's pipeline up stage by stage
+(``--raw_stages``). `input_scaling` reruns the
 benchmark in processes pinned to 1, 2, 4, ... cores (``--scaling``); each is
 ``python -m benchmarks.input --input-worker JSON``, which prints its result as one
 JSON line.
@@ -22,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +42,8 @@ from benchmarks.machine import (QUIET_OTHER_CORES, LoadMeter, default_cpu_sets, 
                                 median, parse_cpus, usable_cores, wait_until_quiet)
 
 INPUT_SOURCES = ("jpeg", "stored256", "tfrecord", "raw256")
-INPUT_PIPELINES = ("plain", "project", "project_on_device")
+INPUT_PIPELINES = ("plain", "project", "project_on_device", "service_on_device")
+DEFAULT_PIPELINES = INPUT_PIPELINES[:3]  # service_on_device starts a cluster: asked for by name
 # Issue 17: raw 256x256 records reach >= 4x the images/s of the package's pipeline from
 # JPEGs stored at 256, both with the tail on the device, in the same run.
 RAW_TARGET = 4.0
@@ -218,6 +225,66 @@ def project_pipeline(source: str, data_dir: str, *, image_size: int = 227,
     return ds, finish
 
 
+class ServiceCluster:
+    """A tf.data service dispatcher and one worker (subprocesses; the worker pinned to
+    ``worker_cpus``) for the "service_on_device" pipeline."""
+
+    def __init__(self, worker_cpus, directory):
+        from alexnet_tf.data import service
+
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("localhost", 0))
+            b.bind(("localhost", 0))
+            ports = [a.getsockname()[1], b.getsockname()[1]]
+        self.address = f"grpc://localhost:{ports[0]}"
+        command = [sys.executable, "-m", "alexnet_tf.cli.data_service"]
+        self.processes = []
+        cpus = set(worker_cpus)
+        for role, args, pin in (
+                ("dispatcher", [f"--port={ports[0]}"], None),
+                ("worker", [f"--dispatcher=localhost:{ports[0]}", f"--port={ports[1]}",
+                            "--worker_host=localhost"], cpus)):
+            log = open(os.path.join(directory, f"{role}.log"), "w")
+            self.processes.append(subprocess.Popen(
+                command + [role] + args, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None))
+            log.close()
+            deadline = time.monotonic() + 120
+            while f"{role} at" not in open(log.name).read():
+                if self.processes[-1].poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError(f"The {role} did not start: {open(log.name).read()}")
+                time.sleep(0.1)
+        service.check_dispatcher(self.address)
+        self.jobs = 0
+
+    def pipeline(self, source: str, data_dir: str, *, image_size: int, batch_size: int,
+                 seed: int):
+        """The project's paper training stream (tail on the device) through the worker,
+        a new job per call; returns (dataset, tail) as `project_pipeline` does."""
+        from alexnet_tf import config as config_lib
+        from alexnet_tf.convention import InputConvention
+        from alexnet_tf.data import pipeline, service, sources
+
+        d = config_lib.base_config().data
+        d.source = "tfrecord" if source in ("tfrecord", "raw256") else "image_folder"
+        d.data_dir, d.augmentation, d.augment_on_device = data_dir, "paper", True
+        split = sources.load_split(d, "train")
+        records = split.stream_records(
+            seed=seed, start=0, examples_per_pass=len(split) // batch_size * batch_size)
+        ds = pipeline.make_dataset(split, d, image_size=image_size, batch_size=batch_size,
+                                   training=True, seed=seed, records=records)
+        self.jobs += 1
+        ds = service.distribute(ds, self.address, f"benchmark-{os.getpid()}-{self.jobs}")
+        norm, light = InputConvention.from_data_config(d, image_size), pipeline.lighting(d)
+        return ds, tf.function(lambda inputs: pipeline.finish_on_device(inputs, norm, light))
+
+    def close(self):
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
 # ---------------------------------------------------------------------- benchmarks
 
 
@@ -242,11 +309,15 @@ def _time_pipeline(make, batch_size: int, batches: int, seconds: float,
     return count * batch_size / elapsed
 
 
-def input_pipelines(sources=INPUT_SOURCES, pipelines=INPUT_PIPELINES, num_images: int = 512,
+def input_pipelines(sources=INPUT_SOURCES, pipelines=DEFAULT_PIPELINES,
+                    num_images: int = 512,
                     batch_size: int = 128, image_size: int = 227, repeats: int = 5,
                     warmup: int = 1, seconds: float = 0.0, data_dir: str | None = None,
-                    wait_quiet: float = 0.0, seed: int = 0) -> dict:
+                    wait_quiet: float = 0.0, seed: int = 0, worker_cpus=None) -> dict:
     """images/s of the plain baseline and of the project's pipeline per source.
+
+    ``worker_cpus``: the CPUs of the "service_on_device" pipeline's worker; default: the
+    first this process may use.
 
     Each of ``warmup + repeats`` rounds times one window of every pipeline in turn
     (fresh pipeline, 2 batches dropped, then one epoch's worth of batches and at least
@@ -262,16 +333,23 @@ def input_pipelines(sources=INPUT_SOURCES, pipelines=INPUT_PIPELINES, num_images
         raise ValueError(f"num_images ({num_images}) must be at least one batch ({batch_size}).")
     keep_dir = data_dir is not None
     data_dir = data_dir or tempfile.mkdtemp(prefix="alexnet_tf_input_bench_")
+    cluster = None
     try:
         start = time.perf_counter()
         info = write_test_images(data_dir, num_images, seed=seed, sources=tuple(sources))
         generate_seconds = time.perf_counter() - start
         batches = max(1, num_images // batch_size)
+        if "service_on_device" in pipelines:
+            worker_cpus = list(worker_cpus or sorted(os.sched_getaffinity(0))[:1])
+            cluster = ServiceCluster(worker_cpus, data_dir)
         makers = {}
         for source in sources:
             directory = info["dirs"][source]
             for name in pipelines:
-                if name == "plain":
+                if name == "service_on_device":
+                    makers[(source, name)] = (lambda s=source, d=directory: cluster.pipeline(
+                        s, d, image_size=image_size, batch_size=batch_size, seed=seed))
+                elif name == "plain":
                     makers[(source, name)] = (lambda s=source, d=directory: (
                         plain_pipeline(s, d, image_size=image_size, batch_size=batch_size,
                                        seed=seed), None))
@@ -304,6 +382,8 @@ def input_pipelines(sources=INPUT_SOURCES, pipelines=INPUT_PIPELINES, num_images
             if calm and len(calm) < len(rounds[source]):
                 quiet[source] = _input_figures(calm, pipelines)
         return {"benchmark": "input", "num_images": num_images, "batch_size": batch_size,
+                "service_worker_cpus": (",".join(map(str, worker_cpus)) if cluster
+                                        else None),
                 "raw_target": raw_target(results),
                 "image_size": image_size, "repeats": repeats, "warmup": warmup,
                 "seconds": seconds, "images": {k: info[k] for k in ("mean_kb", "image_size")},
@@ -315,6 +395,8 @@ def input_pipelines(sources=INPUT_SOURCES, pipelines=INPUT_PIPELINES, num_images
                 "usable_cores": usable_cores(),
                 "machine": machine_info(), "load": meter.result()}
     finally:
+        if cluster is not None:
+            cluster.close()
         if not keep_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -368,7 +450,7 @@ def input_scaling(cpu_sets=None, rounds: int = 2, **kwargs) -> dict:
                 for cpus in (cpu_sets if r % 2 == 0 else cpu_sets[::-1]):
                     args = dict(kwargs, data_dir=data_dir)
                     args["sources"] = list(args.get("sources", INPUT_SOURCES))
-                    args["pipelines"] = list(args.get("pipelines", INPUT_PIPELINES))
+                    args["pipelines"] = list(args.get("pipelines", DEFAULT_PIPELINES))
                     command = worker.pinned_argv(parse_cpus(cpus), "benchmarks.input",
                                                  "--input-worker", json.dumps(args))
                     done = subprocess.run(command, capture_output=True, text=True,
@@ -412,3 +494,54 @@ if __name__ == "__main__":
     else:
         sys.exit("usage: python -m benchmarks.input --input-worker JSON "
                  "(internal; use tools/benchmark.py)")
+
+
+def raw_stages(data_dir: str, batch_size: int = 128, repeats: int = 3,
+               seconds: float = 0.0) -> dict:
+    """Where a raw record's time goes: images/s of the raw256 source's pipeline built up
+    stage by stage (``data_dir``/raw256 from `write_test_images`), each a median over
+    ``repeats`` interleaved windows; no tail."""
+    from alexnet_tf import config as config_lib
+    from alexnet_tf.data import pipeline, preprocess, sources, tfrecords
+
+    d = config_lib.base_config().data
+    d.source, d.data_dir, d.augment_on_device = "tfrecord", os.path.join(data_dir, "raw256"), True
+    split = sources.load_split(d, "train")
+    files, shape = list(split.files), tuple(split.image_shape)
+    seed = tf.constant([1, 2], tf.int64)
+
+    def crop(encoded, label):
+        image, _ = preprocess.paper_crop(tfrecords.raw_pixels(encoded, shape), seed,
+                                         image_size=227, resize_size=shape[0], orientation=1)
+        return {"image": image, "flip": preprocess.flip_draw(seed),
+                "alpha": preprocess.lighting_draw(0.1, seed)}, label
+
+    def shards():
+        return tf.data.TFRecordDataset(files, buffer_size=8 << 20)
+
+    parse = lambda record: tfrecords.parse(record)[:2]  # noqa: E731
+    auto = tf.data.AUTOTUNE
+    stages = {
+        "read the shards": lambda: shards().map(lambda record: (record, 0)).batch(batch_size),
+        "+ parse": lambda: shards().map(parse, num_parallel_calls=auto).batch(batch_size),
+        "+ parse, crop, draws": lambda: shards().map(parse, num_parallel_calls=auto).map(
+            crop, num_parallel_calls=auto).batch(batch_size),
+        "+ shuffle buffer before them": lambda: shards().shuffle(
+            split.shuffle_buffer, seed=1).map(parse, num_parallel_calls=auto).map(
+            crop, num_parallel_calls=auto).batch(batch_size),
+        "DataSource.records, crop, draws": lambda: split.records(training=True).map(
+            lambda e, label, p, n: crop(e, label), num_parallel_calls=auto).batch(batch_size),
+        "make_dataset (the package)": lambda: pipeline.make_dataset(
+            split, d, image_size=227, batch_size=batch_size, training=True),
+    }
+    batches = max(1, len(split) // batch_size)
+    samples = {name: [] for name in stages}
+    for round_index in range(repeats):
+        order = list(stages) if round_index % 2 == 0 else list(stages)[::-1]
+        for name in order:
+            samples[name].append(_time_pipeline(lambda n=name: (stages[n](), None),
+                                                batch_size, batches, seconds))
+    return {"benchmark": "raw_stages", "batch_size": batch_size, "repeats": repeats,
+            "stages": {name: {"images_per_s": median(v), "samples": [round(x, 1) for x in v]}
+                       for name, v in samples.items()},
+            "machine": machine_info(), "usable_cores": usable_cores()}

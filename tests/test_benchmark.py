@@ -146,6 +146,31 @@ def test_input_benchmark_at_tiny_size(tmp_path):
     json.dumps(r, allow_nan=False)
 
 
+def test_input_benchmark_through_one_service_worker_at_tiny_size(tmp_path):
+    # "service_on_device": the project's training stream from one tf.data service worker
+    # (a subprocess pinned to the CPUs given), read and finished here.
+    from benchmarks import input as benchmark
+
+    r = benchmark.input_pipelines(sources=["raw256"], pipelines=["plain", "service_on_device"],
+                                  num_images=8, batch_size=4, repeats=1, warmup=0,
+                                  image_size=67, data_dir=str(tmp_path), worker_cpus=[0])
+    row = r["sources"]["raw256"]["service_on_device"]
+    assert _positive(row["images_per_s"]) and _positive(row["ratio_vs_plain"])
+    assert r["service_worker_cpus"] == "0"
+    assert "worker at" in (tmp_path / "worker.log").read_text()
+
+
+def test_raw_stages_at_tiny_size(tmp_path):
+    from benchmarks import input as benchmark
+
+    benchmark.write_test_images(str(tmp_path), 8, sources=("raw256",))
+    r = benchmark.raw_stages(str(tmp_path), batch_size=4, repeats=1)
+    assert list(r["stages"])[0] == "read the shards"
+    assert list(r["stages"])[-1] == "make_dataset (the package)"
+    assert all(_positive(row["images_per_s"]) for row in r["stages"].values())
+    json.dumps(r, allow_nan=False)
+
+
 def test_the_raw_target_needs_both_sources():
     from benchmarks import input as benchmark
 

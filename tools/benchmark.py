@@ -6,6 +6,8 @@ r"""Benchmarks behind docs/BENCHMARKS.md; prints a table and one JSON line (the 
     python tools/benchmark.py --benchmark=profile --variant=paper --batch_size=32
     python tools/benchmark.py --benchmark=input [--source=jpeg,stored256,tfrecord,raw256]
         [--num_images=512] [--batch_size=128] [--seconds=0] [--scaling]
+        [--pipelines=plain,project,project_on_device,service_on_device --worker_cpus=0]
+    python tools/benchmark.py --benchmark=input --raw_stages --cpus=0
     python tools/benchmark.py --benchmark=grouped_conv [--repeats=5]
     python tools/benchmark.py --benchmark=serving --variant=paper [--infer_batch_size=32]
         [--latency_calls=10] [--export_bfloat16] [--mixed_precision=bfloat16]
@@ -22,8 +24,10 @@ model: training images/s (the training loop's step: forward, backward, coupled w
 profile: a tf.profiler trace of --profile_steps training steps: top ops, op types, layers.
 input: images/s of a plain tf.data paper pipeline and of alexnet_tf's (per image, and with
   augment_on_device), on generated 500x375 JPEGs, the same stored at shorter side 256, and
-  TFRecords of those. --scaling reruns it pinned to 1, 2, 4, ... cores (images/s per core);
-  --cpus=0 pins the whole run (like taskset -c 0).
+  TFRecords of those, and raw 256x256 records. --scaling reruns it pinned to 1, 2, 4, ...
+  cores (images/s per core); --cpus=0 pins the whole run (like taskset -c 0). The
+  pipeline service_on_device: the training stream from one tf.data service worker pinned
+  to --worker_cpus, read here. --raw_stages: the raw source's pipeline stage by stage.
 serving: the exported SavedModel (what TF Serving runs; exported by alexnet_tf.export)
   beside the in-memory Keras model, same images, interleaved round by round: images/s at
   --infer_batch_size (default 32) and batch-1 latency of the export's pixels signature
@@ -42,7 +46,9 @@ The measurements are in benchmarks/ beside the package (not installed), one modu
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 from absl import app, flags, logging
 
@@ -96,6 +102,13 @@ _NUM_IMAGES = flags.DEFINE_integer("num_images", 512, "Generated images (input).
                                    lower_bound=1)
 _SECONDS = flags.DEFINE_float("seconds", 0.0, "Minimum seconds per timed input window.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Keep/reuse the generated input images here.")
+_WORKER_CPUS = flags.DEFINE_string(
+    "worker_cpus", None, "Input, --pipelines=...,service_on_device: the CPUs of the tf.data "
+    "service worker (e.g. 0); default: the first usable one. Leave the reader other cores "
+    "(no --cpus), so that the figure is the worker's.")
+_RAW_STAGES = flags.DEFINE_bool(
+    "raw_stages", False, "Input: instead of the pipelines, the raw256 source's pipeline "
+    "built up stage by stage (where a raw record's time goes).")
 _SCALING = flags.DEFINE_bool("scaling", False, "Input: rerun pinned to 1, 2, 4, ... cores.")
 _CPU_SETS = flags.DEFINE_list("cpu_sets", None,
                               "Input --scaling: CPU sets, each a taskset-style range, e.g. "
@@ -450,11 +463,29 @@ def main(argv):
                       warmup=1 if _WARMUP.value is None else _WARMUP.value,
                       seconds=_SECONDS.value, data_dir=_DATA_DIR.value,
                       wait_quiet=_WAIT_QUIET.value)
-        if _SCALING.value:
+        if _RAW_STAGES.value:
+            directory = _DATA_DIR.value or tempfile.mkdtemp(prefix="alexnet_tf_raw_stages_")
+            try:
+                input_benchmark.write_test_images(directory, _NUM_IMAGES.value,
+                                                  sources=("raw256",))
+                result = input_benchmark.raw_stages(directory, _BATCH.value or 128,
+                                                    _REPEATS.value, _SECONDS.value)
+            finally:
+                if not _DATA_DIR.value:
+                    shutil.rmtree(directory, ignore_errors=True)
+            print(f"raw256 stage by stage ({result['usable_cores']} usable cores, "
+                  f"{result['machine']['cpu_flags']}), images/s, medians of {_REPEATS.value}:")
+            for name, row in result["stages"].items():
+                print(f"  {name:34s} {_fmt(row['images_per_s']):>9s}  {row['samples']}")
+        elif _SCALING.value:
             result = input_benchmark.input_scaling(_CPU_SETS.value, **kwargs)
             _print_scaling(result)
         else:
-            result = input_benchmark.input_pipelines(**kwargs)
+            worker_cpus = None
+            if _WORKER_CPUS.value:
+                from benchmarks.machine import parse_cpus
+                worker_cpus = parse_cpus(_WORKER_CPUS.value)
+            result = input_benchmark.input_pipelines(worker_cpus=worker_cpus, **kwargs)
             _print_input(result)
     line = json.dumps(result)
     sys.stdout.flush()

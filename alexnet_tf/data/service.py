@@ -65,6 +65,9 @@ from alexnet_tf.errors import UserError
 
 PROTOCOL = "grpc"
 DEFAULT_PORT = 5050
+# Elements leave the workers uncompressed unless set: see docs/BENCHMARKS.md, "One tf.data
+# service worker" (snappy costs a worker's CPU and gains little on pixels).
+_COMPRESSION = None
 PROCESSING_MODE = "distributed_epoch"  # tf.data.experimental.service.ShardingPolicy.DYNAMIC
 # The dispatcher's gRPC service (tensorflow/core/data/service/dispatcher.proto); its
 # GetVersion and GetWorkers requests are empty messages, so they need no generated code.
@@ -210,7 +213,7 @@ def distribute(dataset, address: str, job: str):
 
     served = dataset.apply(tf.data.experimental.service.distribute(
         processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
-        service=target(address), job_name=job))
+        service=target(address), job_name=job, compression=_COMPRESSION))
     return served.prefetch(tf.data.AUTOTUNE)
 
 

@@ -375,7 +375,7 @@ def test_a_port_in_use_and_a_silent_dispatcher_are_one_line_each():
     finally:
         holder.close()
     assert result.returncode == 1
-    assert f"could not listen on port {port}" in result.stderr
+    assert f"Port {port} is in use by another program" in result.stderr
     assert "Traceback" not in result.stderr
     assert worker.returncode == 1 and "Traceback" not in worker.stderr
     assert f"No tf.data service dispatcher answers at 'localhost:{port}'" in worker.stderr
@@ -451,3 +451,13 @@ def test_a_dispatcher_restarted_from_its_journal_keeps_the_job(tmp_path):
     got = _folder_elements([tuple(t[j] for t in b) for b in before + after for j in range(8)],
                            split)
     assert len(got) == 520 and max(collections.Counter(got).values()) == 1
+
+
+def test_a_second_dispatcher_on_a_dispatchers_port_is_refused(cluster):
+    # gRPC listens with SO_REUSEPORT: without the check, a second dispatcher would start
+    # and share the port, and workers and trainers would split between the two.
+    port = cluster.address.rsplit(":", 1)[1]
+    result = _service_command("dispatcher", f"--port={port}")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"Port {port} is in use by another program" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -25,7 +25,9 @@ does not answer a new worker, is one line on stderr with status 1 (wrong flags: 
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 from absl import app, flags
 
@@ -57,9 +59,33 @@ def _port(default: int) -> int:
     return port
 
 
+def _port_taken(port: int) -> bool:
+    """Whether another program listens on ``port``. gRPC opens its ports with SO_REUSEPORT,
+    so a second dispatcher on a gRPC server's port would start and silently share the
+    port (workers and trainers then split between the two); a plain bind, without that
+    option, is refused there."""
+    if port == 0:
+        return False
+    for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((address, port))
+            return False
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            # No IPv6 on this machine: try IPv4.
+    return False
+
+
 def _start(server_class, config, role: str, port: int):
-    """``server_class(config)``, its port checked: TensorFlow says only "Could not start
-    gRPC server" for a port it cannot listen on."""
+    """``server_class(config)``, its port checked first (`_port_taken`), and after:
+    TensorFlow says only "Could not start gRPC server" for a port it cannot listen on."""
+    if _port_taken(port):
+        raise service.ServiceError(
+            f"Port {port} is in use by another program: the {role} could not listen on it "
+            f"alone. Choose another --port, or stop what holds it "
+            f"(`ss -ltnp 'sport = :{port}'` names it).")
     try:
         return server_class(config)
     except RuntimeError as error:
@@ -114,7 +140,8 @@ def main(argv) -> int:
             protocol=service.PROTOCOL), role, port)
         # WorkerServer has no public address; `_address` is its "host:port" (port 0 resolved).
         print(f"alexnet-data-service: worker at {host}:{server._address.rsplit(':', 1)[-1]}, "
-              f"registered with {dispatcher} ({len(workers)} other worker(s) there)",
+              f"registered with {dispatcher} (which listed {len(workers)} worker(s) before, "
+              f"lost ones included)",
               flush=True)
     server.join()
     return 0

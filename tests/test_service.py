@@ -357,6 +357,8 @@ def _service_command(*args, timeout=120):
      "--work_dir: not a flag of the worker"),
     (("worker",), "a worker needs --dispatcher=HOST:PORT"),
     (("dispatcher", "--port=70000"), "--port=70000: expected 0 (any free port) to 65535"),
+    (("dispatcher", "--worker_timeout=nan"), "--worker_timeout=nan: expected seconds from 0.1"),
+    (("worker", "--dispatcher=localhost:5050", "--timeout=inf"), "--timeout=inf: expected"),
 ])
 def test_the_binary_refuses_wrong_flags_in_one_line(args, says):
     result = _service_command(*args)
@@ -461,3 +463,16 @@ def test_a_second_dispatcher_on_a_dispatchers_port_is_refused(cluster):
     assert result.returncode == 1, result.stderr[-2000:]
     assert f"Port {port} is in use by another program" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_journal_file_and_an_unresolvable_worker_host_are_one_line_each(cluster, tmp_path):
+    journal = tmp_path / "journal"
+    journal.write_text("not a directory")
+    result = _service_command("dispatcher", "--port=0", f"--work_dir={journal}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--work_dir {str(journal)!r} is a file; expected a directory" in result.stderr
+    dispatcher = cluster.address.split("://")[1]
+    result = _service_command("worker", f"--dispatcher={dispatcher}", "--port=0",
+                              "--worker_host=no-such-host.invalid")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--worker_host='no-such-host.invalid' does not resolve" in result.stderr

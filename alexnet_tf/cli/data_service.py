@@ -50,6 +50,7 @@ _CHECK_TIMEOUT = flags.DEFINE_float("timeout", 10.0, "Worker: seconds to wait fo
                                     "dispatcher's first answer.", lower_bound=0.1)
 
 _ROLES = ("dispatcher", "worker")
+_MAX_SECONDS = 86_400.0  # a day: nan, inf and values TF cannot hold in milliseconds refused
 
 
 def _port(default: int) -> int:
@@ -69,6 +70,9 @@ def _port_taken(port: int) -> bool:
     for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
         try:
             with socket.socket(family, socket.SOCK_STREAM) as probe:
+                # SO_REUSEADDR: a restarted dispatcher's own old connections (TIME_WAIT)
+                # must not count; a listener still does.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind((address, port))
             return False
         except OSError as error:
@@ -114,6 +118,10 @@ def main(argv) -> int:
         raise app.UsageError(f"{', '.join(given)}: not a flag of the {role}")
     if role == "worker" and not _DISPATCHER.value:
         raise app.UsageError("a worker needs --dispatcher=HOST:PORT")
+    for flag in (_WORKER_TIMEOUT, _CHECK_TIMEOUT):
+        if flags.FLAGS[flag.name].present and not 0.1 <= flag.value <= _MAX_SECONDS:
+            raise app.UsageError(f"--{flag.name}={flag.value}: expected seconds from 0.1 to "
+                                 f"{_MAX_SECONDS:g}")
     import tensorflow as tf  # imported here: --help and usage errors need none
 
     data_service = tf.data.experimental.service
@@ -121,6 +129,9 @@ def main(argv) -> int:
         port = _port(service.DEFAULT_PORT)
         work_dir = _WORK_DIR.value
         if work_dir:
+            if os.path.exists(work_dir) and not os.path.isdir(work_dir):
+                raise service.ServiceError(f"--work_dir {work_dir!r} is a file; expected a "
+                                           f"directory for the dispatcher's journal.")
             os.makedirs(work_dir, exist_ok=True)
         server = _start(data_service.DispatchServer, data_service.DispatcherConfig(
             port=port, protocol=service.PROTOCOL, work_dir=work_dir,
@@ -135,6 +146,13 @@ def main(argv) -> int:
                                              setting="--dispatcher")
         _, dispatcher = service.split_address(_DISPATCHER.value)
         host = _WORKER_HOST.value or service.default_worker_host()
+        try:
+            socket.getaddrinfo(host, None)
+        except OSError as error:
+            raise service.ServiceError(
+                f"--worker_host={host!r} does not resolve here ({error.strerror or error}); "
+                f"trainers could not reach this worker. Give a name or address they can "
+                f"reach.") from None
         server = _start(data_service.WorkerServer, data_service.WorkerConfig(
             dispatcher_address=dispatcher, worker_address=f"{host}:%port%", port=port,
             protocol=service.PROTOCOL), role, port)

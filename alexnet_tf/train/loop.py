@@ -270,7 +270,10 @@ def _plan(config, workdir: str, allow_config_change: bool, explicit_keys=()) -> 
         # anything is written (TensorFlow's client would wait for a dispatcher forever).
         train_split.stream_records(seed=config.seed, start=0,
                                    examples_per_pass=steps_per_epoch * t.global_batch_size)
-        service.check_dispatcher(config.data.service_address)
+        if not service.check_dispatcher(config.data.service_address):
+            logging.warning("No worker is registered with the tf.data service at %s: training "
+                            "waits for the first (alexnet-data-service worker "
+                            "--dispatcher=...).", config.data.service_address)
     # Last: reading the source's weights is the most expensive check.
     seed = finetune.plan_seed(config, source) if source is not None and not resuming else None
     return _Plan(config, run, changed, strategy, distribute.is_chief(strategy), task,

@@ -21,20 +21,11 @@ from alexnet_tf import config as config_lib
 from alexnet_tf.data import service, sources, tfrecords
 from alexnet_tf.train import loop
 from conftest import REPO_ROOT
+from test_distribute import _free_ports
 from test_pipeline import _write_shards
 from test_train import _demo_config
 
 SERVICE = [sys.executable, "-m", "alexnet_tf.cli.data_service"]
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Cluster:
@@ -475,3 +466,18 @@ def test_a_journal_file_and_an_unresolvable_worker_host_are_one_line_each(cluste
                               "--worker_host=no-such-host.invalid")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "--worker_host='no-such-host.invalid' does not resolve" in result.stderr
+
+
+def test_training_says_so_when_no_worker_is_registered(small_demo_dir, tmp_path, monkeypatch):
+    lonely = Cluster(tmp_path, workers=0)
+    said = []
+    monkeypatch.setattr(loop.logging, "warning", lambda message, *args: said.append(
+        message % args if args else message))
+    try:
+        config = _demo_config(small_demo_dir)
+        config.data.service_address = lonely.address
+        loop._plan(config, str(tmp_path / "run"), False)
+    finally:
+        lonely.close()
+    assert any("No worker is registered with the tf.data service at " + lonely.address in line
+               for line in said), said

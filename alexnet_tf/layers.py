@@ -138,10 +138,14 @@ def _check_implementation(implementation) -> None:
 def onednn_enabled() -> bool:
     """Whether TF's oneDNN CPU kernels are on in this process.
 
-    TF decides once, when it loads: on by default on x86 Linux, off with
-    ``TF_ENABLE_ONEDNN_OPTS=0`` (or ``false``) in the environment. ``IsMklEnabled`` reports
-    that decision; the variable itself is not read here, because (measured, TF 2.21)
-    changing it after ``import tensorflow`` changes neither the kernels nor this answer.
+    TF decides once, when it loads: by default on x86 Linux it is on for some CPU kinds
+    and off for others (measured, TF 2.21: on for an AMD EPYC with AVX-512 and
+    AVX512-VNNI, off for an AMD EPYC with only AVX2); ``TF_ENABLE_ONEDNN_OPTS=1`` turns it
+    on and ``=0`` (or ``false``) off, whatever the CPU. Without it, TF's CPU kernels have
+    no grouped convolution (so "auto" takes "split") and no gradient of a dilated one.
+    ``IsMklEnabled`` reports that decision; the variable itself is not read here,
+    because (measured, TF 2.21) changing it after ``import tensorflow`` changes neither
+    the kernels nor this answer.
     """
     from tensorflow.python.util import _pywrap_util_port  # TF has no public query
 
@@ -222,7 +226,7 @@ class GroupedConv2D(keras.layers.Conv2D):
       Works with every CPU build of TF and every dtype, and faster than Keras'
       ``Conv2D(groups=2)`` on CPU (docs/BENCHMARKS.md).
     * ``"native"``: one grouped ``tf.nn.convolution``: cuDNN on GPU; on CPU oneDNN's
-      grouped kernel (on by default on x86), fused with the bias and ReLU. Without
+      grouped kernel (`onednn_enabled`), fused with the bias and ReLU. Without
       oneDNN, or under float16, TF has no CPU gradient kernel for it.
     * ``"auto"`` (default): picked per device by `resolve_grouped_conv_implementation`.
 

@@ -100,6 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
     # "grpc://host:5050": training input from a tf.data service cluster
     # (alexnet-data-service; alexnet_tf.data.service); "": the local pipeline.
     c.data.service_address = ""
+    # Seconds without a batch from the service before training says so (repeated);
+    # 0: never (alexnet_tf.data.service.StallWatch).
+    c.data.service_stall_seconds = 300.0
     # Crop on the CPU, then flip, lighting and normalisation batched in the train step.
     c.data.augment_on_device = False
     # Applied in the loss, configured with the data it softens (Szegedy et al. 2016).
@@ -362,6 +365,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if not os.path.exists(d.stats_file):
             _fail("data.stats_file", d.stats_file, "an existing .npz from tools/dataset_stats.py")
     _positive(config, "data.shuffle_buffer")
+    _positive(config, "data.service_stall_seconds", allow_zero=True)
     if d.service_address:
         problem = service.address_problem(d.service_address)
         if problem:

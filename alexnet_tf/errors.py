@@ -36,3 +36,18 @@ class ExistsError(UserError, FileExistsError):
 class MissingDependencyError(UserError, ImportError):
     """An optional dependency that a feature needs is not installed; the message names
     the extra that installs it (``pip install -e '.[plots]'``)."""
+
+
+BAD_RECORD_PREFIX = "alexnet_tf: bad record "  # data.on_bad_record="fail"'s message
+
+
+def bad_record_in(error: BaseException) -> str | None:
+    """``"<name> - <reason> (label <n>)"`` when ``error`` is TensorFlow's error for a bad
+    record met with ``data.on_bad_record="fail"`` (a tf.errors.InvalidArgumentError from
+    `alexnet_tf.data.pipeline`'s assertion, locally or from a tf.data service worker),
+    else None."""
+    import re
+
+    match = re.search(r"\[" + re.escape(BAD_RECORD_PREFIX) + r"(.*?\(label -?\d+\))\]",
+                      str(error), re.DOTALL)
+    return match.group(1) if match else None

@@ -292,6 +292,17 @@ def _mean_colour_extractor(version=1, calls=None):
                                {"kind": "test", "version": version})
 
 
+def test_features_leave_out_and_name_a_file_deleted_after_listing(tmp_path):
+    root = _colour_folder(tmp_path / "data", bad=False)
+    split = _split(root)
+    gone = split.paths[3]
+    os.remove(gone)
+    result = retrieval.split_features(split, _mean_colour_extractor(), str(tmp_path / "cache"),
+                                      split_name="train", batch_size=4, progress=False)
+    assert len(result) == 9 and result.manifest["skipped"] == [gone]
+    assert gone not in result.names
+
+
 def test_features_are_cached_reused_and_invalidated(tmp_path):
     root = _colour_folder(tmp_path / "data")
     split = _split(root)

@@ -10,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_tf import config as config_lib
+from alexnet_tf import errors
 from alexnet_tf.convention import InputConvention
 from alexnet_tf.data import pipeline, preprocess, sources, stats, tfrecords
 
@@ -164,8 +165,18 @@ def test_bad_records_fail_fast_names_the_file(odd_folder):
     only = sources.ImageFolderSource(split.paths[keep], split.labels[keep], split.class_names)
     ds = pipeline.make_dataset(only, _data_config(on_bad_record="fail"), image_size=67,
                                batch_size=8, training=False)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="empty.JPEG"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty.JPEG") as caught:
         _labels_of(ds)
+    # The binaries report it as one line, naming the file and the reason (was TF's
+    # traceback).
+    from alexnet_tf.cli import app
+
+    empty = next(p for p in split.paths if "empty" in p)
+    assert errors.bad_record_in(caught.value) == f"{empty} - empty (0 bytes) (label 1)"
+    assert app.exit_status(caught.value) == 1
+    assert app.error_message(caught.value) == (
+        f"bad record {empty} - empty (0 bytes) (label 1), and data.on_bad_record is 'fail' "
+        f"('skip' skips, counts and names each bad record instead).")
 
 
 # --- TFRecords --------------------------------------------------------------------------
@@ -394,3 +405,70 @@ def test_raw_records_of_the_wrong_length_are_skipped_counted_and_named(tmp_path,
                                    batch_size=8, training=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="short"):
         _labels_of(strict)
+
+
+# --- what a source cannot read ----------------------------------------------------------
+
+def _labels_within(ds, seconds=120):
+    """The labels of ``ds``, read on a thread: a pipeline that spins on a read error
+    fails the test instead of hanging it."""
+    import threading
+
+    out = []
+    thread = threading.Thread(target=lambda: out.append(_labels_of(ds)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the pipeline did not finish"
+    return out[0]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_image_files_that_cannot_be_read_are_skipped_counted_and_named(tmp_path, capfd,
+                                                                     training):
+    # A file deleted after the split was listed (or missing on a data-service worker's
+    # machine) failed inside TF's reader, and the pipeline logged only a position.
+    for i in range(6):
+        path = tmp_path / "train" / f"c{i % 2}" / f"img{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_encode(_smooth_image(40, 40, seed=i), "PNG"))
+    split = sources.ImageFolderSource.from_directory(str(tmp_path), "train")
+    lost = [split.paths[1], split.paths[-1]]  # one of them is last in the stored order
+    for path in lost:
+        (tmp_path / path).unlink()
+    counter = tf.Variable(0, dtype=tf.int64)
+    ds = pipeline.make_dataset(split, _data_config(), image_size=32, batch_size=1,
+                               training=training, bad_records=counter, seed=4)
+    labels = _labels_within(ds)
+    kept = [label for path, label in zip(split.paths, split.labels) if path not in lost]
+    assert sorted(labels.tolist()) == sorted(kept) and int(counter.numpy()) == 2
+    err = capfd.readouterr().err
+    for path in lost:
+        assert f'skipping bad record "{path}" - "could not be read' in err
+
+
+def test_tfrecord_shards_cut_short_or_missing_name_each_record_lost(tmp_path, capfd):
+    examples = [tfrecords.make_example(_encode(_smooth_image(40, 40, seed=i), "PNG"), i % 2,
+                                       synset=f"n0{i % 2}", filename=f"img{i}.png")
+                for i in range(12)]
+    _write_shards(tmp_path, examples, shards=3)  # shard s holds examples s, s+3, s+6, s+9
+    split = sources.TFRecordSource.from_directory(str(tmp_path), "train", label_offset=1,
+                                                  shuffle_buffer=4)
+    assert split.shard_sizes == (4, 4, 4)
+    corrupt, missing = tmp_path / "train-00001-of-00003", tmp_path / "train-00002-of-00003"
+    data = bytearray(corrupt.read_bytes())
+    third_record = 2 * len(data) // 4
+    data[third_record + 100] ^= 0xFF  # a CRC mismatch in its third record: the reader stops
+    corrupt.write_bytes(bytes(data))
+    missing.unlink()
+    for training in (True, False):
+        counter = tf.Variable(0, dtype=tf.int64)
+        ds = pipeline.make_dataset(split, _data_config(), image_size=32, batch_size=1,
+                                   training=training, bad_records=counter)
+        labels = _labels_within(ds)
+        # Shard 0 whole and shard 1's first two records (examples 1 and 4) remain.
+        assert sorted(labels.tolist()) == sorted([i % 2 for i in (0, 3, 6, 9, 1, 4)])
+        assert int(counter.numpy()) == 6
+        err = capfd.readouterr().err
+        for name in [f"{corrupt} record {k}" for k in (2, 3)] + [
+                f"{missing} record {k}" for k in range(4)]:
+            assert f'skipping bad record "{name}" - "could not be read' in err

@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
-from alexnet_tf.data import service, sources, tfrecords
+from alexnet_tf import errors
+from alexnet_tf.data import pipeline, service, sources, tfrecords
 from alexnet_tf.train import loop
 from conftest import REPO_ROOT
 from test_distribute import _free_ports
@@ -97,7 +98,8 @@ def _read(dataset, count, seconds=120):
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
     thread.join(seconds)
-    assert not errors, errors
+    if errors:
+        raise errors[0]
     assert not thread.is_alive(), f"the stream stopped after {len(out)} of {count} elements"
     return out
 
@@ -128,6 +130,13 @@ def test_config_refuses_a_bad_address_and_a_tfds_source():
     c.data.service_address, c.data.source = "grpc://localhost:5050", "tfds"
     c.data.tfds_name = "imagenet2012"
     with pytest.raises(config_lib.ConfigError, match="tools/build_tfrecords.py"):
+        config_lib.validate(c)
+
+
+def test_config_refuses_a_negative_stall_time():
+    c = config_lib.base_config()
+    c.data.service_stall_seconds = -1.0
+    with pytest.raises(config_lib.ConfigError, match="'data.service_stall_seconds' is -1.0"):
         config_lib.validate(c)
 
 
@@ -310,6 +319,71 @@ def _service_config(small_demo_dir, cluster, **train):
     return config
 
 
+def test_workers_name_the_bad_records_they_skip(cluster, tmp_path):
+    # The trainer never sees a bad record in service mode: the worker that meets it names
+    # it in its own log. Files deleted after listing (or missing on a worker's machine)
+    # and a file that is no image, each named with its reason.
+    from PIL import Image
+
+    for i in range(16):
+        path = tmp_path / "train" / f"c{i % 2}" / f"img{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40, 40, 3), 10 * i, np.uint8)).save(path)
+    (tmp_path / "train" / "c0" / "img00.png").write_bytes(b"not an image")
+    split = sources.ImageFolderSource.from_directory(str(tmp_path), "train")
+    lost = [p for p in split.paths if p.endswith(("img03.png", "img08.png"))]
+    for path in lost:
+        os.remove(path)
+    d = config_lib.base_config().data
+    d.resize_size = 40
+    stream = split.stream_records(seed=0, start=0, examples_per_pass=16)
+    batches = pipeline.make_dataset(split, d, image_size=32, batch_size=2, training=True,
+                                    records=stream)
+    served = service.distribute(batches, cluster.address, f"test-bad-{os.getpid()}")
+    assert len(_read(served, 26)) == 26  # 52 examples: the 13 good ones of four passes
+    logs = "".join(log.read_text() for log in cluster.logs[1:])
+    for path in lost:
+        assert f'skipping bad record "{path}" - "could not be read' in logs
+    named = {line.split('"')[1] for line in logs.splitlines() if "could not be read" in line}
+    assert named == set(lost)  # a worker's units are not consecutive: no false alarms
+    assert f'skipping bad record "{tmp_path / "train" / "c0" / "img00.png"}" - "not ' in logs
+    # data.on_bad_record="fail": the worker's refusal reaches the trainer, naming the file.
+    d.on_bad_record = "fail"
+    strict = service.distribute(pipeline.make_dataset(
+        split, d, image_size=32, batch_size=2, training=True, records=stream),
+        cluster.address, f"test-fail-{os.getpid()}")
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        _read(strict, 26)
+    assert errors.bad_record_in(caught.value).split(" - ")[0] in lost + [
+        str(tmp_path / "train" / "c0" / "img00.png")]
+
+
+def test_a_wait_for_batches_is_reported_while_it_lasts(cluster):
+    # TF's client waits without end for a cluster that delivers nothing; the trainer says
+    # so every data.service_stall_seconds, with the workers the dispatcher lists.
+    said = []
+    with service.StallWatch(cluster.address, 0.4, said.append) as watch:
+        time.sleep(1.0)  # outside `waiting` (evaluation, checkpoints): not counted
+        assert said == []
+        with watch.waiting(6):
+            time.sleep(1.5)
+        count = len(said)
+        time.sleep(1.0)
+    assert 2 <= count == len(said) <= 4, said
+    assert said[0].startswith(f"No training batch from the tf.data service at "
+                              f"{cluster.address} for ")
+    assert "(waiting for step 7); the dispatcher lists 2 worker(s): localhost:" in said[0]
+    port, = _free_ports(1)
+    gone = f"grpc://localhost:{port}"
+    with service.StallWatch(gone, 0.3, said.append) as watch, watch.waiting(0):
+        time.sleep(1.0)
+    assert f"No tf.data service dispatcher answers at {gone!r}" in said[-1]
+    before = len(said)
+    with service.StallWatch(gone, 0, said.append) as watch, watch.waiting(0):
+        time.sleep(0.5)  # 0: off
+    assert len(said) == before
+
+
 @pytest.mark.slow
 def test_training_reads_its_batches_through_the_service_and_resumes(small_demo_dir, cluster,
                                                                     tmp_path, monkeypatch):
@@ -468,16 +542,36 @@ def test_a_journal_file_and_an_unresolvable_worker_host_are_one_line_each(cluste
     assert "--worker_host='no-such-host.invalid' does not resolve" in result.stderr
 
 
-def test_training_says_so_when_no_worker_is_registered(small_demo_dir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_training_reports_a_stalled_service_and_goes_on_when_a_worker_comes(
+        small_demo_dir, tmp_path, monkeypatch):
+    # The trainer waits for batches no worker produces: it says so, with the step and the
+    # dispatcher's (empty) worker list, and trains on once a worker registers.
     lonely = Cluster(tmp_path, workers=0)
     said = []
     monkeypatch.setattr(loop.logging, "warning", lambda message, *args: said.append(
         message % args if args else message))
+    outcome = []
     try:
-        config = _demo_config(small_demo_dir)
-        config.data.service_address = lonely.address
-        loop._plan(config, str(tmp_path / "run"), False)
+        config = _service_config(small_demo_dir, lonely, total_epochs=1)
+        config.data.service_stall_seconds = 1.0
+        thread = threading.Thread(target=lambda: outcome.append(
+            loop.train_and_evaluate(config, str(tmp_path / "run"))), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 180
+        while not any(line.startswith("No training batch") for line in said):
+            assert thread.is_alive() and time.monotonic() < deadline, said
+            time.sleep(0.2)
+        stalled = next(line for line in said if line.startswith("No training batch"))
+        assert "(waiting for step 1); the dispatcher lists 0 worker(s)." in stalled
+        # Said once at start already (README: "With no worker registered yet, training
+        # says so and waits for the first").
+        assert any(line.startswith("No worker is registered with the tf.data service at "
+                                   + lonely.address) for line in said), said
+        port, = _free_ports(1)
+        lonely._start(["worker", f"--dispatcher={lonely.address[len('grpc://'):]}",
+                       f"--port={port}", "--worker_host=localhost"], "worker at")
+        thread.join(300)
+        assert not thread.is_alive() and outcome[0]["step"] == 4
     finally:
         lonely.close()
-    assert any("No worker is registered with the tf.data service at " + lonely.address in line
-               for line in said), said

@@ -409,7 +409,8 @@ def split_features(split, extractor: Extractor, cache_dir: str, *, split_name: s
         skipped.extend(name.numpy().decode("utf-8", "replace")
                        for _, _, _, name in split.ordered_records(missing))
     for name in skipped:
-        logging.warning("Left out of the features, not a decodable image: %s", name)
+        logging.warning("Left out of the features, not a readable and decodable image: %s",
+                        name)
 
     np.save(os.path.join(cache_dir, LABELS_FILENAME), labels)
     np.save(os.path.join(cache_dir, LOCATIONS_FILENAME), locations)

@@ -261,6 +261,8 @@ def exit_status(error: BaseException) -> int | None:
         return ERROR_STATUS
     if isinstance(error, OSError) and error.errno in _PATH_ERRNOS and error.filename:
         return ERROR_STATUS
+    if _from_tensorflow(error) and errors.bad_record_in(error):
+        return ERROR_STATUS
     if _from_tensorflow(error) and (
             type(error).__name__ == "ResourceExhaustedError"
             or any(text in str(error) for text in _MACHINE_MESSAGES)):
@@ -279,6 +281,10 @@ def error_message(error: BaseException) -> str:
                 f"Lower the batch size: --batch_size=N for alexnet-eval, "
                 f"--config.train.global_batch_size=N (and "
                 f"--config.eval.global_batch_size=N) for alexnet-train.")
+    record = _from_tensorflow(error) and errors.bad_record_in(error)
+    if record:
+        return (f"bad record {record}, and data.on_bad_record is 'fail' ('skip' skips, "
+                f"counts and names each bad record instead).")
     return _one_line(error)
 
 

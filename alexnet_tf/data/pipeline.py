@@ -13,9 +13,11 @@ Order of operations (fixed, so that data order is reproducible and resumable); s
      before any image is decoded;
   4. map: read, check, decode, augment (parallel, deterministic order); bad records
      (empty, not an image, truncated, too large: `alexnet_tf.data.decode.problem`;
-     label missing or out of range) are skipped, counted and named with the reason
+     label missing or out of range; a file or TFRecord record the source could not
+     read, `alexnet_tf.data.sources.UNREADABLE`) are skipped, counted and named with the reason
      ("alexnet_tf: skipping bad record <name> - <reason>" on stderr), or stop the run
-     with ``data.on_bad_record="fail"``, naming the record and the reason;
+     with ``data.on_bad_record="fail"``, naming the record and the reason (TF's error,
+     which `alexnet_tf.errors.bad_record_in` reads and the binaries report as one line);
   5. batch (per-replica batch size);
   6. mix (training with ``data.mixup_alpha`` or ``data.cutmix_alpha``): MixUp or
      CutMix of each batch (one of the two per batch, with probability 1/2, when both
@@ -39,8 +41,9 @@ import functools
 
 import tensorflow as tf
 
+from alexnet_tf import errors
 from alexnet_tf.convention import InputConvention
-from alexnet_tf.data import augment, decode, preprocess, tfrecords
+from alexnet_tf.data import augment, decode, preprocess, sources, tfrecords
 
 
 @functools.lru_cache(maxsize=4)
@@ -201,8 +204,11 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
                           "label outside [0, num_classes)")
         ok = tf.equal(reason, "")
         if fail_fast:
-            with tf.control_dependencies([tf.debugging.Assert(ok, [
-                    "Bad record", name, "-", reason, "label", label], summarize=3)]):
+            # One bracketed string that `errors.bad_record_in` finds in TF's error, so that the
+            # binaries report it as one line.
+            with tf.control_dependencies([tf.debugging.Assert(ok, [tf.strings.join([
+                    errors.BAD_RECORD_PREFIX, name, " - ", reason, " (label ",
+                    tf.strings.as_string(label), ")"])], summarize=1)]):
                 encoded = tf.identity(encoded)
         example_seed = tf.stack([tf.constant(seed, tf.int64), epoch_offset + position])
         if raw_shape is not None:
@@ -228,13 +234,17 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
 
     def inspect(index, encoded, label, position, name):
         """One batch of records: the decode rule's checks, prepared bytes, orientations."""
+        # What the source could not read (sources.UNREADABLE) is named as such.
+        unreadable = tf.equal(encoded, sources.UNREADABLE)
         if raw_shape is not None:
             # Orientation 1 and a known height: raw pixels are stored upright and sized.
             ones = tf.ones_like(label, tf.int32)
-            return (index, encoded, label, position, name,
-                    tfrecords.raw_problem(encoded, raw_shape), ones, ones * raw_shape[0])
+            problem = tf.where(unreadable, sources.UNREADABLE_REASON,
+                               tfrecords.raw_problem(encoded, raw_shape))
+            return (index, encoded, label, position, name, problem, ones, ones * raw_shape[0])
         info = decode.inspect_batch(encoded, jpeg_sizes=False)
-        return (index, info.prepared, label, position, name, info.problem, info.orientation,
+        problem = tf.where(unreadable, sources.UNREADABLE_REASON, info.problem)
+        return (index, info.prepared, label, position, name, problem, info.orientation,
                 info.height)
 
     # An end marker after the last record lets the gap count below see a bad record
@@ -245,9 +255,10 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
     records = records.concatenate(end) if not (fail_fast or stream) else records
     ds = records.enumerate()
     if not fail_fast:
-        # A file that cannot be read fails in the source's map: dropped here (TF's error
-        # is logged), so that it cannot take a batch of the inspection below with it;
-        # the gap in the stream index counts it.
+        # A source marks what it cannot read (sources.UNREADABLE); an error that still
+        # escapes one (a source of another kind) drops its element here, so that it
+        # cannot take a batch of the inspection below with it; the gap it leaves in the
+        # stream index is counted below.
         ds = ds.ignore_errors(log_warning=True)
     # The checks are batched: their graph is large, and a graph's cost is paid per call
     # (`decode.inspect_batch`); the common JPEG is settled with vectorised string ops.
@@ -256,25 +267,27 @@ def make_dataset(split, data_config, *, image_size: int, batch_size: int, traini
     ds = ds.map(lambda index, *record: (index, load(*record)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if not fail_fast:
-        # What the checks above cannot see (a file that cannot be read, JPEG data that
-        # is complete but corrupt) fails inside the reader or the decoder:
-        # ignore_errors drops that element and logs TF's error; the gap it leaves in
-        # the stream index is counted as a bad record and named by its position.
+        # What the checks above cannot see (JPEG data that is complete but corrupt)
+        # fails inside the decoder: ignore_errors drops that element (TF's error is
+        # logged, shown with --tf_logs); the gap it leaves in the stream index is
+        # counted as a bad record and named by its position.
         ds = ds.ignore_errors(log_warning=True)
-        if bad_records is not None:
-            last = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
-            def count_gaps(index, element):
-                gap = index - last - 1
-                named = tf.cond(gap > 0, lambda: tf.print(
-                    "alexnet_tf: skipping", gap, "bad record(s) before stream position",
-                    index, "of this pipeline (unreadable, or undecodable past the checks; "
-                    "TF's error is logged above)"), tf.no_op)
-                with tf.control_dependencies([named, bad_records.assign_add(gap)]):
-                    with tf.control_dependencies([last.assign(index)]):
-                        return tf.identity(index), element
+        def count_gaps(last, item):
+            index, element = item
+            gap = index - last - 1
+            effects = [tf.cond(gap > 0, lambda: tf.print(
+                "alexnet_tf: skipping", gap, "bad record(s) before stream position", index,
+                "of this pipeline (they failed in the decoder past the checks; --tf_logs "
+                "shows TensorFlow's error)"), tf.no_op)]
+            if bad_records is not None:
+                effects.append(bad_records.assign_add(gap))
+            with tf.control_dependencies(effects):
+                return index, (tf.identity(index), element)
 
-            ds = ds.map(count_gaps)  # sequential: it must see the stream in order
+        # A scan, not a map over a variable: its state starts afresh with each iterator,
+        # and a tf.data service worker can run it. Sequential: it sees the stream in order.
+        ds = ds.scan(tf.constant(-1, tf.int64), count_gaps)
         ds = ds.filter(lambda index, element: element[2])
     ds = ds.map(lambda index, element: element[:2])
     ds = ds.batch(batch_size, drop_remainder=training)

@@ -46,7 +46,12 @@ batch; evaluation reads the evaluation split locally.
   at start, so the dispatcher shares the stream's examples among them, each at most
   once.
 * Bad records are skipped and named on the worker's stderr (the worker's log), not
-  counted in the trainer's epoch summary. MixUp and CutMix run on the trainer.
+  counted in the trainer's epoch summary; that includes files a worker cannot read
+  (``data.data_dir`` must name the same files on every worker's machine). MixUp and
+  CutMix run on the trainer.
+* A cluster that delivers nothing (no worker, or workers that cannot read a single
+  example) would leave the trainer waiting without a word: `StallWatch` says so every
+  ``data.service_stall_seconds``, with the workers the dispatcher knows.
 
 Every training start is a job of its own on the dispatcher, named after the run's work
 directory, the step it starts at and a number the training workers agree on at start
@@ -56,10 +61,13 @@ predecessor's half-read job.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import socket
+import threading
+import time
 
 from alexnet_tf.errors import UserError
 
@@ -226,3 +234,71 @@ def default_worker_host() -> str:
     except OSError:
         return "localhost"
     return name
+
+
+class StallWatch:
+    """Warns while the trainer waits for a batch from the tf.data service.
+
+    TensorFlow's client waits for the next element without end; when every worker is
+    gone, or no worker can read a single example (``data.data_dir`` missing on their
+    machines: each record is skipped and named in the worker's log, and nothing comes),
+    training would stop without a word. While the trainer is inside `waiting`, a daemon
+    thread checks every ``seconds`` (wall-clock seconds) how long it has waited; past
+    ``seconds``, it calls ``warn`` with one line naming the address, the step, the time
+    waited and the workers the dispatcher lists (`check_dispatcher`), and again every
+    ``seconds`` while the wait goes on. Time outside `waiting` (evaluation, checkpoints)
+    does not count. Use as a context manager around the training loop; ``seconds`` 0
+    turns it off.
+    """
+
+    def __init__(self, address: str, seconds: float, warn):
+        self.address, self.seconds, self._warn = address, seconds, warn
+        self._since, self._step = None, 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    @contextlib.contextmanager
+    def waiting(self, step: int):
+        """Around the fetch of the batch for training step ``step + 1``."""
+        self._step, self._since = step, time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def _watch(self):
+        interval = min(self.seconds, 1.0)  # how often the thread looks
+        warned_at = None
+        while not self._stop.wait(interval):
+            since = self._since
+            if since is None:
+                warned_at = None
+                continue
+            waited = time.monotonic() - since
+            if waited < self.seconds or (warned_at is not None
+                                         and waited - warned_at < self.seconds):
+                continue
+            warned_at = waited
+            try:
+                workers = check_dispatcher(self.address, timeout=min(10.0, self.seconds))
+                known = (f"the dispatcher lists {len(workers)} worker(s)"
+                         + (f": {', '.join(workers)}" if workers else ""))
+            except ServiceError as error:
+                known = str(error)
+            self._warn(
+                f"No training batch from the tf.data service at {self.address} for "
+                f"{waited:.0f} s (waiting for step {self._step + 1}); {known}. Are workers "
+                f"running, and can they read data.data_dir on their machines? Their logs "
+                f"name each record they skip.")
+
+    def __enter__(self):
+        if self.seconds > 0:
+            self._thread = threading.Thread(target=self._watch, daemon=True,
+                                            name="tf.data service stall watch")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -272,6 +272,96 @@ def _shard_shuffle_skip(ds, buffer_size, shard_records, context, training, seed,
     return ds.skip(skip).enumerate(start=skip)
 
 
+# The encoded bytes of an example that could not be read: an image file that is missing,
+# not readable or fails with an I/O error, or a record of a TFRecord shard that is cut
+# short, corrupt (CRC) or cannot be opened. The pipeline skips and names it with
+# `UNREADABLE_REASON` (`alexnet_tf.data.pipeline`) like any other bad record; no image
+# starts with a NUL byte.
+UNREADABLE = b"\x00alexnet_tf: could not be read\x00"
+UNREADABLE_REASON = ("could not be read (missing, no permission, an I/O error, or a corrupt "
+                     "or truncated TFRecord shard; --tf_logs shows TensorFlow's error)")
+
+
+def _read_files(indices, describe, *, first: int = 0, end: int | None = None):
+    """``(encoded, label, position, name)`` for each of the consecutive int64 stream
+    indices ``indices`` (from ``first``), the file ``describe(i)`` names read with
+    ``tf.io.read_file``; a file that cannot be read gives `UNREADABLE` in place of its
+    bytes, so that the pipeline names it (a read error would otherwise end the element
+    unnamed). ``describe``: int64 scalar index -> (int32 label, int64 position, path),
+    cheap (no reading); ``end`` (bounded streams): the index after the last, so that a
+    file lost at the very end is named too.
+
+    Errors are rare, so the common path only pays a scan over indices: reads run in
+    parallel and fail as they do (dropped by ``ignore_errors``); the scan sees the gap
+    in the indices and puts a marked element in each lost place, in order.
+    """
+    def read(i):
+        label, position, path = describe(i)
+        return i, tf.io.read_file(path), label, position, path
+
+    ds = indices.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True)  # TF's error: shown with --tf_logs
+    if end is not None:
+        # A last element (index ``end``, read from no file) closes the final gap.
+        end = tf.cast(end, tf.int64)
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(
+            (end, tf.constant(b""), tf.constant(0, tf.int32), tf.constant(0, tf.int64),
+             tf.constant(b""))))
+    lost_spec = (tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64),
+                 tf.TensorSpec([], tf.string))
+
+    def lost(missing):
+        return tf.map_fn(describe, missing, fn_output_signature=lost_spec)
+
+    def none(missing):
+        return (tf.zeros([0], tf.int32), tf.zeros([0], tf.int64), tf.zeros([0], tf.string))
+
+    def fill(last, element):
+        i, encoded, label, position, name = element
+        missing = tf.range(last + 1, i)
+        lost_labels, lost_positions, lost_names = tf.cond(
+            i > last + 1, lambda: lost(missing), lambda: none(missing))
+        keep = 1 if end is None else tf.cast(i < end, tf.int32)  # the closing one: no
+        lost_encoded = tf.fill(tf.shape(missing), UNREADABLE)
+        return i, tuple(
+            tf.concat([lost_part, tf.expand_dims(value, 0)[:keep]], 0)
+            for lost_part, value in ((lost_encoded, encoded), (lost_labels, label),
+                                     (lost_positions, position), (lost_names, name)))
+
+    return ds.scan(tf.cast(first, tf.int64) - 1, fill).unbatch()
+
+
+def _read_shard(path, size):
+    """``(offset, record, lost)`` for each record of the TFRecord file ``path``: its
+    records as they are read (``lost`` ""), then, when reading ends before ``size``
+    records (a CRC mismatch or a cut-off file ends a TFRecord reader; so does a file
+    that cannot be opened), one element per record lost, ``record`` b"" and ``lost``
+    naming it ("<path> record <offset>"), so that the pipeline names each as a bad
+    record instead of the shard's end passing unseen. ``size`` -1: not checked."""
+    # A file that cannot be opened would fail every read again (TF's reader retries the
+    # open), and ignore_errors would spin on it: a missing file is left out up front.
+    # Glob characters in the path are matched literally (bracketed).
+    present = tf.size(tf.io.matching_files(
+        tf.strings.regex_replace(path, r"([*?\[])", r"[\1]"))) > 0
+    files = tf.boolean_mask(tf.expand_dims(path, 0), tf.expand_dims(present, 0))
+    ds = tf.data.TFRecordDataset(files, buffer_size=8 << 20).ignore_errors(log_warning=True)
+    ds = ds.map(lambda record: (record, False)).concatenate(
+        tf.data.Dataset.from_tensors((tf.constant(b""), True)))
+
+    def count(read, element):
+        record, is_end = element
+
+        def ending():
+            offsets = tf.range(read, tf.maximum(size, read))
+            return (offsets, tf.fill(tf.shape(offsets), b""),
+                    tf.strings.join([path, " record ", tf.strings.as_string(offsets)]))
+
+        return read + 1, tf.cond(is_end, ending, lambda: (
+            tf.expand_dims(read, 0), tf.expand_dims(record, 0), tf.constant([""])))
+
+    return ds.scan(tf.constant(0, tf.int64), count).unbatch()
+
+
 STREAM_CHUNK = 32  # image-folder examples per split unit of a service stream
 _STREAM_END = 1 << 62  # "unbounded": the stream's range never ends in practice
 _STREAM_SEEDS = 0x737472  # folded into the run's seed for the passes' permutations
@@ -469,10 +559,19 @@ class ImageFolderSource(DataSource):
         if input_context is not None and input_context.num_input_pipelines > 1:
             order = order[input_context.input_pipeline_id::input_context.num_input_pipelines]
         order = order[skip:]
-        ds = tf.data.Dataset.from_tensor_slices(
-            (self.paths[order], self.labels[order], order.astype(np.int64)))
-        return ds.map(lambda path, label, position: (tf.io.read_file(path), label, position, path),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if len(order) == 0:
+            return tf.data.Dataset.from_tensor_slices(
+                (np.zeros([0], object), np.zeros([0], np.int32), np.zeros([0], np.int64),
+                 np.zeros([0], object)))
+        paths = tf.constant(self.paths[order].astype(str))
+        labels = tf.constant(self.labels[order])
+        positions = tf.constant(order.astype(np.int64))
+
+        def describe(i):  # i < len(order), but for _read_files's closing index
+            i = tf.minimum(i, len(order) - 1)
+            return tf.gather(labels, i), tf.gather(positions, i), tf.gather(paths, i)
+
+        return _read_files(tf.data.Dataset.range(len(order)), describe, end=len(order))
 
     def stream_records(self, *, seed, start, examples_per_pass):
         """Split units of `STREAM_CHUNK` consecutive stream indices; each index i is
@@ -487,18 +586,19 @@ class ImageFolderSource(DataSource):
         paths = tf.constant(self.paths.astype(str))
         labels = tf.constant(self.labels.astype(np.int32))
 
-        def chunk(c):
-            first = tf.maximum(c * STREAM_CHUNK, start)
-            return tf.data.Dataset.range(first, (c + 1) * STREAM_CHUNK)
-
-        def element(i):
+        def describe(i):
             pass_index, index = _stream_permuted(i, seed, per_pass, n)
-            path = tf.gather(paths, index)
-            return tf.io.read_file(path), tf.gather(labels, index), pass_index * n + index, path
+            return tf.gather(labels, index), pass_index * n + index, tf.gather(paths, index)
+
+        def chunk(c):
+            # One unit, read on its own: the dispatcher gives a worker units that are not
+            # consecutive, and _read_files's gap check must see only one unit's indices.
+            first, end = tf.maximum(c * STREAM_CHUNK, start), (c + 1) * STREAM_CHUNK
+            return _read_files(tf.data.Dataset.range(first, end), describe, first=first,
+                               end=end)
 
         ds = tf.data.Dataset.range(start // STREAM_CHUNK, _STREAM_END // STREAM_CHUNK)
-        return ds.flat_map(chunk).map(element, num_parallel_calls=tf.data.AUTOTUNE,
-                                      deterministic=True)
+        return ds.flat_map(chunk)
 
     def fingerprint(self, split_name: str) -> dict:
         """kind "files": a sha256 of every (absolute path, label) line."""
@@ -512,11 +612,21 @@ class ImageFolderSource(DataSource):
         """The files in listing order; only the files asked for are read."""
         n = len(self)
         index = np.arange(n) if positions is None else _check_positions(positions, n)
-        locations = np.stack([np.full(len(index), -1, np.int64), index.astype(np.int64)], axis=1)
-        ds = tf.data.Dataset.from_tensor_slices(
-            (locations, self.paths[index].astype(str), self.labels[index].astype(np.int32)))
-        return ds.map(lambda location, path, label: (location, tf.io.read_file(path), label, path),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if len(index) == 0:
+            return tf.data.Dataset.from_tensor_slices(
+                (np.zeros([0, 2], np.int64), np.zeros([0], object), np.zeros([0], np.int32),
+                 np.zeros([0], object)))
+        paths = tf.constant(self.paths[index].astype(str))
+        labels = tf.constant(self.labels[index].astype(np.int32))
+        where = tf.constant(index.astype(np.int64))
+
+        def describe(i):  # i < len(index), but for _read_files's closing index
+            i = tf.minimum(i, len(index) - 1)
+            return tf.gather(labels, i), tf.gather(where, i), tf.gather(paths, i)
+
+        return _read_files(tf.data.Dataset.range(len(index)), describe, end=len(index)).map(
+            lambda encoded, label, position, path: (
+                tf.stack([tf.constant(-1, tf.int64), position]), encoded, label, path))
 
     def read_encoded(self, locations) -> list[bytes]:
         result = []
@@ -714,6 +824,9 @@ class TFRecordSource(DataSource):
     shuffle_buffer: int = 10_000
     label_map: tuple[int, ...] | None = None
     image_shape: tuple[int, int, int] | None = None
+    # Records per file of ``files`` (metadata.json's, or counted at load): a shard that
+    # ends early when read (corrupt, truncated, unreadable) has its lost records named.
+    shard_sizes: tuple[int, ...] | None = None
 
     @classmethod
     def from_config(cls, data_config, split: str, class_names=None) -> TFRecordSource:
@@ -783,9 +896,10 @@ class TFRecordSource(DataSource):
                             f"{path!r} holds {os.path.getsize(path)} bytes but {metadata_path} "
                             f"says {shard['num_bytes']}: the shard was changed after the "
                             f"conversion; convert the split again.")
-                found = sum(int(s["num_records"]) for s in shards)
+                sizes = [int(s["num_records"]) for s in shards]
             else:
-                found = sum(_count_records(f) for f in files)
+                sizes = [_count_records(f) for f in files]
+            found = sum(sizes)
             if found != num_records:
                 raise DataError(
                     f"{metadata_path} says split {split!r} has num_records={num_records}, but "
@@ -795,19 +909,24 @@ class TFRecordSource(DataSource):
             names, readable, label_map = map_classes(
                 stored, class_names, where, [c.get("name") or c["wnid"] for c in classes])
             return cls(files, num_records, names, readable, label_offset, shuffle_buffer,
-                       label_map, _stored_image_shape(entry, split, metadata_path))
+                       label_map, _stored_image_shape(entry, split, metadata_path),
+                       tuple(sizes))
         files = _complete_split_files(data_dir, split, sets)
         logging.info("No %s: counting the records of the %d shard(s) of %s.", metadata_path,
                      len(files), where)
         count, synsets = 0, {}
         spec = {"image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
                 "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value="")}
-        for batch in tf.data.TFRecordDataset(list(files)).batch(4096).map(
-                lambda r: tf.io.parse_example(r, spec)):
-            labels = batch["image/class/label"].numpy()
-            count += len(labels)
-            for label, synset in zip(labels, batch["image/class/synset"].numpy()):
-                synsets.setdefault(int(label) - label_offset, set()).add(synset.decode())
+        sizes = []
+        for path in files:
+            sizes.append(0)
+            for batch in tf.data.TFRecordDataset(path).batch(4096).map(
+                    lambda r: tf.io.parse_example(r, spec)):
+                labels = batch["image/class/label"].numpy()
+                sizes[-1] += len(labels)
+                for label, synset in zip(labels, batch["image/class/synset"].numpy()):
+                    synsets.setdefault(int(label) - label_offset, set()).add(synset.decode())
+            count += sizes[-1]
         if not synsets or min(synsets) < 0:
             raise DataError(f"The records of {where} hold labels below label_offset="
                              f"{label_offset}; check config.data.tfrecord_label_offset.")
@@ -838,7 +957,8 @@ class TFRecordSource(DataSource):
                 synset = class_names[i] if class_names is not None else f"class_{i}"
             stored.append(synset)
         names, readable, label_map = map_classes(stored, class_names, where)
-        return cls(files, count, names, readable, label_offset, shuffle_buffer, label_map)
+        return cls(files, count, names, readable, label_offset, shuffle_buffer, label_map,
+                   shard_sizes=tuple(sizes))
 
     def __len__(self) -> int:
         return self.num_examples
@@ -847,24 +967,27 @@ class TFRecordSource(DataSource):
         """Shard files permuted per (seed, epoch), read interleaved, then a shuffle buffer
         of ``shuffle_buffer`` records; ``position`` counts this pipeline's stream."""
         files = np.array(self.files)
+        sizes = np.array(self._sizes(), np.int64)
         if training:
-            files = files[train_order(len(files), seed, epoch)]
+            order = train_order(len(files), seed, epoch)
+            files, sizes = files[order], sizes[order]
         shard_records = False
         context = input_context
         if context is not None and context.num_input_pipelines > 1:
             if len(files) >= context.num_input_pipelines:
-                files = files[context.input_pipeline_id::context.num_input_pipelines]
+                part = slice(context.input_pipeline_id, None, context.num_input_pipelines)
+                files, sizes = files[part], sizes[part]
             else:
                 shard_records = True  # fewer files than pipelines: split records instead
-        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-            lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+        ds = tf.data.Dataset.from_tensor_slices((files, sizes)).interleave(
+            lambda f, size: _read_shard(f, size).map(lambda offset, record, lost: (record, lost)),
             cycle_length=min(len(files), 16), block_length=1,
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = _shard_shuffle_skip(ds, self.shuffle_buffer, shard_records, context, training,
                                  seed, epoch, skip)
 
-        def parse(position, record):
-            encoded, label, name = self._parse(record)
+        def parse(position, element):
+            encoded, label, name = self._parse(*element)
             return encoded, label, position, name
 
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -886,29 +1009,39 @@ class TFRecordSource(DataSource):
         pass_index, within = divmod(start, examples_per_pass)
         first = pass_index * num_shards + within * num_shards // len(self)
         files = tf.constant(list(self.files))
+        sizes = tf.constant(self._sizes(), tf.int64)
 
         def shard(j):
             pass_index, index = _stream_permuted(j, seed, num_shards, num_shards)
-            return tf.data.TFRecordDataset(tf.gather(files, index), buffer_size=8 << 20
-                                           ).enumerate().map(
-                lambda offset, record: (pass_index * (1 << 40) + index * (1 << 24) + offset,
-                                        record))
+            return _read_shard(tf.gather(files, index), tf.gather(sizes, index)).map(
+                lambda offset, record, lost: (
+                    pass_index * (1 << 40) + index * (1 << 24) + offset, (record, lost)))
 
         ds = tf.data.Dataset.range(first, _STREAM_END).interleave(
             shard, cycle_length=min(num_shards, 16), block_length=1,
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.shuffle(self.shuffle_buffer, seed=_shuffle_seed(seed, first, _STREAM_SEEDS))
 
-        def parse(key, record):
-            encoded, label, name = self._parse(record)
+        def parse(key, element):
+            encoded, label, name = self._parse(*element)
             return encoded, label, key, name
 
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def _parse(self, record):
-        """(encoded, label in the order of ``class_names``, name) of one record."""
+    def _sizes(self) -> list[int]:
+        """Records per shard; -1 (not checked) where not known."""
+        return list(self.shard_sizes) if self.shard_sizes else [-1] * len(self.files)
+
+    def _parse(self, record, lost=None):
+        """(encoded, label in the order of ``class_names``, name) of one record; a
+        record `_read_shard` lost (``lost``: its name) gives `UNREADABLE`, label -1."""
         encoded, label, name = tfrecords.parse(record, self.label_offset)
-        return encoded, _remap(label, self.label_map), name
+        label = _remap(label, self.label_map)
+        if lost is None:
+            return encoded, label, name
+        was_lost = tf.not_equal(lost, "")
+        return (tf.where(was_lost, tf.constant(UNREADABLE), encoded),
+                tf.where(was_lost, -1, label), tf.where(was_lost, lost, name))
 
     def fingerprint(self, split_name: str) -> dict:
         """kind "tfrecord": a sha256 of every (absolute shard path, size in bytes) line
@@ -923,19 +1056,20 @@ class TFRecordSource(DataSource):
 
     def ordered_records(self, positions=None):
         """The shards interleaved in blocks of 16 records, located ``(shard, offset)``."""
-        def shard(shard_id, path):
-            return tf.data.TFRecordDataset(path).enumerate().map(
-                lambda offset, record: (tf.stack([shard_id, offset]), record))
+        def shard(shard_id, path, size):
+            return _read_shard(path, size).map(
+                lambda offset, record, lost: (tf.stack([shard_id, offset]), (record, lost)))
 
         files = tf.data.Dataset.from_tensor_slices(
-            (tf.range(len(self.files), dtype=tf.int64), list(self.files)))
+            (tf.range(len(self.files), dtype=tf.int64), list(self.files),
+             tf.constant(self._sizes(), tf.int64)))
         ds = files.interleave(shard, cycle_length=min(len(self.files), 8), block_length=16,
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if positions is not None:  # before parsing: records passed over stay unparsed
             ds = _at_positions(ds, positions, len(self))
 
-        def parse(location, record):
-            encoded, label, name = self._parse(record)
+        def parse(location, element):
+            encoded, label, name = self._parse(*element)
             return location, encoded, label, name
 
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -437,63 +437,69 @@ def _train(config, plan: _Plan) -> dict:
         logging.info("Training input from the tf.data service at %s (job %s), from example "
                      "%d of the run's stream.", config.data.service_address, job,
                      current * global_batch)
-    for epoch in range(int(epoch_var.numpy()), t.total_epochs):
-        epoch_end = (epoch + 1) * steps_per_epoch
-        done_in_epoch = current - epoch * steps_per_epoch
-        iterator = served or iter(strategy.distribute_datasets_from_function(
-            train_dataset_fn(epoch, done_in_epoch)))
-        window = hooks.MetricWindow(first_step=current, checkpoint_dir=run.checkpoint_dir)
-        window_start = epoch_start = time.perf_counter()
-        bad_records.assign(0)
-        for _ in range(steps_per_epoch - done_in_epoch):
-            batch = iterator.get_next_as_optional()
-            if not batch.has_value():
-                # Bad records were skipped, so the epoch has fewer full batches; the step
-                # counter still moves to the epoch's end, which keeps resuming exact.
-                logging.warning("Epoch %d ended %d steps early: bad records were skipped.",
-                                epoch + 1, epoch_end - current)
-                window.read_checked(current)  # the steps it did run
-                current = epoch_end
+    # Off without a service: the local pipeline cannot wait on other machines.
+    watch = service.StallWatch(config.data.service_address,
+                               config.data.service_stall_seconds if served else 0,
+                               logging.warning)
+    with watch:
+        for epoch in range(int(epoch_var.numpy()), t.total_epochs):
+            epoch_end = (epoch + 1) * steps_per_epoch
+            done_in_epoch = current - epoch * steps_per_epoch
+            iterator = served or iter(strategy.distribute_datasets_from_function(
+                train_dataset_fn(epoch, done_in_epoch)))
+            window = hooks.MetricWindow(first_step=current, checkpoint_dir=run.checkpoint_dir)
+            window_start = epoch_start = time.perf_counter()
+            bad_records.assign(0)
+            for _ in range(steps_per_epoch - done_in_epoch):
+                with watch.waiting(current):
+                    batch = iterator.get_next_as_optional()
+                if not batch.has_value():
+                    # Bad records were skipped, so the epoch has fewer full batches; the step
+                    # counter still moves to the epoch's end, which keeps resuming exact.
+                    logging.warning("Epoch %d ended %d steps early: bad records were skipped.",
+                                    epoch + 1, epoch_end - current)
+                    window.read_checked(current)  # the steps it did run
+                    current = epoch_end
+                    break
+                window.add(train_step(batch.get_value()))
+                current += 1
+                if current % t.log_every_steps == 0 or current == epoch_end:
+                    sums = window.read_checked(current)
+                    # convert_to_tensor: a mirrored variable under tf.distribute
+                    logger.train_window(epoch, current, sums,
+                                        float(tf.convert_to_tensor(optimizer.learning_rate)),
+                                        time.perf_counter() - window_start)
+                    window.reset()
+                    window_start = time.perf_counter()
+                # The epoch's end has its own save below (after evaluation): saving the same
+                # step twice would rewrite a listed checkpoint in place.
+                if current % t.checkpoint_every_steps == 0 and current != epoch_end:
+                    # The guard runs before every save, so no NaN/Inf loss reaches a checkpoint.
+                    window.check_before_save(current)
+                    checkpoints.save(current)
+            skipped = None if served else int(bad_records.numpy())
+            epoch_var.assign(epoch + 1)
+            event = None
+            if (epoch + 1) % config.eval.every_epochs == 0 or epoch + 1 == t.total_epochs:
+                metrics = run_eval()
+                logger.evaluation(epoch, current, metrics, time.perf_counter() - epoch_start,
+                                  skipped)
+                if t.schedule == "plateau":
+                    event = plateau.update(metrics["top1_error"])
+                    if event == "dropped":
+                        optimizer.learning_rate = plateau.learning_rate.numpy()
+                        logging.info("Validation error stopped improving: learning rate now %.5g "
+                                     "(drop %d of %d).", float(plateau.learning_rate),
+                                     int(plateau.drops), t.plateau_max_drops)
+                if metrics["top1_error"] < float(best_error.numpy()):
+                    best_error.assign(metrics["top1_error"])
+                    checkpoints.save(current, best=True)
+            checkpoints.save(current)
+            kernel_summaries.epoch_end(current)
+            if event == "stop":
+                logging.info("Validation error stopped improving after the last learning-rate "
+                             "drop: stopping (Sec. 5).")
                 break
-            window.add(train_step(batch.get_value()))
-            current += 1
-            if current % t.log_every_steps == 0 or current == epoch_end:
-                sums = window.read_checked(current)
-                # convert_to_tensor: a mirrored variable under tf.distribute
-                logger.train_window(epoch, current, sums,
-                                    float(tf.convert_to_tensor(optimizer.learning_rate)),
-                                    time.perf_counter() - window_start)
-                window.reset()
-                window_start = time.perf_counter()
-            # The epoch's end has its own save below (after evaluation): saving the same
-            # step twice would rewrite a listed checkpoint in place.
-            if current % t.checkpoint_every_steps == 0 and current != epoch_end:
-                # The guard runs before every save, so no NaN/Inf loss reaches a checkpoint.
-                window.check_before_save(current)
-                checkpoints.save(current)
-        skipped = None if served else int(bad_records.numpy())
-        epoch_var.assign(epoch + 1)
-        event = None
-        if (epoch + 1) % config.eval.every_epochs == 0 or epoch + 1 == t.total_epochs:
-            metrics = run_eval()
-            logger.evaluation(epoch, current, metrics, time.perf_counter() - epoch_start,
-                              skipped)
-            if t.schedule == "plateau":
-                event = plateau.update(metrics["top1_error"])
-                if event == "dropped":
-                    optimizer.learning_rate = plateau.learning_rate.numpy()
-                    logging.info("Validation error stopped improving: learning rate now %.5g "
-                                 "(drop %d of %d).", float(plateau.learning_rate),
-                                 int(plateau.drops), t.plateau_max_drops)
-            if metrics["top1_error"] < float(best_error.numpy()):
-                best_error.assign(metrics["top1_error"])
-                checkpoints.save(current, best=True)
-        checkpoints.save(current)
-        kernel_summaries.epoch_end(current)
-        if event == "stop":
-            logging.info("Validation error stopped improving after the last learning-rate "
-                         "drop: stopping (Sec. 5).")
-            break
     if not metrics:
         metrics = run_eval()
     checksum = weights_checksum(model)

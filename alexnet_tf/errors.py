@@ -48,6 +48,7 @@ def bad_record_in(error: BaseException) -> str | None:
     else None."""
     import re
 
-    match = re.search(r"\[" + re.escape(BAD_RECORD_PREFIX) + r"(.*?\(label -?\d+\))\]",
-                      str(error), re.DOTALL)
+    # Greedy to the line's last "(label n)]": a file name may hold that text too.
+    match = re.search(r"\[" + re.escape(BAD_RECORD_PREFIX) + r"(.*\(label -?\d+\))\]",
+                      str(error))
     return match.group(1) if match else None

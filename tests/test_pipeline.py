@@ -174,6 +174,10 @@ def test_bad_records_fail_fast_names_the_file(odd_folder):
     empty = next(p for p in split.paths if "empty" in p)
     assert errors.bad_record_in(caught.value) == f"{empty} - empty (0 bytes) (label 1)"
     assert app.exit_status(caught.value) == 1
+    # A name holding the text the message ends with is kept whole.
+    odd = ValueError("assertion failed: [alexnet_tf: bad record a (label 7)] b.jpg - empty "
+                     "(label 1)]\n\t [[{{node Assert}}]]")
+    assert errors.bad_record_in(odd) == "a (label 7)] b.jpg - empty (label 1)"
     assert app.error_message(caught.value) == (
         f"bad record {empty} - empty (0 bytes) (label 1), and data.on_bad_record is 'fail' "
         f"('skip' skips, counts and names each bad record instead).")
@@ -472,3 +476,31 @@ def test_tfrecord_shards_cut_short_or_missing_name_each_record_lost(tmp_path, ca
         for name in [f"{corrupt} record {k}" for k in (2, 3)] + [
                 f"{missing} record {k}" for k in range(4)]:
             assert f'skipping bad record "{name}" - "could not be read' in err
+
+
+def test_a_shard_that_cannot_be_opened_and_a_backslash_in_the_path(tmp_path, capfd,
+                                                                  monkeypatch):
+    # TF's reader retries a failed open for ever (ignore_errors then spins): a shard this
+    # process cannot open has its records named instead. A backslash in the directory
+    # made every record look lost (glob escaping).
+    root = tmp_path / "data\\set [1]"
+    examples = [tfrecords.make_example(_encode(_smooth_image(40, 40, seed=i), "PNG"), i % 2,
+                                       synset=f"n0{i % 2}", filename=f"img{i}.png")
+                for i in range(6)]
+    _write_shards(root, examples, shards=2)
+    split = sources.TFRecordSource.from_directory(str(root), "train", label_offset=1,
+                                                  shuffle_buffer=4)
+    intact = pipeline.make_dataset(split, _data_config(), image_size=32, batch_size=1,
+                                   training=True)
+    assert sorted(_labels_within(intact).tolist()) == sorted(i % 2 for i in range(6))
+    locked = split.files[1]
+    real_access = sources.os.access
+    monkeypatch.setattr(sources.os, "access",  # as root, chmod 000 does not stop a read
+                        lambda path, mode: path != locked and real_access(path, mode))
+    counter = tf.Variable(0, dtype=tf.int64)
+    ds = pipeline.make_dataset(split, _data_config(), image_size=32, batch_size=1,
+                               training=True, bad_records=counter)
+    assert sorted(_labels_within(ds).tolist()) == sorted(i % 2 for i in (0, 2, 4))
+    assert int(counter.numpy()) == 3
+    err = capfd.readouterr().err
+    assert all(f"{locked} record {k}".replace("\\", "\\\\") in err for k in range(3)), err

@@ -253,7 +253,7 @@ class StallWatch:
 
     def __init__(self, address: str, seconds: float, warn):
         self.address, self.seconds, self._warn = address, seconds, warn
-        self._since, self._step = None, 0
+        self._since, self._step, self._waits = None, 0, 0
         self._stop = threading.Event()
         self._thread = None
 
@@ -261,6 +261,7 @@ class StallWatch:
     def waiting(self, step: int):
         """Around the fetch of the batch for training step ``step + 1``."""
         self._step, self._since = step, time.monotonic()
+        self._waits += 1  # a new wait: its own warnings, however soon it follows the last
         try:
             yield
         finally:
@@ -268,12 +269,13 @@ class StallWatch:
 
     def _watch(self):
         interval = min(self.seconds, 1.0)  # how often the thread looks
-        warned_at = None
+        warned_at, wait = None, None
         while not self._stop.wait(interval):
             since = self._since
             if since is None:
-                warned_at = None
                 continue
+            if wait != self._waits:
+                warned_at, wait = None, self._waits
             waited = time.monotonic() - since
             if waited < self.seconds or (warned_at is not None
                                          and waited - warned_at < self.seconds):
@@ -285,6 +287,8 @@ class StallWatch:
                          + (f": {', '.join(workers)}" if workers else ""))
             except ServiceError as error:
                 known = str(error)
+            if self._since is not since:
+                continue  # the batch came while the dispatcher was asked: no stall
             self._warn(
                 f"No training batch from the tf.data service at {self.address} for "
                 f"{waited:.0f} s (waiting for step {self._step + 1}); {known}. Are workers "

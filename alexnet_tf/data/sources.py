@@ -279,7 +279,7 @@ def _shard_shuffle_skip(ds, buffer_size, shard_records, context, training, seed,
 # starts with a NUL byte.
 UNREADABLE = b"\x00alexnet_tf: could not be read\x00"
 UNREADABLE_REASON = ("could not be read (missing, no permission, an I/O error, or a corrupt "
-                     "or truncated TFRecord shard; --tf_logs shows TensorFlow's error)")
+                     "or truncated TFRecord shard; --tf_logs shows the error from TensorFlow)")
 
 
 def _read_files(indices, describe, *, first: int = 0, end: int | None = None):
@@ -331,18 +331,30 @@ def _read_files(indices, describe, *, first: int = 0, end: int | None = None):
     return ds.scan(tf.cast(first, tf.int64) - 1, fill).unbatch()
 
 
-def _read_shard(path, size):
+def _openable(files) -> list[bool]:
+    """Whether this process can open each file (checked here, in Python, when a pipeline
+    is built: TF has no op that tries an open without failing, and its reader retries a
+    failed open for ever)."""
+    return [os.path.isfile(f) and os.access(f, os.R_OK) for f in files]
+
+
+def _read_shard(path, size, openable=True):
     """``(offset, record, lost)`` for each record of the TFRecord file ``path``: its
     records as they are read (``lost`` ""), then, when reading ends before ``size``
     records (a CRC mismatch or a cut-off file ends a TFRecord reader; so does a file
     that cannot be opened), one element per record lost, ``record`` b"" and ``lost``
     naming it ("<path> record <offset>"), so that the pipeline names each as a bad
-    record instead of the shard's end passing unseen. ``size`` -1: not checked."""
-    # A file that cannot be opened would fail every read again (TF's reader retries the
-    # open), and ignore_errors would spin on it: a missing file is left out up front.
-    # Glob characters in the path are matched literally (bracketed).
-    present = tf.size(tf.io.matching_files(
-        tf.strings.regex_replace(path, r"([*?\[])", r"[\1]"))) > 0
+    record instead of the shard's end passing unseen. ``size`` -1: not checked.
+
+    A file that cannot be opened would fail every read again (TF's reader retries the
+    open), and ignore_errors would spin on it: it is left out up front, and so all its
+    records named. ``openable`` (bool scalar, `_openable` where the pipeline is built)
+    covers a missing or unreadable file there; where the graph runs elsewhere (a tf.data
+    service worker), a file missing on that machine is found by ``tf.io.matching_files``
+    (its glob characters escaped), but one present without read permission is not.
+    """
+    present = tf.logical_and(openable, tf.size(tf.io.matching_files(
+        tf.strings.regex_replace(path, r"([*?\[\\])", r"\\\1"))) > 0)
     files = tf.boolean_mask(tf.expand_dims(path, 0), tf.expand_dims(present, 0))
     ds = tf.data.TFRecordDataset(files, buffer_size=8 << 20).ignore_errors(log_warning=True)
     ds = ds.map(lambda record: (record, False)).concatenate(
@@ -979,8 +991,9 @@ class TFRecordSource(DataSource):
                 files, sizes = files[part], sizes[part]
             else:
                 shard_records = True  # fewer files than pipelines: split records instead
-        ds = tf.data.Dataset.from_tensor_slices((files, sizes)).interleave(
-            lambda f, size: _read_shard(f, size).map(lambda offset, record, lost: (record, lost)),
+        ds = tf.data.Dataset.from_tensor_slices((files, sizes, _openable(files))).interleave(
+            lambda f, size, openable: _read_shard(f, size, openable).map(
+                lambda offset, record, lost: (record, lost)),
             cycle_length=min(len(files), 16), block_length=1,
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = _shard_shuffle_skip(ds, self.shuffle_buffer, shard_records, context, training,
@@ -1010,10 +1023,13 @@ class TFRecordSource(DataSource):
         first = pass_index * num_shards + within * num_shards // len(self)
         files = tf.constant(list(self.files))
         sizes = tf.constant(self._sizes(), tf.int64)
+        # Checked on the trainer; a worker checks only that the file is there.
+        openable = tf.constant(_openable(self.files))
 
         def shard(j):
             pass_index, index = _stream_permuted(j, seed, num_shards, num_shards)
-            return _read_shard(tf.gather(files, index), tf.gather(sizes, index)).map(
+            return _read_shard(tf.gather(files, index), tf.gather(sizes, index),
+                               tf.gather(openable, index)).map(
                 lambda offset, record, lost: (
                     pass_index * (1 << 40) + index * (1 << 24) + offset, (record, lost)))
 
@@ -1056,13 +1072,13 @@ class TFRecordSource(DataSource):
 
     def ordered_records(self, positions=None):
         """The shards interleaved in blocks of 16 records, located ``(shard, offset)``."""
-        def shard(shard_id, path, size):
-            return _read_shard(path, size).map(
+        def shard(shard_id, path, size, openable):
+            return _read_shard(path, size, openable).map(
                 lambda offset, record, lost: (tf.stack([shard_id, offset]), (record, lost)))
 
         files = tf.data.Dataset.from_tensor_slices(
             (tf.range(len(self.files), dtype=tf.int64), list(self.files),
-             tf.constant(self._sizes(), tf.int64)))
+             tf.constant(self._sizes(), tf.int64), _openable(self.files)))
         ds = files.interleave(shard, cycle_length=min(len(self.files), 8), block_length=16,
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if positions is not None:  # before parsing: records passed over stay unparsed

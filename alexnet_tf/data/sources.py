@@ -331,6 +331,23 @@ def _read_files(indices, describe, *, first: int = 0, end: int | None = None):
     return ds.scan(tf.cast(first, tf.int64) - 1, fill).unbatch()
 
 
+def _read_listed(paths, labels, positions) -> tf.data.Dataset:
+    """`_read_files` over files listed in Python: ``(encoded, label, position, path)``
+    for ``paths[k]``, ``labels[k]``, ``positions[k]`` (NumPy arrays), in list order."""
+    n = len(paths)
+    paths = tf.constant(np.asarray(paths, str).reshape([n]))
+    labels = tf.constant(np.asarray(labels, np.int32).reshape([n]))
+    positions = tf.constant(np.asarray(positions, np.int64).reshape([n]))
+    if n == 0:
+        return tf.data.Dataset.from_tensor_slices((paths, labels, positions, paths))
+
+    def describe(i):  # i < n, but for _read_files's closing index
+        i = tf.minimum(i, n - 1)
+        return tf.gather(labels, i), tf.gather(positions, i), tf.gather(paths, i)
+
+    return _read_files(tf.data.Dataset.range(n), describe, end=n)
+
+
 def _openable(files) -> list[bool]:
     """Whether this process can open each file (checked here, in Python, when a pipeline
     is built: TF has no op that tries an open without failing, and its reader retries a
@@ -571,19 +588,7 @@ class ImageFolderSource(DataSource):
         if input_context is not None and input_context.num_input_pipelines > 1:
             order = order[input_context.input_pipeline_id::input_context.num_input_pipelines]
         order = order[skip:]
-        if len(order) == 0:
-            return tf.data.Dataset.from_tensor_slices(
-                (np.zeros([0], object), np.zeros([0], np.int32), np.zeros([0], np.int64),
-                 np.zeros([0], object)))
-        paths = tf.constant(self.paths[order].astype(str))
-        labels = tf.constant(self.labels[order])
-        positions = tf.constant(order.astype(np.int64))
-
-        def describe(i):  # i < len(order), but for _read_files's closing index
-            i = tf.minimum(i, len(order) - 1)
-            return tf.gather(labels, i), tf.gather(positions, i), tf.gather(paths, i)
-
-        return _read_files(tf.data.Dataset.range(len(order)), describe, end=len(order))
+        return _read_listed(self.paths[order], self.labels[order], order)
 
     def stream_records(self, *, seed, start, examples_per_pass):
         """Split units of `STREAM_CHUNK` consecutive stream indices; each index i is
@@ -624,19 +629,7 @@ class ImageFolderSource(DataSource):
         """The files in listing order; only the files asked for are read."""
         n = len(self)
         index = np.arange(n) if positions is None else _check_positions(positions, n)
-        if len(index) == 0:
-            return tf.data.Dataset.from_tensor_slices(
-                (np.zeros([0, 2], np.int64), np.zeros([0], object), np.zeros([0], np.int32),
-                 np.zeros([0], object)))
-        paths = tf.constant(self.paths[index].astype(str))
-        labels = tf.constant(self.labels[index].astype(np.int32))
-        where = tf.constant(index.astype(np.int64))
-
-        def describe(i):  # i < len(index), but for _read_files's closing index
-            i = tf.minimum(i, len(index) - 1)
-            return tf.gather(labels, i), tf.gather(where, i), tf.gather(paths, i)
-
-        return _read_files(tf.data.Dataset.range(len(index)), describe, end=len(index)).map(
+        return _read_listed(self.paths[index], self.labels[index], index).map(
             lambda encoded, label, position, path: (
                 tf.stack([tf.constant(-1, tf.int64), position]), encoded, label, path))
 
